@@ -1,0 +1,79 @@
+"""The pipeline, in one place: load -> resolve -> compile to IR -> render each target ->
+write atomically. The CLI and the tests both call these functions.
+
+Nothing is written until every requested target has rendered in memory, so a policy
+error never leaves a half-written or partly updated output directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from fwgen.ir import Ruleset
+from fwgen.policy import load_policy
+from fwgen.registry import Registry
+from fwgen.resolve import compile_policy
+
+
+def _targets() -> dict[str, ModuleType]:
+    """The explicit table of targets (imported lazily: `fwgen ports` needs none)."""
+    from fwgen.targets import iptables, nftables, windows
+
+    return {module.NAME: module for module in (iptables, nftables, windows)}
+
+
+TARGET_NAMES = ("iptables", "nftables", "windows")
+
+
+@dataclass
+class BuildResult:
+    ruleset: Ruleset
+    files: dict[str, str]  # relative path -> text, in a stable order
+    warnings: list[str]
+
+
+def compile_file(policy_path: str, registry: Registry) -> Ruleset:
+    return compile_policy(load_policy(policy_path), registry)
+
+
+def build(policy_path: str, registry: Registry, targets: tuple[str, ...] = TARGET_NAMES) -> BuildResult:
+    ruleset = compile_file(policy_path, registry)
+    table = _targets()
+    files: dict[str, str] = {}
+    warnings: list[str] = []
+    for name in TARGET_NAMES:
+        if name in targets:
+            output = table[name].render(ruleset)
+            files.update(output.files)
+            warnings.extend(output.warnings)
+    return BuildResult(ruleset, files, warnings)
+
+
+def write_atomically(outdir: str | os.PathLike[str], files: dict[str, str]) -> list[Path]:
+    """Write every file through a temporary file in its own directory and rename it
+    into place: readers (and config management) never see a partial file."""
+    written: list[Path] = []
+    staged: list[tuple[str, Path]] = []
+    try:
+        for relative, text in files.items():
+            target = Path(outdir) / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            staged.append((tmp, target))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+        for tmp, target in staged:
+            os.replace(tmp, target)
+            written.append(target)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return written

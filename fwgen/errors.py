@@ -1,0 +1,31 @@
+"""The one error type fwgen raises for bad input: a message with a source location."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a source file; line and column are 1-based, as editors count."""
+
+    path: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}"
+
+
+class PolicyError(Exception):
+    """Bad input. The CLI prints ``str(error)`` as one line and exits 1."""
+
+    def __init__(self, location: Location | None, message: str) -> None:
+        super().__init__(message)
+        self.location = location
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.location is None:
+            return self.message
+        return f"{self.location}: {self.message}"

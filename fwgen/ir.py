@@ -1,0 +1,158 @@
+"""The normalized intermediate representation every target (and explain/diff) reads.
+
+The IR knows nothing about any platform. A policy compiles to one ``Ruleset``: its
+defaults, its monitor settings and its ordered rules, each rule already resolved to
+concrete (protocol, port ranges) and per-family remote networks, and each keeping the
+source location it came from.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+
+from fwgen.errors import Location
+
+IPv4Network = ipaddress.IPv4Network
+IPv6Network = ipaddress.IPv6Network
+
+PORT_MIN = 0
+PORT_MAX = 65535
+
+
+class Action(enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    MONITOR = "monitor"
+
+
+class Direction(enum.Enum):
+    IN = "in"
+    OUT = "out"
+
+
+class Protocol(enum.Enum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+PROTOCOLS = (Protocol.TCP, Protocol.UDP)
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    lo: int
+    hi: int
+
+    def __post_init__(self) -> None:
+        if not PORT_MIN <= self.lo <= self.hi <= PORT_MAX:
+            raise ValueError(f"bad port range {self.lo}-{self.hi}")
+
+    def __str__(self) -> str:
+        return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.lo <= port <= self.hi
+
+
+ALL_PORTS = (PortRange(PORT_MIN, PORT_MAX),)
+
+
+def merge_ranges(ranges: "list[PortRange] | tuple[PortRange, ...]") -> tuple[PortRange, ...]:
+    """Sort and merge overlapping or adjacent ranges: the canonical form of a port set."""
+    merged: list[PortRange] = []
+    for r in sorted(ranges):
+        if merged and r.lo <= merged[-1].hi + 1:
+            if r.hi > merged[-1].hi:
+                merged[-1] = PortRange(merged[-1].lo, r.hi)
+        else:
+            merged.append(r)
+    return tuple(merged)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One policy rule, resolved.
+
+    ``ports`` lists only the protocols the rule covers, each with its merged ranges.
+    ``remote_v4``/``remote_v6``: ``None`` means any address of that family; an empty
+    tuple means the rule does not apply to that family at all.
+    """
+
+    index: int  # 1-based position in the policy
+    name: str
+    location: Location
+    action: Action
+    log: bool
+    direction: Direction
+    ports: tuple[tuple[Protocol, tuple[PortRange, ...]], ...]
+    remote_v4: tuple[IPv4Network, ...] | None
+    remote_v6: tuple[IPv6Network, ...] | None
+    comment: str = ""
+
+    @property
+    def logged(self) -> bool:
+        """Monitor rules always log; allow and deny rules log when ``log: true``."""
+        return self.action is Action.MONITOR or self.log
+
+    @property
+    def accepts(self) -> bool:
+        return self.action is not Action.DENY
+
+    def applies_to(self, family: int) -> bool:
+        remote = self.remote_v4 if family == 4 else self.remote_v6
+        return remote is None or len(remote) > 0
+
+    def remote(self, family: int) -> tuple[IPv4Network, ...] | tuple[IPv6Network, ...] | None:
+        return self.remote_v4 if family == 4 else self.remote_v6
+
+    def port_ranges(self, protocol: Protocol) -> tuple[PortRange, ...]:
+        for proto, ranges in self.ports:
+            if proto is protocol:
+                return ranges
+        return ()
+
+
+@dataclass(frozen=True)
+class Defaults:
+    inbound: Action  # ALLOW or DENY
+    outbound: Action  # ALLOW or DENY
+    reject: bool  # deny: reject (True) or drop (False)
+
+    def for_direction(self, direction: Direction) -> Action:
+        return self.inbound if direction is Direction.IN else self.outbound
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    log_prefix: str
+    rate: int
+    per: str  # second | minute | hour
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where the IR came from; goes into every output header (no absolute paths)."""
+
+    filename: str  # basename only
+    sha256: str
+    registry_edition: str
+    registry_sha256: str
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    name: str
+    description: str
+    defaults: Defaults
+    monitor: MonitorSettings
+    rules: tuple[Rule, ...]
+    source: SourceInfo
+
+    def rules_for(self, direction: Direction, family: int | None = None) -> tuple[Rule, ...]:
+        return tuple(
+            r
+            for r in self.rules
+            if r.direction is direction and (family is None or r.applies_to(family))
+        )

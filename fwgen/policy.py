@@ -1,0 +1,346 @@
+"""Policy format version 1: validate the YAML node tree into a located ``Policy``.
+
+Everything here is syntax and shape: keys, types, names, addresses. Port entries are
+kept as source text with their location; ``resolve`` turns them into ports with the
+registry. Each problem is a ``PolicyError`` pointing at the offending value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from fwgen.errors import Location, PolicyError
+from fwgen.yamlsource import BOOL_TAG, INT_TAG, NULL_TAG, STR_TAG, Source, compose, describe
+
+POLICY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,19}")
+RULE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+RESERVED_RULE_NAME = re.compile(r"rule-[0-9]+")
+LOG_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,16}")
+RATE = re.compile(r"([1-9][0-9]{0,4})/(second|minute|hour)")
+MAX_RATE = 10000  # iptables' limit match refuses faster rates
+MAX_TEXT = 4096  # descriptions and comments: generous, but not unbounded
+
+RANGES = {
+    "well-known": (0, 1023),
+    "registered": (1024, 49151),
+    "dynamic": (49152, 65535),
+}
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Text:
+    """A scalar's source text and where it was written."""
+
+    value: str
+    location: Location
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    index: int
+    name: str
+    location: Location  # the rule's first line
+    action: str  # allow | deny | monitor
+    log: bool
+    direction: str  # in | out
+    protocol: Text | None  # tcp | udp | any, when written
+    ports: tuple[Text, ...] | None  # entries as written
+    port_range: Text | None  # well-known | registered | dynamic
+    remote: tuple[Network, ...] | None  # from (in) / to (out); None = any
+    comment: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    path: str
+    sha256: str
+    name: str
+    description: str
+    inbound: str
+    outbound: str
+    deny: str  # drop | reject
+    log_prefix: str
+    rate: int
+    rate_per: str
+    rules: tuple[PolicyRule, ...]
+
+
+class _Reader:
+    """Typed accessors over the node tree; every failure is located."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    def at(self, node: yaml.Node) -> Location:
+        return self.source.at(node)
+
+    def fail(self, node: yaml.Node, message: str) -> PolicyError:
+        return PolicyError(self.at(node), message)
+
+    def mapping(
+        self, node: yaml.Node, what: str, allowed: tuple[str, ...]
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """Keys to (key node, value node); unknown and duplicate keys are errors."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{what} must be a mapping, got {describe(node)}")
+        result: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != STR_TAG:
+                raise self.fail(key_node, f"{what}: keys must be words, got {describe(key_node)}")
+            key = key_node.value
+            if key not in allowed:
+                hint = _closest(key, allowed)
+                raise self.fail(
+                    key_node,
+                    f"unknown key '{key}' in {what}"
+                    + (f" (did you mean '{hint}'?)" if hint else f" (expected one of: {', '.join(allowed)})"),
+                )
+            if key in result:
+                first = self.at(result[key][0])
+                raise self.fail(key_node, f"duplicate key '{key}' in {what} (first at line {first.line})")
+            result[key] = (key_node, value_node)
+        return result
+
+    def scalar(self, node: yaml.Node, what: str) -> Text:
+        if not isinstance(node, yaml.ScalarNode) or node.tag == NULL_TAG:
+            raise self.fail(node, f"{what} must be a single value, got {describe(node)}")
+        return Text(node.value, self.at(node))
+
+    def text(self, node: yaml.Node, what: str) -> str:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != STR_TAG:
+            raise self.fail(node, f"{what} must be text, got {describe(node)}")
+        if len(node.value) > MAX_TEXT:
+            raise self.fail(node, f"{what} is longer than {MAX_TEXT} characters")
+        return str(node.value)
+
+    def choice(self, node: yaml.Node, what: str, options: tuple[str, ...]) -> str:
+        if isinstance(node, yaml.ScalarNode) and node.tag == STR_TAG and node.value in options:
+            return str(node.value)
+        raise self.fail(node, f"{what} must be one of {' | '.join(options)}, got {describe(node)}")
+
+    def pattern(self, node: yaml.Node, what: str, regex: re.Pattern[str], rule: str) -> str:
+        value = self.text(node, what)
+        if not regex.fullmatch(value):
+            raise self.fail(node, f"{what} '{value}' is not valid: it must match {rule}")
+        return value
+
+    def boolean(self, node: yaml.Node, what: str) -> bool:
+        if isinstance(node, yaml.ScalarNode) and node.tag == BOOL_TAG and node.value in ("true", "false"):
+            return node.value == "true"
+        raise self.fail(node, f"{what} must be true or false, got {describe(node)}")
+
+    def items(self, node: yaml.Node, what: str) -> list[yaml.Node]:
+        """A list, or a single scalar standing for a one-item list."""
+        if isinstance(node, yaml.SequenceNode):
+            if not node.value:
+                raise self.fail(node, f"{what} is an empty list; omit the key instead")
+            return list(node.value)
+        if isinstance(node, yaml.ScalarNode) and node.tag != NULL_TAG:
+            return [node]
+        raise self.fail(node, f"{what} must be a list, got {describe(node)}")
+
+
+def _closest(word: str, options: tuple[str, ...]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def load_policy(path: str) -> Policy:
+    """Read and validate a policy file. ``path`` is echoed verbatim in error messages."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise PolicyError(None, f"{path}: cannot read policy: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PolicyError(Location(path, line, 1), "policy is not valid UTF-8") from None
+    return parse_policy(Source(path, text), hashlib.sha256(raw).hexdigest())
+
+
+TOP_KEYS = ("version", "name", "description", "defaults", "monitor", "rules")
+DEFAULT_KEYS = ("inbound", "outbound", "deny")
+MONITOR_KEYS = ("log_prefix", "rate")
+RULE_KEYS = (
+    "name", "action", "log", "direction", "protocol", "ports", "range", "from", "to", "comment",
+)
+
+
+def parse_policy(source: Source, sha256: str) -> Policy:
+    reader = _Reader(source)
+    root = compose(source)
+    start = Location(source.path, 1, 1)
+    if root is None:
+        raise PolicyError(start, "policy is empty: it needs at least 'version: 1'")
+    top = reader.mapping(root, "the policy", TOP_KEYS)
+
+    if "version" not in top:
+        raise PolicyError(reader.at(root), "missing 'version' (this fwgen reads 'version: 1')")
+    version = top["version"][1]
+    if not (isinstance(version, yaml.ScalarNode) and version.tag == INT_TAG and version.value == "1"):
+        raise reader.fail(version, f"unsupported version {describe(version)}: this fwgen reads 'version: 1'")
+
+    if "name" in top:
+        name = reader.pattern(top["name"][1], "policy name", POLICY_NAME, "[a-z0-9][a-z0-9_-]{0,19}")
+        _check_table_name(name, reader.at(top["name"][1]), "")
+    else:
+        name = Path(source.path).stem
+        if not POLICY_NAME.fullmatch(name):
+            raise PolicyError(
+                start,
+                f"the file name '{name}' is not a valid policy name ([a-z0-9][a-z0-9_-]{{0,19}}); "
+                "add a 'name:' key",
+            )
+        _check_table_name(name, start, " (from the file name); add a 'name:' key")
+    description = reader.text(top["description"][1], "description") if "description" in top else ""
+
+    inbound, outbound, deny = "deny", "allow", "drop"
+    if "defaults" in top:
+        defaults = reader.mapping(top["defaults"][1], "defaults", DEFAULT_KEYS)
+        if "inbound" in defaults:
+            inbound = reader.choice(defaults["inbound"][1], "defaults.inbound", ("allow", "deny"))
+        if "outbound" in defaults:
+            outbound = reader.choice(defaults["outbound"][1], "defaults.outbound", ("allow", "deny"))
+        if "deny" in defaults:
+            deny = reader.choice(defaults["deny"][1], "defaults.deny", ("drop", "reject"))
+
+    prefix, rate, per = "fwgen", 10, "minute"
+    if "monitor" in top:
+        monitor = reader.mapping(top["monitor"][1], "monitor", MONITOR_KEYS)
+        if "log_prefix" in monitor:
+            prefix = reader.pattern(monitor["log_prefix"][1], "monitor.log_prefix", LOG_PREFIX, "[A-Za-z0-9_.-]{1,16}")
+        if "rate" in monitor:
+            rate_node = monitor["rate"][1]
+            rate_text = reader.text(rate_node, "monitor.rate")
+            m = RATE.fullmatch(rate_text)
+            if not m:
+                raise reader.fail(rate_node, f"monitor.rate '{rate_text}' is not valid: write N/second, N/minute or N/hour")
+            rate, per = int(m.group(1)), m.group(2)
+            if rate > MAX_RATE:
+                raise reader.fail(rate_node, f"monitor.rate '{rate_text}' is too high: at most {MAX_RATE} per period")
+
+    rules: list[PolicyRule] = []
+    if "rules" in top:
+        rules_node = top["rules"][1]
+        if not isinstance(rules_node, yaml.SequenceNode):
+            raise reader.fail(rules_node, f"rules must be a list, got {describe(rules_node)}")
+        seen: dict[str, Location] = {}
+        for index, rule_node in enumerate(rules_node.value, start=1):
+            rule = _parse_rule(reader, rule_node, index)
+            if rule.name in seen:
+                raise PolicyError(
+                    rule.location if rule.name.startswith("rule-") else _name_location(reader, rule_node),
+                    f"duplicate rule name '{rule.name}' (first at line {seen[rule.name].line})",
+                )
+            seen[rule.name] = rule.location
+            rules.append(rule)
+
+    return Policy(
+        path=source.path, sha256=sha256, name=name, description=description,
+        inbound=inbound, outbound=outbound, deny=deny,
+        log_prefix=prefix, rate=rate, rate_per=per, rules=tuple(rules),
+    )
+
+
+def _check_table_name(name: str, location: Location, how: str) -> None:
+    """The policy name becomes nft's ``table inet NAME``, which nft cannot quote."""
+    from fwgen.targets.nft_keywords import NFT_KEYWORDS
+
+    if name[0].isdigit():
+        raise PolicyError(location, f"policy name '{name}'{how} cannot name an nftables table: it must start with a letter")
+    if name in NFT_KEYWORDS:
+        raise PolicyError(location, f"policy name '{name}'{how} is an nftables keyword and cannot name a table")
+
+
+def _name_location(reader: _Reader, rule_node: yaml.Node) -> Location:
+    for key, value in rule_node.value:
+        if key.value == "name":
+            return reader.at(value)
+    return reader.at(rule_node)
+
+
+def _parse_rule(reader: _Reader, node: yaml.Node, index: int) -> PolicyRule:
+    what = f"rule {index}"
+    keys = reader.mapping(node, what, RULE_KEYS)
+    location = reader.at(node)
+
+    if "name" in keys:
+        name = reader.pattern(keys["name"][1], "rule name", RULE_NAME, "[a-z0-9][a-z0-9_-]{0,31}")
+        if RESERVED_RULE_NAME.fullmatch(name):
+            raise reader.fail(keys["name"][1], f"rule name '{name}' is reserved: rule-N names unnamed rules")
+    else:
+        name = f"rule-{index}"
+    what = f"rule '{name}'"
+
+    if "action" not in keys:
+        raise PolicyError(location, f"{what} has no 'action' (allow | deny | monitor)")
+    action = reader.choice(keys["action"][1], "action", ("allow", "deny", "monitor"))
+    log = reader.boolean(keys["log"][1], "log") if "log" in keys else False
+    direction = reader.choice(keys["direction"][1], "direction", ("in", "out")) if "direction" in keys else "in"
+
+    protocol = None
+    if "protocol" in keys:
+        reader.choice(keys["protocol"][1], "protocol", ("tcp", "udp", "any"))
+        protocol = reader.scalar(keys["protocol"][1], "protocol")
+
+    if "ports" in keys and "range" in keys:
+        raise reader.fail(keys["range"][0], f"{what} has both 'ports' and 'range': use one")
+    ports = None
+    if "ports" in keys:
+        ports = tuple(reader.scalar(item, "a port entry") for item in reader.items(keys["ports"][1], "ports"))
+    port_range = None
+    if "range" in keys:
+        reader.choice(keys["range"][1], "range", tuple(RANGES))
+        port_range = reader.scalar(keys["range"][1], "range")
+
+    remote_key, wrong_key = ("from", "to") if direction == "in" else ("to", "from")
+    if wrong_key in keys:
+        verb = "inbound" if direction == "in" else "outbound"
+        raise reader.fail(
+            keys[wrong_key][0],
+            f"'{wrong_key}' does not apply to an {verb} rule: its remote peer is given by '{remote_key}'",
+        )
+    remote = None
+    if remote_key in keys:
+        remote = tuple(
+            _parse_network(reader, item) for item in reader.items(keys[remote_key][1], remote_key)
+        )
+
+    comment = reader.text(keys["comment"][1], "comment") if "comment" in keys else ""
+    return PolicyRule(
+        index=index, name=name, location=location, action=action, log=log, direction=direction,
+        protocol=protocol, ports=ports, port_range=port_range, remote=remote, comment=comment,
+    )
+
+
+def _parse_network(reader: _Reader, node: yaml.Node) -> Network:
+    if not isinstance(node, yaml.ScalarNode) or node.tag not in (STR_TAG, INT_TAG):
+        raise reader.fail(node, f"an address must be an IP address or CIDR network, got {describe(node)}")
+    text = str(node.value)
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise reader.fail(node, f"'{text}' is not an IP address or CIDR network") from None
+        raise reader.fail(
+            node, f"'{text}' has host bits set: write the network {loose} (or the host address alone)"
+        ) from None
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        raise reader.fail(
+            node, f"'{text}' is IPv4-mapped IPv6 (::ffff:0:0/96): write the IPv4 address instead"
+        )
+    return network

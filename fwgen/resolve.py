@@ -1,0 +1,185 @@
+"""Resolve a validated policy into the IR: port entries and service names become
+(protocol, port ranges); addresses split by family.
+
+A port entry is read from its source text, never from what YAML made of it:
+``20:21`` (YAML 1.1: 1221), ``010`` (8) and ``0x50`` (80) are errors here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable
+
+from fwgen import ir
+from fwgen.errors import PolicyError
+from fwgen.ir import Action, Direction, PortRange, Protocol
+from fwgen.policy import RANGES, Policy, PolicyRule, Text
+from fwgen.registry import Registry
+
+_DECIMAL = re.compile(r"[0-9]+")
+_RANGE = re.compile(r"([0-9]+)-([0-9]+)")
+_SEXAGESIMAL = re.compile(r"[0-9]+(?::[0-9]+)+")
+_HEX_OR_OCTAL = re.compile(r"0[xXoO][0-9a-fA-F_]+")
+_NUMBERISH = re.compile(r"[-+0-9._:]+")
+
+_BOTH = (Protocol.TCP, Protocol.UDP)
+
+Pair = tuple[Protocol, PortRange]
+
+
+def split_suffix(text: str) -> tuple[str, Protocol | None]:
+    """``mpshrsv/udp`` -> ("mpshrsv", UDP); ``cl/1`` stays whole: registry names may hold '/'."""
+    head, slash, tail = text.rpartition("/")
+    if slash and tail in ("tcp", "udp") and head:
+        return head, Protocol(tail)
+    return text, None
+
+
+def _port_number(text: str, entry: Text) -> int:
+    if len(text) > 1 and text.startswith("0"):
+        raise PolicyError(
+            entry.location,
+            f"port '{entry.value}' has a leading zero (YAML 1.1 reads it as octal); write {int(text)}",
+        )
+    value = int(text)
+    if value > ir.PORT_MAX:
+        raise PolicyError(entry.location, f"port {value} is out of range 0-65535")
+    return value
+
+
+def parse_number_or_range(body: str, entry: Text) -> PortRange | None:
+    """A decimal port or ``N-M`` range, or None when the text is not numeric at all
+    (then it is a service name). Numeric-looking text that is neither is an error."""
+    if _DECIMAL.fullmatch(body):
+        port = _port_number(body, entry)
+        return PortRange(port, port)
+    m = _RANGE.fullmatch(body)
+    if m:
+        lo, hi = _port_number(m.group(1), entry), _port_number(m.group(2), entry)
+        if lo > hi:
+            raise PolicyError(entry.location, f"port range {lo}-{hi} is reversed: write {hi}-{lo}")
+        return PortRange(lo, hi)
+    if _SEXAGESIMAL.fullmatch(body):
+        value = 0
+        for part in body.split(":"):
+            value = value * 60 + int(part)
+        raise PolicyError(
+            entry.location,
+            f"'{entry.value}' is not a port: YAML 1.1 reads it as the number {value}; "
+            f"write a range as \"N-M\" in quotes",
+        )
+    if _HEX_OR_OCTAL.fullmatch(body):
+        raise PolicyError(
+            entry.location, f"'{entry.value}' is not a decimal port (YAML 1.1 reads it as {int(body, 0)})"
+        )
+    if body.startswith("-") and body[1:].isdigit():
+        raise PolicyError(entry.location, f"port {body} is out of range 0-65535")
+    if _NUMBERISH.fullmatch(body):
+        raise PolicyError(entry.location, f"'{entry.value}' is not a port number, \"N-M\" range or service name")
+    return None
+
+
+def _service_pairs(
+    registry: Registry, name: str, protocols: tuple[Protocol, ...], entry: Text
+) -> list[Pair]:
+    pairs = registry.pairs(name)
+    if pairs is None:
+        suggestions = registry.suggest(name)
+        hint = f" (did you mean {' or '.join(repr(s) for s in suggestions)}?)" if suggestions else ""
+        raise PolicyError(entry.location, f"unknown service '{name}'{hint}")
+    if not pairs:
+        raise PolicyError(
+            entry.location,
+            f"service '{name}' has no tcp or udp port in the IANA registry; write the port number instead",
+        )
+    chosen = [(Protocol(proto), PortRange(lo, hi)) for proto, lo, hi in pairs if Protocol(proto) in protocols]
+    if not chosen:
+        asked = "/".join(p.value for p in protocols)
+        registered = ", ".join(f"{PortRange(lo, hi)}/{proto}" for proto, lo, hi in pairs)
+        numbers = ", ".join(sorted({f"{PortRange(lo, hi)}/{asked}" for _, lo, hi in pairs}))
+        raise PolicyError(
+            entry.location,
+            f"service '{name}' is not registered for {asked} (it is {registered}); "
+            f"to match the number anyway, write {numbers}",
+        )
+    return chosen
+
+
+def resolve_ports(rule: PolicyRule, registry: Registry) -> dict[Protocol, tuple[PortRange, ...]]:
+    """The rule's ports per protocol, merged; protocols it does not cover are absent."""
+    rule_protocol = rule.protocol.value if rule.protocol else None
+    default_protocols = (Protocol(rule_protocol),) if rule_protocol in ("tcp", "udp") else _BOTH
+    pairs: list[Pair] = []
+    if rule.ports is not None:
+        for entry in rule.ports:
+            body, suffix = split_suffix(entry.value)
+            if suffix and rule_protocol in ("tcp", "udp") and suffix.value != rule_protocol:
+                raise PolicyError(
+                    entry.location,
+                    f"'{entry.value}' contradicts the rule's protocol '{rule_protocol}'",
+                )
+            protocols = (suffix,) if suffix else default_protocols
+            port_range = parse_number_or_range(body, entry)
+            if port_range is not None:
+                pairs.extend((proto, port_range) for proto in protocols)
+            else:
+                pairs.extend(_service_pairs(registry, body, protocols, entry))
+    else:
+        lo, hi = RANGES[rule.port_range.value] if rule.port_range else (ir.PORT_MIN, ir.PORT_MAX)
+        pairs.extend((proto, PortRange(lo, hi)) for proto in default_protocols)
+    by_protocol: dict[Protocol, list[PortRange]] = {}
+    for proto, port_range in pairs:
+        by_protocol.setdefault(proto, []).append(port_range)
+    return {proto: ir.merge_ranges(by_protocol[proto]) for proto in ir.PROTOCOLS if proto in by_protocol}
+
+
+def _split_families(
+    networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> tuple[tuple[ipaddress.IPv4Network, ...], tuple[ipaddress.IPv6Network, ...]]:
+    v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
+    return tuple(ipaddress.collapse_addresses(v4)), tuple(ipaddress.collapse_addresses(v6))
+
+
+def resolve_rule(rule: PolicyRule, registry: Registry) -> ir.Rule:
+    ports = resolve_ports(rule, registry)
+    if rule.remote is None:
+        remote_v4: tuple[ipaddress.IPv4Network, ...] | None = None
+        remote_v6: tuple[ipaddress.IPv6Network, ...] | None = None
+    else:
+        remote_v4, remote_v6 = _split_families(rule.remote)
+    return ir.Rule(
+        index=rule.index,
+        name=rule.name,
+        location=rule.location,
+        action=Action(rule.action),
+        log=rule.log,
+        direction=Direction(rule.direction),
+        ports=tuple(ports.items()),
+        remote_v4=remote_v4,
+        remote_v6=remote_v6,
+        comment=rule.comment,
+    )
+
+
+def compile_policy(policy: Policy, registry: Registry) -> ir.Ruleset:
+    """Policy -> IR: the one normalized form every target, explain and diff read."""
+    return ir.Ruleset(
+        name=policy.name,
+        description=policy.description,
+        defaults=ir.Defaults(
+            inbound=Action(policy.inbound),
+            outbound=Action(policy.outbound),
+            reject=policy.deny == "reject",
+        ),
+        monitor=ir.MonitorSettings(policy.log_prefix, policy.rate, policy.rate_per),
+        rules=tuple(resolve_rule(rule, registry) for rule in policy.rules),
+        source=ir.SourceInfo(
+            filename=os.path.basename(policy.path),
+            sha256=policy.sha256,
+            registry_edition=registry.edition,
+            registry_sha256=registry.sha256,
+        ),
+    )
