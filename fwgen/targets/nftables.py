@@ -142,13 +142,24 @@ def _prologue(direction: Direction) -> list[NftRule]:
         NftRule("ct state established,related accept", "always: established and related traffic"),
         NftRule(f'{iface} "lo" accept', "always: loopback"),
     ]
-    for icmp_type, code, hoplimit, what in ICMPV6_ESSENTIAL:
-        text = f"icmpv6 type {_ICMPV6_NAMES.get(icmp_type, str(icmp_type))}"
+    # RFC 4890's list, grouped into one rule per (code, hop limit) shape.
+    groups: dict[tuple[int | None, int | None], list[int]] = {}
+    for icmp_type, code, hoplimit, _ in ICMPV6_ESSENTIAL:
+        groups.setdefault((code, hoplimit), []).append(icmp_type)
+    by_code: list[str] = []
+    for (code, hoplimit), types in groups.items():
+        names = ", ".join(_ICMPV6_NAMES.get(t, str(t)) for t in types)
         if code is not None:
-            text += f" icmpv6 code {code}"
+            by_code.append(f"{names} . {code}")
+            continue
+        text = f"icmpv6 type {{ {names} }}"
         if hoplimit is not None:
             text += f" ip6 hoplimit {hoplimit}"
-        rules.append(NftRule(f"{text} accept", f"always: ICMPv6 {what} (RFC 4890)"))
+        rules.append(NftRule(f"{text} accept", "always: ICMPv6 IPv6 needs (RFC 4890)"))
+    rules.append(NftRule(
+        f"icmpv6 type . icmpv6 code {{ {', '.join(by_code)} }} accept",
+        "always: ICMPv6 errors IPv6 needs (RFC 4890)",
+    ))
     return rules
 
 

@@ -1,0 +1,149 @@
+"""Every bad input gets exactly one located line on stderr, exit status 1, and no
+output file written or changed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fwgen.cli import main
+
+# (file name, policy text, the exact line the user sees)
+CASES = [
+    ("unknown_key.yaml", "version: 1\nrules:\n  - action: allow\n    prots: [22]\n",
+     "unknown_key.yaml:4:5: unknown key 'prots' in rule 1 (did you mean 'ports'?)"),
+    ("top_key.yaml", "version: 1\ndefault:\n  inbound: deny\n",
+     "top_key.yaml:2:1: unknown key 'default' in the policy (did you mean 'defaults'?)"),
+    ("wrong_type.yaml", "version: 1\nrules:\n  - action: allow\n    log: yes\n",
+     "wrong_type.yaml:4:10: log must be true or false, got a boolean 'yes'"),
+    ("rules_type.yaml", "version: 1\nrules: allow\n",
+     "rules_type.yaml:2:8: rules must be a list, got text 'allow'"),
+    ("action_value.yaml", "version: 1\nrules:\n  - action: permit\n",
+     "action_value.yaml:3:13: action must be one of allow | deny | monitor, got text 'permit'"),
+    ("no_version.yaml", "rules: []\n",
+     "no_version.yaml:1:1: missing 'version' (this fwgen reads 'version: 1')"),
+    ("version2.yaml", "version: 2\n",
+     "version2.yaml:1:10: unsupported version '2': this fwgen reads 'version: 1'"),
+    ("version_text.yaml", "version: '1'\n",
+     "version_text.yaml:1:10: unsupported version '1': this fwgen reads 'version: 1'"),
+    ("unknown_service.yaml", "version: 1\nrules:\n  - action: monitor\n    ports: [mpshrv]\n",
+     "unknown_service.yaml:4:13: unknown service 'mpshrv' (did you mean 'mpshrsv'?)"),
+    ("port_high.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [70000]\n",
+     "port_high.yaml:4:13: port 70000 is out of range 0-65535"),
+    ("port_reversed.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [\"20-10\"]\n",
+     "port_reversed.yaml:4:13: port range 20-10 is reversed: write 10-20"),
+    ("port_negative.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [-1]\n",
+     "port_negative.yaml:4:13: port -1 is out of range 0-65535"),
+    ("port_sexagesimal.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [20:21]\n",
+     "port_sexagesimal.yaml:4:13: '20:21' is not a port: YAML 1.1 reads it as the number 1221; "
+     "write a range as \"N-M\" in quotes"),
+    ("port_octal.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [010]\n",
+     "port_octal.yaml:4:13: port '010' has a leading zero (YAML 1.1 reads it as octal); write 10"),
+    ("port_hex.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [0x50]\n",
+     "port_hex.yaml:4:13: '0x50' is not a decimal port (YAML 1.1 reads it as 80)"),
+    ("port_float.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [22.5]\n",
+     "port_float.yaml:4:13: '22.5' is not a port number, \"N-M\" range or service name"),
+    ("cidr33.yaml", "version: 1\nrules:\n  - action: deny\n    from: [10.0.0.0/33]\n",
+     "cidr33.yaml:4:12: '10.0.0.0/33' is not an IP address or CIDR network"),
+    ("host_bits.yaml", "version: 1\nrules:\n  - action: deny\n    from: [192.0.2.7/24]\n",
+     "host_bits.yaml:4:12: '192.0.2.7/24' has host bits set: write the network 192.0.2.0/24 "
+     "(or the host address alone)"),
+    ("mapped.yaml", "version: 1\nrules:\n  - action: deny\n    from: [\"::ffff:0:0/96\"]\n",
+     "mapped.yaml:4:12: '::ffff:0:0/96' is IPv4-mapped IPv6 (::ffff:0:0/96): write the IPv4 address instead"),
+    ("from_out.yaml", "version: 1\nrules:\n  - action: deny\n    direction: out\n    from: [192.0.2.0/24]\n",
+     "from_out.yaml:5:5: 'from' does not apply to an outbound rule: its remote peer is given by 'to'"),
+    ("to_in.yaml", "version: 1\nrules:\n  - action: deny\n    to: [192.0.2.0/24]\n",
+     "to_in.yaml:4:5: 'to' does not apply to an inbound rule: its remote peer is given by 'from'"),
+    ("empty_from.yaml", "version: 1\nrules:\n  - action: deny\n    from: []\n",
+     "empty_from.yaml:4:11: from is an empty list; omit the key instead"),
+    ("dup_name.yaml", "version: 1\nrules:\n  - name: a\n    action: deny\n  - name: a\n    action: allow\n",
+     "dup_name.yaml:5:11: duplicate rule name 'a' (first at line 3)"),
+    ("reserved_name.yaml", "version: 1\nrules:\n  - name: rule-2\n    action: deny\n",
+     "reserved_name.yaml:3:11: rule name 'rule-2' is reserved: rule-N names unnamed rules"),
+    ("dup_key.yaml", "version: 1\nrules:\n  - action: deny\n    action: allow\n",
+     "dup_key.yaml:4:5: duplicate key 'action' in rule 1 (first at line 3)"),
+    ("syntax.yaml", "version: 1\nrules: [\n",
+     "syntax.yaml:3:1: YAML syntax error: did not find expected node content"),
+    ("tab.yaml", "version: 1\nrules:\n\t- action: deny\n",
+     "tab.yaml:3:1: tab character: YAML indents with spaces; replace the tab"),
+    ("ports_and_range.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [22]\n    range: registered\n",
+     "ports_and_range.yaml:5:5: rule 'rule-1' has both 'ports' and 'range': use one"),
+    ("suffix_contradicts.yaml", "version: 1\nrules:\n  - action: deny\n    protocol: tcp\n    ports: [mpshrsv/udp]\n",
+     "suffix_contradicts.yaml:5:13: 'mpshrsv/udp' contradicts the rule's protocol 'tcp'"),
+    ("no_tcp_udp.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [imap2]\n",
+     "no_tcp_udp.yaml:4:13: service 'imap2' has no tcp or udp port in the IANA registry; "
+     "write the port number instead"),
+    ("wrong_protocol.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [raid-am/tcp, ssh, afs3-vlserver/udp, imap/udp]\n",
+     "wrong_protocol.yaml:4:50: service 'imap' is not registered for udp (it is 143/tcp); "
+     "to match the number anyway, write 143/udp"),
+    ("Bad Name.yaml", "version: 1\n",
+     "Bad Name.yaml:1:1: the file name 'Bad Name' is not a valid policy name ([a-z0-9][a-z0-9_-]{0,19}); "
+     "add a 'name:' key"),
+    ("bad_name_key.yaml", "version: 1\nname: Edge\n",
+     "bad_name_key.yaml:2:7: policy name 'Edge' is not valid: it must match [a-z0-9][a-z0-9_-]{0,19}"),
+    ("nft_keyword.yaml", "version: 1\nname: accept\n",
+     "nft_keyword.yaml:2:7: policy name 'accept' is an nftables keyword and cannot name a table"),
+    ("bad_prefix.yaml", "version: 1\nmonitor:\n  log_prefix: \"x y\"\n",
+     "bad_prefix.yaml:3:15: monitor.log_prefix 'x y' is not valid: it must match [A-Za-z0-9_.-]{1,16}"),
+    ("bad_rate.yaml", "version: 1\nmonitor:\n  rate: 10/fortnight\n",
+     "bad_rate.yaml:3:9: monitor.rate '10/fortnight' is not valid: write N/second, N/minute or N/hour"),
+    ("no_action.yaml", "version: 1\nrules:\n  - ports: [22]\n",
+     "no_action.yaml:3:5: rule 'rule-1' has no 'action' (allow | deny | monitor)"),
+]
+
+
+@pytest.mark.parametrize("filename,text,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_located_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        filename: str, text: str, expected: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path(filename).write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", filename, "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == expected + "\n"
+    assert result.stdout == ""
+    assert not out.exists()
+
+
+def test_error_leaves_existing_outputs_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    policy = Path("edge.yaml")
+    policy.write_text("version: 1\nrules:\n  - action: allow\n    ports: [ssh]\n", encoding="utf-8")
+    assert CliRunner().invoke(main, ["build", "edge.yaml"]).exit_code == 0
+    before = {p: p.read_bytes() for p in Path("out").rglob("*") if p.is_file()}
+    assert len(before) == 4
+    policy.write_text("version: 1\nrules:\n  - action: allow\n    ports: [ssh, mpshrv]\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["build", "edge.yaml"])
+    assert result.exit_code == 1
+    after = {p: p.read_bytes() for p in Path("out").rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nrules:\n  - action: deny\n    ports: [20:21]\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fwgen", "build", str(policy), "-o", str(tmp_path / "out")],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"{policy}:4:13: ")
+
+
+def test_usage_error_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["build"])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(main, ["build", "x.yaml", "-t", "pf"])
+    assert result.exit_code == 2
+
+
+def test_missing_policy_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["build", "nope.yaml"])
+    assert result.exit_code == 1
+    assert result.stderr == "nope.yaml: cannot read policy: No such file or directory\n"
