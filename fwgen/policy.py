@@ -190,7 +190,7 @@ def parse_policy(source: Source, sha256: str) -> Policy:
         raise PolicyError(reader.at(root), "missing 'version' (this fwgen reads 'version: 1')")
     version = top["version"][1]
     if not (isinstance(version, yaml.ScalarNode) and version.tag == INT_TAG and version.value == "1"):
-        raise reader.fail(version, f"unsupported version {describe(version)}: this fwgen reads 'version: 1'")
+        raise reader.fail(version, f"unsupported version '{version.value}': this fwgen reads 'version: 1'")
 
     if "name" in top:
         name = reader.pattern(top["name"][1], "policy name", POLICY_NAME, "[a-z0-9][a-z0-9_-]{0,19}")

@@ -86,8 +86,8 @@ def _service_pairs(
 ) -> list[Pair]:
     pairs = registry.pairs(name)
     if pairs is None:
-        suggestions = registry.suggest(name)
-        hint = f" (did you mean {' or '.join(repr(s) for s in suggestions)}?)" if suggestions else ""
+        suggestions = registry.suggest(name, limit=1)
+        hint = f" (did you mean '{suggestions[0]}'?)" if suggestions else ""
         raise PolicyError(entry.location, f"unknown service '{name}'{hint}")
     if not pairs:
         raise PolicyError(
