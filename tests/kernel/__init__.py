@@ -1,0 +1,1 @@
+"""Kernel-level tests: rule files applied in throwaway network namespaces."""

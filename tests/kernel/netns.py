@@ -1,0 +1,384 @@
+"""Load rule files into a real kernel inside throwaway network namespaces and probe them.
+
+Why: ``iptables-restore --test`` and ``nft -c`` accept files that a real apply rejects or that
+do not filter what we think (see /work/shared/PLATFORMS.md).  The only proof is to apply the
+file in a namespace and send real packets between namespaces we created ourselves.
+
+Safety rules built in: packets only go between our own namespaces over our own veth pairs;
+every subprocess has a timeout; namespaces (and processes started in them) are removed on exit
+even when the test fails; nothing is ever skipped - missing tools or privileges raise.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+PROBE_SCRIPT = Path(__file__).with_name("probe.py")
+NS_PREFIX = "fwgen-"
+_counter = itertools.count(1)
+_NF_LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
+
+
+class NetnsError(RuntimeError):
+    """A command in (or about) a namespace failed; the message carries its stderr."""
+
+
+def ensure_tools() -> None:
+    """Fail loudly (never skip) when the kernel tooling is missing or we cannot use netns."""
+    missing = [t for t in ("ip", "nft", "iptables-restore", "ip6tables-restore")
+               if shutil.which(t) is None]
+    if missing:
+        raise NetnsError(f"missing tools {missing}: install iproute2, nftables and iptables "
+                         "(the CI script does: apt-get install iproute2 nftables iptables)")
+    if os.geteuid() != 0:
+        raise NetnsError("kernel tests need root (CAP_SYS_ADMIN + CAP_NET_ADMIN) for ip netns")
+
+
+def _run(argv: Sequence[str], input: str | None = None, check: bool = True,
+         timeout: float = 30.0, what: str = "") -> subprocess.CompletedProcess[str]:
+    """subprocess.run with a timeout and an error message that includes stderr."""
+    try:
+        cp = subprocess.run(list(argv), input=input, capture_output=True, text=True,
+                            timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise NetnsError(f"{what}timed out after {timeout}s: {' '.join(argv)}") from e
+    if check and cp.returncode != 0:
+        raise NetnsError(f"{what}exit {cp.returncode}: {' '.join(argv)}\n"
+                         f"stderr: {cp.stderr.strip()}\nstdout: {cp.stdout.strip()[:2000]}")
+    return cp
+
+
+class Namespace:
+    """``with Namespace() as ns:`` - a uniquely named netns ``fwgen-<pid>-<n>`` with lo up.
+
+    Processes started with :meth:`popen` (listeners) are killed before the namespace is
+    deleted, because a live process would keep the namespace's sockets and rules alive."""
+
+    def __init__(self) -> None:
+        self.name = f"{NS_PREFIX}{os.getpid()}-{next(_counter)}"
+        self._procs: list[subprocess.Popen[str]] = []
+
+    def __enter__(self) -> Namespace:
+        ensure_tools()
+        _run(["ip", "netns", "add", self.name], what="cannot create network namespace: ")
+        try:
+            self.run(["ip", "link", "set", "lo", "up"])
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for p in self._procs:
+            if p.poll() is None:
+                p.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=5)
+        self._procs.clear()
+        cp = _run(["ip", "netns", "del", self.name], check=False)
+        if Path("/run/netns", self.name).exists():
+            raise NetnsError(f"could not delete netns {self.name}: {cp.stderr.strip()}")
+
+    def exec_argv(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(self, argv: Sequence[str], input: str | None = None, check: bool = True,
+            timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run argv inside the namespace; on failure raise NetnsError including stderr."""
+        return _run(self.exec_argv(argv), input=input, check=check, timeout=timeout,
+                    what=f"[netns {self.name}] ")
+
+    def popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
+        """Start a background process in the namespace; it is killed in close()."""
+        p = subprocess.Popen(self.exec_argv(argv), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._procs.append(p)
+        return p
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.name!r})"
+
+
+def list_namespaces() -> list[str]:
+    out = _run(["ip", "netns", "list"]).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def cleanup_stale() -> list[str]:
+    """Delete ``fwgen-<pid>-<n>`` namespaces whose creating process is dead (a killed run)."""
+    stale = [p.name for p in Path("/run/netns").glob(f"{NS_PREFIX}*-*")
+             if not Path("/proc", p.name.split("-")[1]).exists()]
+    for name in stale:
+        _run(["ip", "netns", "del", name], check=False)
+    return stale
+
+
+# --- loading rule files -------------------------------------------------------------------
+
+def load_iptables(ns: Namespace, v4_text: str | None, v6_text: str | None) -> None:
+    """Really apply rules.v4 / rules.v6 (not --test, which misses missing chains/targets)."""
+    if v4_text is not None:
+        ns.run(["iptables-restore"], input=v4_text)
+    if v6_text is not None:
+        ns.run(["ip6tables-restore"], input=v6_text)
+
+
+def load_nft(ns: Namespace, text: str) -> None:
+    ns.run(["nft", "-f", "-"], input=text)
+
+
+def nft_check(ns: Namespace, text: str) -> None:
+    """``nft -c`` needs CAP_NET_ADMIN, so it also runs in a namespace; it applies nothing."""
+    ns.run(["nft", "-c", "-f", "-"], input=text)
+
+
+# --- veth links ---------------------------------------------------------------------------
+
+@dataclass
+class Link:
+    host_ns: Namespace
+    peer_ns: Namespace
+    host_if: str
+    peer_if: str
+    host_addrs: list[str]  # bare addresses, without prefix length
+    peer_addrs: list[str]
+
+
+def _with_prefix(addr: str) -> str:
+    return addr if "/" in addr else addr + ("/64" if ":" in addr else "/24")
+
+
+def connect(host_ns: Namespace, peer_ns: Namespace, host_addrs: Sequence[str] = (),
+            peer_addrs: Sequence[str] = ()) -> Link:
+    """Create a veth pair straight inside the two namespaces (so names never clash in the
+    root namespace), add every address (IPv6 with ``nodad`` so it is usable at once; plain
+    addresses get /24 or /64) and bring both ends up.  Deleting a namespace deletes the pair."""
+    n = next(_counter)
+    host_if, peer_if = f"fwh{n}", f"fwp{n}"
+    _run(["ip", "link", "add", host_if, "netns", host_ns.name, "type", "veth",
+          "peer", "name", peer_if, "netns", peer_ns.name], what="veth: ")
+    for ns, ifname, addrs in ((host_ns, host_if, host_addrs), (peer_ns, peer_if, peer_addrs)):
+        for a in addrs:
+            extra = ["nodad"] if ":" in a else []
+            ns.run(["ip", "addr", "add", _with_prefix(a), "dev", ifname, *extra])
+        ns.run(["ip", "link", "set", ifname, "up"])
+    return Link(host_ns, peer_ns, host_if, peer_if, [a.split("/")[0] for a in host_addrs],
+                [a.split("/")[0] for a in peer_addrs])
+
+
+# --- probes -------------------------------------------------------------------------------
+
+@dataclass
+class Probe:
+    """One TCP connect or UDP datagram.  ``timeout``: how long a silently dropped TCP SYN may
+    take before it counts as 'timeout' (UDP: how long to wait for an ICMP error)."""
+    proto: str  # "tcp" | "udp"
+    dst: str
+    port: int
+    src: str | None = None
+    timeout: float | None = None
+    id: str | None = None
+    payload: str | None = None
+
+
+@dataclass
+class ProbeResult:
+    """status: tcp 'connected' | 'refused' (RST) | 'unreachable' (ICMP error or local EPERM/
+    EACCES; ``icmp`` = [type, code] when an ICMP message arrived) | 'timeout' | 'error';
+    udp 'sent' (judge delivery with a Listener) | 'refused' (ICMP port unreachable) |
+    'unreachable' | 'error'.  ``errno`` is the socket error's name, e.g. 'EHOSTUNREACH'."""
+    probe: Probe
+    status: str
+    errno: str | None
+    icmp: list[int] | None
+    elapsed: float
+
+
+def run_probes(ns: Namespace, probes: Sequence[Probe]) -> list[ProbeResult]:
+    """Run many probes concurrently in ONE subprocess inside ns; results keep input order.
+    Thread-safe: probing several namespaces from threads just runs several subprocesses."""
+    if not probes:
+        return []
+    specs = [{k: v for k, v in vars(p).items() if v is not None} | {"id": p.id or str(i)}
+             for i, p in enumerate(probes)]
+    longest = max(p.timeout or 0.5 for p in probes)
+    batches = len(probes) // 2000 + 1  # probe.py runs at most 2000 probes at once
+    cp = ns.run([sys.executable, str(PROBE_SCRIPT), "probe"], input=json.dumps(specs),
+                timeout=15 + longest * batches * 2)
+    return [ProbeResult(p, r["status"], r["errno"], r["icmp"], r["elapsed"])
+            for p, r in zip(probes, json.loads(cp.stdout), strict=True)]
+
+
+def tcp_connect(ns: Namespace, src_addr: str | None, dst_addr: str, port: int,
+                timeout: float = 0.5) -> str:
+    return run_probes(ns, [Probe("tcp", dst_addr, port, src_addr, timeout)])[0].status
+
+
+def udp_send(ns: Namespace, src_addr: str | None, dst_addr: str, port: int,
+             payload: str | None = None) -> str:
+    return run_probes(ns, [Probe("udp", dst_addr, port, src_addr, payload=payload)])[0].status
+
+
+class Listener:
+    """A listener process in a namespace: one process, many ports, selectors.
+
+    Start with :func:`listen`; :meth:`stop` sends SIGTERM and returns the records
+    ``{"proto", "dst", "port", "src", "payload"}``.  It waits for the child's READY line so a
+    probe never races a port that is not bound yet."""
+
+    def __init__(self, ns: Namespace, proto: str, addrs: list[str], ports: Sequence[int],
+                 deadline: float) -> None:
+        self.records: list[dict] | None = None
+        self.proc = ns.popen([sys.executable, str(PROBE_SCRIPT), "listen"])
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps({"proto": proto, "addrs": addrs,
+                                          "ports": list(ports), "deadline": deadline}))
+        self.proc.stdin.close()
+        self.proc.stdin = None  # so that communicate() in stop() does not flush a closed pipe
+        ready = select.select([self.proc.stdout], [], [], 15)[0]  # nothing is buffered yet
+        if not ready or self.proc.stdout.readline().strip() != "READY":
+            self.proc.kill()
+            err = self.proc.communicate(timeout=5)[1]
+            raise NetnsError(f"listener in {ns.name} did not start: {err.strip()}")
+
+    def stop(self) -> list[dict]:
+        if self.records is None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+            try:
+                out, err = self.proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise NetnsError("listener ignored SIGTERM") from None
+            if self.proc.returncode != 0:
+                raise NetnsError(f"listener failed ({self.proc.returncode}): {err.strip()}")
+            self.records = json.loads(out)
+        return self.records
+
+    def received(self) -> set[tuple[str, int, str]]:
+        """{(proto, port, source address)} seen so far (stops the listener)."""
+        return {(r["proto"], r["port"], r["src"]) for r in self.stop()}
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        """Normal exit collects the records (so received() still works after the block);
+        an exception just kills the process so the original error is not masked."""
+        if exc_type is None and self.records is None:
+            self.stop()
+        elif self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def listen(ns: Namespace, proto: str, addr: str | Sequence[str], ports: Sequence[int],
+           deadline: float = 60.0) -> Listener:
+    """Bind ``proto`` ("tcp"/"udp") on every addr x port.  The process exits by itself after
+    ``deadline`` seconds (bounded even if nobody stops it); its ports then close, so keep the
+    deadline longer than the probing or probes will see 'refused'."""
+    addrs = [addr] if isinstance(addr, str) else list(addr)
+    return Listener(ns, proto, addrs, ports, deadline)
+
+
+# --- kernel log ---------------------------------------------------------------------------
+
+_log_lock = threading.Lock()
+_LOG_LOCKFILE = "/run/fwgen-nf-log-all-netns.lock"
+
+
+class KernelLog:
+    """New kernel log messages since creation, read from /dev/kmsg.
+
+    Why /dev/kmsg rather than parsing ``dmesg`` output: seeking to its end gives an exact
+    position (records carry sequence numbers), so lines from before entry never leak in."""
+
+    def __init__(self) -> None:
+        self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self._fd, 0, os.SEEK_END)
+        self._lines: list[str] = []
+
+    def lines(self) -> list[str]:
+        for _ in range(100_000):  # bounded: the ring buffer holds far fewer records
+            try:
+                rec = os.read(self._fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                break
+            except BrokenPipeError:  # ring buffer overwrote unread records; carry on
+                continue
+            self._lines.append(rec.split(";", 1)[-1].split("\n", 1)[0])
+        return list(self._lines)
+
+    def wait_for(self, text: str, timeout: float = 3.0) -> list[str]:
+        """Lines containing ``text``, polling until one shows up or ``timeout`` passes."""
+        end = time.monotonic() + timeout
+        while True:
+            hits = [line for line in self.lines() if text in line]
+            if hits or time.monotonic() >= end:
+                return hits
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def read_nf_log_all_netns() -> str:
+    return _NF_LOG_ALL_NETNS.read_text().strip()
+
+
+@contextlib.contextmanager
+def kernel_log_capture() -> Iterator[KernelLog]:
+    """Enable logging from non-init namespaces (``net.netfilter.nf_log_all_netns=1``, off by
+    default so containers cannot flood the host log), yield a KernelLog, and always restore
+    the old value.  Captures are serialised - across threads by a lock, across processes
+    (parallel test runs) by a flock - because two overlapping save/restore pairs of one
+    global sysctl would leave it at 1 or switch it off under the other run's feet."""
+    if not _log_lock.acquire(timeout=60):
+        raise NetnsError("kernel_log_capture: another capture in this process (nested?)")
+    fd = os.open(_LOG_LOCKFILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        for _ in range(1200):  # up to 60 s
+            with contextlib.suppress(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            time.sleep(0.05)
+        else:
+            raise NetnsError(f"{_LOG_LOCKFILE} held by another process for 60 s")
+        saved = read_nf_log_all_netns()
+        try:
+            _NF_LOG_ALL_NETNS.write_text("1\n")
+            log = KernelLog()
+            try:
+                yield log
+            finally:
+                log.close()
+        finally:
+            _NF_LOG_ALL_NETNS.write_text(saved + "\n")
+    finally:
+        os.close(fd)  # releases the flock
+        _log_lock.release()
+
+
+def counters_nft(ns: Namespace) -> str:
+    """``nft list ruleset`` (with counters) for assertions on packet counts."""
+    return ns.run(["nft", "list", "ruleset"]).stdout
+
+
+def counters_iptables(ns: Namespace, v6: bool = False) -> str:
+    """``iptables -L -v -n -x`` output: exact packet/byte counters per rule."""
+    return ns.run(["ip6tables" if v6 else "iptables", "-L", "-v", "-n", "-x"]).stdout
