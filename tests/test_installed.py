@@ -1,0 +1,48 @@
+"""`pip install .` (not editable), then `fwgen build` from any other directory: the
+templates and the registry must travel inside the installed package. The README's test
+command installs fwgen before running the suite, so this checks that installation."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import fwgen
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
+def test_installed_fwgen_builds_from_another_directory(tmp_path: Path) -> None:
+    exe = shutil.which("fwgen")
+    assert exe, "fwgen is not installed: run the README's test command (bash .ci/run)"
+    where = subprocess.run(
+        [sys.executable, "-c", "import fwgen, fwgen.render; print(fwgen.__file__); print(fwgen.render.template_dir())"],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert not Path(where[0]).resolve().is_relative_to(ROOT), "fwgen imported from the checkout, not installed"
+    assert not Path(where[1]).resolve().is_relative_to(ROOT), "templates found in the checkout, not the package"
+
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.strip() == f"fwgen, version {fwgen.__version__}"
+
+    policy = tmp_path / "edge.yaml"
+    policy.write_bytes((ROOT / "policies" / "edge.yaml").read_bytes())
+    proc = subprocess.run([exe, "build", "edge.yaml", "-o", "built"], cwd=tmp_path, env=_clean_env(),
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    built = sorted(str(p.relative_to(tmp_path / "built")) for p in (tmp_path / "built").rglob("*") if p.is_file())
+    assert built == ["iptables/rules.v4", "iptables/rules.v6", "nftables/edge.nft", "windows/edge.cmd"]
+    golden = ROOT / "tests" / "golden" / "edge"
+    for relative in built:
+        assert (tmp_path / "built" / relative).read_bytes() == (golden / relative).read_bytes(), relative
+
+    ports = subprocess.run([exe, "ports", "1274"], cwd=tmp_path, env=_clean_env(),
+                           capture_output=True, text=True, check=True).stdout
+    assert ports.startswith("t1distproc  1274  tcp,udp")
