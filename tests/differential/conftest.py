@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.differential.harness import Lab, open_labs
+from tests.kernel.netns import KernelLog, kernel_log_capture
+
+
+@pytest.fixture(scope="session")
+def labs() -> Iterator[tuple[dict[str, Lab], KernelLog]]:
+    """One iptables lab and one nftables lab for the whole run, with kernel logging from
+    namespaces switched on (and restored afterwards)."""
+    labs = open_labs()
+    try:
+        with kernel_log_capture() as log:
+            yield labs, log
+    finally:
+        for lab in labs.values():
+            lab.close()

@@ -1,0 +1,116 @@
+"""Random and example policies through the real kernel (iptables v4+v6 in one lab,
+nftables in another): every probe's fate must equal `fwgen explain`'s verdict.
+
+FWGEN_RANDOM_POLICIES sets how many random policies to run (default 50). A failing
+policy is written to .fwgen-failures/ (and hypothesis prints its seed and blob); copy it
+into tests/differential/regressions/ to keep it as a regression case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+
+from fwgen.build import build
+from fwgen.explain import Explainer
+from fwgen.registry import bundled
+from tests.differential.harness import Lab, Report, check_policy, choose_cases
+from tests.differential.policygen import Coverage, policy, to_yaml
+from tests.kernel.netns import KernelLog
+
+ROOT = Path(__file__).resolve().parents[2]
+FAILURES = ROOT / ".fwgen-failures"
+EXAMPLES = sorted((ROOT / "policies").glob("*.yaml"))
+REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.yaml"))
+RANDOM_POLICIES = int(os.environ.get("FWGEN_RANDOM_POLICIES", "50"))
+
+# Share of random policies that must show each feature, so the generator cannot drift
+# towards easy policies.
+MINIMUM_COVERAGE = {
+    "overlapping": 0.30, "shadowed": 0.10, "mixed_families": 0.15, "multi_port_name": 0.30,
+    "restricted_in": 0.30, "restricted_out": 0.08, "reject": 0.30, "monitor": 0.40,
+}
+
+
+def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path) -> tuple[Any, list[Report]]:
+    """Build a policy and check every target in its own lab, concurrently."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = workdir / f"{digest}.yaml"
+    path.write_text(text, encoding="utf-8")
+    registry = bundled()
+    result = build(str(path), registry)
+    explainer = Explainer.from_file(str(path), registry)
+    cases = choose_cases(result.ruleset, seed=int(digest, 16))
+    reports: dict[str, Report] = {}
+    errors: list[BaseException] = []
+
+    def one(target: str) -> None:
+        try:
+            reports[target] = check_policy(labs[target], result.ruleset, result.files, explainer, cases, log)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(t,)) for t in labs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return result.ruleset, list(reports.values())
+
+
+def _record_failure(text: str, problems: list[str]) -> str:
+    FAILURES.mkdir(exist_ok=True)
+    path = FAILURES / f"{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    path.write_text(text, encoding="utf-8")
+    shown = "\n".join(problems[:20])
+    return f"{len(problems)} disagreement(s); policy saved as {path}\n{shown}\n--- policy ---\n{text}"
+
+
+def _with_fast_logging(text: str) -> str:
+    """Examples log at 10/minute; the harness checks one log line per logged probe, so it
+    raises the cap (verdicts do not depend on it)."""
+    data = yaml.safe_load(text)
+    data.setdefault("monitor", {})["rate"] = "10000/second"
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+@pytest.mark.parametrize("policy_path", EXAMPLES + REGRESSIONS, ids=lambda p: p.stem)
+def test_example_policies_agree_with_explain(labs: tuple[dict[str, Lab], KernelLog], policy_path: Path,
+                                             tmp_path: Path) -> None:
+    text = _with_fast_logging(policy_path.read_text(encoding="utf-8"))
+    _, reports = run_policy(*labs, text, tmp_path)
+    problems = [p for r in reports for p in r.problems]
+    assert not problems, _record_failure(text, problems)
+    assert all(len(r.outcomes) > 50 for r in reports)
+
+
+def test_random_policies_agree_with_explain(labs: tuple[dict[str, Lab], KernelLog],
+                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    coverage = Coverage()
+    probes = {"count": 0}
+    workdir = tmp_path_factory.mktemp("random")
+
+    @settings(max_examples=RANDOM_POLICIES, deadline=None, print_blob=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(data=policy())
+    def check(data: dict[str, Any]) -> None:
+        text = to_yaml(data)
+        ruleset, reports = run_policy(*labs, text, workdir)
+        coverage.add(data, ruleset)
+        probes["count"] += sum(len(r.outcomes) for r in reports)
+        problems = [p for r in reports for p in r.problems]
+        assert not problems, _record_failure(text, problems)
+
+    check()
+    print(f"\n{coverage.report()}; {probes['count']} kernel probes checked")
+    low = coverage.below(MINIMUM_COVERAGE)
+    assert not low, f"random policies too easy: {low}; {coverage.report()}"
