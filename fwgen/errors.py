@@ -26,6 +26,13 @@ class PolicyError(Exception):
         self.message = message
 
     def __str__(self) -> str:
+        # One line, always: values echoed from a policy may hold newlines or escapes.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.message)
         if self.location is None:
-            return self.message
-        return f"{self.location}: {self.message}"
+            return message
+        return f"{self.location}: {message}"
+
+
+def shorten(value: str, limit: int = 60) -> str:
+    """A policy value as echoed in an error message: long ones are cut."""
+    return value if len(value) <= limit else value[: limit - 3] + "..."

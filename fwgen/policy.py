@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from fwgen.errors import Location, PolicyError
+from fwgen.errors import Location, PolicyError, shorten
 from fwgen.yamlsource import BOOL_TAG, INT_TAG, NULL_TAG, STR_TAG, Source, compose, describe
 
 POLICY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,19}")
@@ -101,7 +101,7 @@ class _Reader:
                 hint = _closest(key, allowed)
                 raise self.fail(
                     key_node,
-                    f"unknown key '{key}' in {what}"
+                    f"unknown key '{shorten(key)}' in {what}"
                     + (f" (did you mean '{hint}'?)" if hint else f" (expected one of: {', '.join(allowed)})"),
                 )
             if key in result:
@@ -130,7 +130,7 @@ class _Reader:
     def pattern(self, node: yaml.Node, what: str, regex: re.Pattern[str], rule: str) -> str:
         value = self.text(node, what)
         if not regex.fullmatch(value):
-            raise self.fail(node, f"{what} '{value}' is not valid: it must match {rule}")
+            raise self.fail(node, f"{what} '{shorten(value)}' is not valid: it must match {rule}")
         return value
 
     def boolean(self, node: yaml.Node, what: str) -> bool:
@@ -226,7 +226,7 @@ def parse_policy(source: Source, sha256: str) -> Policy:
             rate_text = reader.text(rate_node, "monitor.rate")
             m = RATE.fullmatch(rate_text)
             if not m:
-                raise reader.fail(rate_node, f"monitor.rate '{rate_text}' is not valid: write N/second, N/minute or N/hour")
+                raise reader.fail(rate_node, f"monitor.rate '{shorten(rate_text)}' is not valid: write N/second, N/minute or N/hour")
             rate, per = int(m.group(1)), m.group(2)
             if rate > MAX_RATE:
                 raise reader.fail(rate_node, f"monitor.rate '{rate_text}' is too high: at most {MAX_RATE} per period")
@@ -335,7 +335,7 @@ def _parse_network(reader: _Reader, node: yaml.Node) -> Network:
         try:
             loose = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise reader.fail(node, f"'{text}' is not an IP address or CIDR network") from None
+            raise reader.fail(node, f"'{shorten(text)}' is not an IP address or CIDR network") from None
         raise reader.fail(
             node, f"'{text}' has host bits set: write the network {loose} (or the host address alone)"
         ) from None

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 
 from fwgen import ir
-from fwgen.errors import PolicyError
+from fwgen.errors import PolicyError, shorten
 from fwgen.ir import Action, Direction, PortRange, Protocol
 from fwgen.policy import RANGES, Policy, PolicyRule, Text
 from fwgen.registry import Registry
@@ -88,7 +88,7 @@ def _service_pairs(
     if pairs is None:
         suggestions = registry.suggest(name, limit=1)
         hint = f" (did you mean '{suggestions[0]}'?)" if suggestions else ""
-        raise PolicyError(entry.location, f"unknown service '{name}'{hint}")
+        raise PolicyError(entry.location, f"unknown service '{shorten(name)}'{hint}")
     if not pairs:
         raise PolicyError(
             entry.location,

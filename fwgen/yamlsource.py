@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from fwgen.errors import Location, PolicyError
+from fwgen.errors import Location, PolicyError, shorten
 
 try:  # libyaml's C parser when present: same nodes and marks, several times faster
     _Loader: type = yaml.CSafeLoader
@@ -68,4 +68,4 @@ def describe(node: yaml.Node) -> str:
     if node.tag == NULL_TAG:
         return "nothing (null)"
     kind = {INT_TAG: "a number", BOOL_TAG: "a boolean"}.get(node.tag, "text")
-    return f"{kind} '{node.value}'"
+    return f"{kind} '{shorten(str(node.value))}'"

@@ -234,7 +234,8 @@ def check_policy(lab: Lab, ruleset: Ruleset, files: dict[str, str], explainer: E
             if o.logged and (o.delivered or o.expected == "deny") and not report.problems:
                 needle = _log_needle(lab, o.case, prefix)
                 if not any(all(n in line for n in needle) for line in lines):
-                    report.fail(f"{o.case}: {o.expected} by {o.rule} left no kernel log line {needle}")
+                    lost = f" (the kernel log ring buffer overwrote {log.lost} records)" if log.lost else ""
+                    report.fail(f"{o.case}: {o.expected} by {o.rule} left no kernel log line {needle}{lost}")
     counts = lab.counters(ruleset)
     expected_counts = Counter(o.rule for o in report.outcomes if o.expected == "monitor" and o.delivered)
     for rule in ruleset.rules:

@@ -23,6 +23,7 @@ from fwgen.explain import Explainer
 from fwgen.registry import bundled
 from tests.differential.harness import Lab, Report, check_policy, choose_cases
 from tests.differential.policygen import Coverage, policy, to_yaml
+from tests.differential.windows_check import windows_cases, windows_problems
 from tests.kernel.netns import KernelLog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,8 +40,10 @@ MINIMUM_COVERAGE = {
 }
 
 
-def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path) -> tuple[Any, list[Report]]:
-    """Build a policy and check every target in its own lab, concurrently."""
+def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path,
+               previous_windows: str | None = None) -> tuple[Any, list[Report]]:
+    """Build a policy and check every target: iptables and nftables each in its own lab,
+    concurrently, and the Windows script in the Windows Firewall model."""
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     path = workdir / f"{digest}.yaml"
     path.write_text(text, encoding="utf-8")
@@ -64,7 +67,18 @@ def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path) -
         t.join()
     if errors:
         raise errors[0]
-    return result.ruleset, list(reports.values())
+    windows = Report("windows")
+    script = result.files[f"windows/{result.ruleset.name}.cmd"]
+    wcases = windows_cases(result.ruleset, cases)
+    windows.problems = windows_problems(script, explainer, wcases, previous_windows)
+    windows.outcomes = [None] * len(wcases)  # type: ignore[list-item]
+    return result.ruleset, [*reports.values(), windows]
+
+
+def script_of(ruleset: Any, text: str, workdir: Path) -> str:
+    path = workdir / "previous.yaml"
+    path.write_text(text, encoding="utf-8")
+    return build(str(path), bundled(), ("windows",)).files[f"windows/{ruleset.name}.cmd"]
 
 
 def _record_failure(text: str, problems: list[str]) -> str:
@@ -96,7 +110,8 @@ def test_example_policies_agree_with_explain(labs: tuple[dict[str, Lab], KernelL
 def test_random_policies_agree_with_explain(labs: tuple[dict[str, Lab], KernelLog],
                                             tmp_path_factory: pytest.TempPathFactory) -> None:
     coverage = Coverage()
-    probes = {"count": 0}
+    probes: dict[str, int] = {}
+    previous: dict[str, str] = {}
     workdir = tmp_path_factory.mktemp("random")
 
     @settings(max_examples=RANDOM_POLICIES, deadline=None, print_blob=True,
@@ -104,13 +119,16 @@ def test_random_policies_agree_with_explain(labs: tuple[dict[str, Lab], KernelLo
     @given(data=policy())
     def check(data: dict[str, Any]) -> None:
         text = to_yaml(data)
-        ruleset, reports = run_policy(*labs, text, workdir)
+        ruleset, reports = run_policy(*labs, text, workdir, previous.get("windows"))
         coverage.add(data, ruleset)
-        probes["count"] += sum(len(r.outcomes) for r in reports)
+        for r in reports:
+            probes[r.target] = probes.get(r.target, 0) + len(r.outcomes)
+        previous["windows"] = script_of(ruleset, text, workdir)
         problems = [p for r in reports for p in r.problems]
         assert not problems, _record_failure(text, problems)
 
     check()
-    print(f"\n{coverage.report()}; {probes['count']} kernel probes checked")
-    low = coverage.below(MINIMUM_COVERAGE)
+    print(f"\n{coverage.report()}; cases checked per target: {probes}")
+    # shares are only meaningful over enough policies (the default run has 50)
+    low = coverage.below(MINIMUM_COVERAGE) if coverage.policies >= 30 else []
     assert not low, f"random policies too easy: {low}; {coverage.report()}"

@@ -306,23 +306,43 @@ class KernelLog:
     """New kernel log messages since creation, read from /dev/kmsg.
 
     Why /dev/kmsg rather than parsing ``dmesg`` output: seeking to its end gives an exact
-    position (records carry sequence numbers), so lines from before entry never leak in."""
+    position (records carry sequence numbers), so lines from before entry never leak in.
+    A background thread drains it continuously: the ring buffer holds only ~128 KiB, and a
+    probe batch can log more than that before anyone asks. Records the ring buffer
+    overwrote anyway are counted in ``lost``, so a missing line is never silently blamed
+    on the rules under test."""
 
     def __init__(self) -> None:
         self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
         os.lseek(self._fd, 0, os.SEEK_END)
         self._lines: list[str] = []
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self.lost = 0
+        self._thread = threading.Thread(target=self._drain_forever, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        with self._mutex:
+            for _ in range(100_000):  # bounded: the ring buffer holds far fewer records
+                try:
+                    rec = os.read(self._fd, 8192).decode(errors="replace")
+                except BlockingIOError:
+                    break
+                except BrokenPipeError:  # the ring buffer overwrote unread records
+                    self.lost += 1
+                    continue
+                self._lines.append(rec.split(";", 1)[-1].split("\n", 1)[0])
+
+    def _drain_forever(self) -> None:
+        while not self._stop.is_set():
+            select.select([self._fd], [], [], 0.05)
+            self._drain()
 
     def lines(self) -> list[str]:
-        for _ in range(100_000):  # bounded: the ring buffer holds far fewer records
-            try:
-                rec = os.read(self._fd, 8192).decode(errors="replace")
-            except BlockingIOError:
-                break
-            except BrokenPipeError:  # ring buffer overwrote unread records; carry on
-                continue
-            self._lines.append(rec.split(";", 1)[-1].split("\n", 1)[0])
-        return list(self._lines)
+        self._drain()
+        with self._mutex:
+            return list(self._lines)
 
     def wait_for(self, text: str, timeout: float = 3.0) -> list[str]:
         """Lines containing ``text``, polling until one shows up or ``timeout`` passes."""
@@ -334,6 +354,8 @@ class KernelLog:
             time.sleep(0.05)
 
     def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
         os.close(self._fd)
 
 
