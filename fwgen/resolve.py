@@ -25,6 +25,7 @@ _HEX_OR_OCTAL = re.compile(r"0[xXoO][0-9a-fA-F_]+")
 _NUMBERISH = re.compile(r"[-+0-9._:]+")
 
 _BOTH = (Protocol.TCP, Protocol.UDP)
+_PROTOCOL = {p.value: p for p in Protocol}  # a dict lookup is far cheaper than Enum(value)
 
 Pair = tuple[Protocol, PortRange]
 
@@ -94,7 +95,7 @@ def _service_pairs(
             entry.location,
             f"service '{name}' has no tcp or udp port in the IANA registry; write the port number instead",
         )
-    chosen = [(Protocol(proto), PortRange(lo, hi)) for proto, lo, hi in pairs if Protocol(proto) in protocols]
+    chosen = [(_PROTOCOL[proto], PortRange(lo, hi)) for proto, lo, hi in pairs if _PROTOCOL[proto] in protocols]
     if not chosen:
         asked = "/".join(p.value for p in protocols)
         registered = ", ".join(f"{PortRange(lo, hi)}/{proto}" for proto, lo, hi in pairs)

@@ -13,7 +13,9 @@ import re
 
 
 def _one_line(text: str) -> str:
-    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if not text.isprintable():  # rare: only then look at each character
+        text = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(text.split())
 
 
 def _truncate_bytes(text: str, limit: int) -> str:

@@ -3,10 +3,12 @@
 Each file is a complete ``filter`` table, as iptables-persistent loads it: loading one
 replaces every filter rule of that family on the host (Docker's included). Shape:
 - INPUT/OUTPUT start with the always-rules (invalid, established, loopback, and the
-  ICMPv6 IPv6 needs), then one match line per (address, port chunk) of each policy
-  rule, jumping to the rule's own chain ``fwgen-rule-N``;
-- ``fwgen-rule-N`` holds the rate-limited LOG (when logged) and the verdict, so its
-  verdict line counts every packet the policy rule decided (``iptables -vL fwgen-rule-N``);
+  ICMPv6 IPv6 needs); then consecutive rules that match on ports alone become their
+  first-match partition of the port space, grouped by target (ACCEPT, DROP, the reject
+  chain, or a logged rule's chain) into as few multiport lines as possible; a rule that
+  restricts addresses keeps its place, one line per (network, port chunk);
+- a logged (or monitor) rule N has its own chain ``fwgen-rule-N`` with the rate-limited
+  LOG and the verdict, whose counters count every packet that rule decided;
 - ports are numbers (never /etc/services names), compacted with multiport within
   its 15-slot limit (a range takes two slots).
 """
@@ -17,8 +19,9 @@ from dataclasses import dataclass
 
 from fwgen import render as rendering
 from fwgen import sanitize
-from fwgen.ir import ALL_PORTS, Action, Direction, PortRange, Rule, Ruleset
+from fwgen.ir import ALL_PORTS, Action, Direction, PortRange, Protocol, Rule, Ruleset
 from fwgen.targets import TargetOutput
+from fwgen.lowering import Run, first_match_partition, merge_adjacent, segments
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
 
 NAME = "iptables"
@@ -78,32 +81,77 @@ def _verdict(ruleset: Ruleset, action: Action) -> str:
     return "ACCEPT"
 
 
-def _rule_lines(ruleset: Ruleset, rule: Rule, family: Family) -> tuple[list[Line], list[Line]]:
-    """(match lines for INPUT/OUTPUT, lines of the rule's own chain)."""
-    base = "INPUT" if rule.direction is Direction.IN else "OUTPUT"
+def _target(ruleset: Ruleset, rule: Rule) -> str:
+    """Logged rules jump to their own chain (LOG with the rule's prefix, then the verdict);
+    every other rule's verdict is written directly."""
+    return chain_name(rule) if rule.logged else _verdict(ruleset, rule.action)
+
+
+class _Comments(dict[int, str]):
+    """Each rule's comment, made safe once per render (rules appear on many lines)."""
+
+    def __init__(self, ruleset: Ruleset) -> None:
+        super().__init__()
+        self.ruleset = ruleset
+
+    def __missing__(self, index: int) -> str:
+        rule = self.ruleset.rules[index - 1]
+        text = sanitize.iptables_comment(rule_summary(self.ruleset, rule) + (f": {rule.comment}" if rule.comment else ""))
+        self[index] = text
+        return text
+
+    def of(self, rules: list[Rule]) -> str:
+        if len(rules) == 1:
+            return self[rules[0].index]
+        names = ", ".join(r.name for r in rules[:40]) + (f" and {len(rules) - 40} more" if len(rules) > 40 else "")
+        return sanitize.iptables_comment(f"first match of rules {names}")
+
+
+def _identity_chain(ruleset: Ruleset, rule: Rule, comments: _Comments) -> list[Line]:
     own = chain_name(rule)
-    comment = sanitize.iptables_comment(
-        rule_summary(ruleset, rule) + (f": {rule.comment}" if rule.comment else "")
-    )
-    remote = rule.remote(family.number)
-    flag = "-s" if rule.direction is Direction.IN else "-d"
-    addresses = [""] if remote is None else [f"{flag} {net}" for net in remote]
-    matches: list[Line] = []
-    for address in addresses:
-        for proto, ranges in rule.ports:
-            for ports in port_chunks(ranges):
-                match = " ".join(part for part in (f"-p {proto.value}", address, ports) if part)
-                matches.append(Line(base, match, own, comment))
-    body: list[Line] = []
-    if rule.logged:
-        monitor = ruleset.monitor
-        body.append(Line(
+    monitor = ruleset.monitor
+    return [
+        Line(
             own,
             f"-m limit --limit {monitor.rate}/{_PER[monitor.per]} --limit-burst {log_burst(ruleset)}",
             f'LOG --log-prefix "{log_tag(ruleset, rule)}"',
-        ))
-    body.append(Line(own, "", _verdict(ruleset, rule.action), comment))
-    return matches, body
+        ),
+        Line(own, "", _verdict(ruleset, rule.action), comments[rule.index]),
+    ]
+
+
+def _single_lines(ruleset: Ruleset, rule: Rule, family: Family, base: str, comments: _Comments) -> list[Line]:
+    """An address-restricted rule, in its place: one line per (network, port chunk)."""
+    remote = rule.remote(family.number) or ()
+    flag = "-s" if rule.direction is Direction.IN else "-d"
+    comment = comments[rule.index]
+    return [
+        Line(base, " ".join(part for part in (f"-p {proto.value}", f"{flag} {net}", ports) if part),
+             _target(ruleset, rule), comment)
+        for net in remote
+        for proto, ranges in rule.ports
+        for ports in port_chunks(ranges)
+    ]
+
+
+def _run_lines(ruleset: Ruleset, run: Run, base: str, comments: _Comments) -> list[Line]:
+    """Consecutive address-free rules: their first-match partition of the port space,
+    grouped by target. The intervals are disjoint, so grouping them changes nothing, and
+    each target needs only as many lines as multiport's 15 slots require."""
+    lines: list[Line] = []
+    for proto in (Protocol.TCP, Protocol.UDP):
+        by_target: dict[str, tuple[list[PortRange], list[Rule]]] = {}
+        for ports, target, owners in merge_adjacent(
+            first_match_partition(run.rules, proto), lambda r: _target(ruleset, r)
+        ):
+            ranges, rules = by_target.setdefault(str(target), ([], []))
+            ranges.append(ports)
+            rules.extend(r for r in owners if not rules or rules[-1] is not r)
+        for target, (ranges, rules) in by_target.items():
+            comment = comments.of(rules)
+            for ports in port_chunks(tuple(ranges)):
+                lines.append(Line(base, " ".join(p for p in (f"-p {proto.value}", ports) if p), target, comment))
+    return lines
 
 
 def _prologue(family: Family, base: str) -> list[Line]:
@@ -123,6 +171,7 @@ def _prologue(family: Family, base: str) -> list[Line]:
 
 
 def lower(ruleset: Ruleset, family: Family) -> dict[str, object]:
+    comments = _Comments(ruleset)
     chains: dict[str, str] = {}
     lines: list[Line] = []
     rule_lines: list[Line] = []
@@ -131,16 +180,21 @@ def lower(ruleset: Ruleset, family: Family) -> dict[str, object]:
         default = ruleset.defaults.for_direction(direction)
         chains[base] = "ACCEPT" if default is Action.ALLOW else "DROP"
         lines.extend(_prologue(family, base))
-        for rule in ruleset.rules_for(direction, family.number):
-            matches, body = _rule_lines(ruleset, rule, family)
-            lines.extend(matches)
-            rule_lines.extend(body)
+        rules = ruleset.rules_for(direction, family.number)
+        for segment in segments(rules):
+            if isinstance(segment, Run):
+                lines.extend(_run_lines(ruleset, segment, base, comments))
+            else:
+                lines.extend(_single_lines(ruleset, segment.rule, family, base, comments))
+        for rule in rules:
+            if rule.logged:
+                rule_lines.extend(_identity_chain(ruleset, rule, comments))
             uses_reject |= rule.action is Action.DENY and ruleset.defaults.reject
         if default is Action.DENY:
             lines.append(Line(base, "", _verdict(ruleset, Action.DENY), f"default: {direction.value}bound deny"))
             uses_reject |= ruleset.defaults.reject
     user_chains = ([REJECT_CHAIN] if uses_reject else []) + [
-        chain_name(rule) for rule in ruleset.rules if rule.applies_to(family.number)
+        chain_name(rule) for rule in ruleset.rules if rule.logged and rule.applies_to(family.number)
     ]
     reject_lines = [
         Line(REJECT_CHAIN, "-p tcp", "REJECT --reject-with tcp-reset"),

@@ -4,11 +4,16 @@ Shape of the output:
 - the file declares, deletes and redefines its own table, so ``nft -f`` replaces
   exactly that table, atomically, on a fresh host and on every re-run; other tables
   (Docker's, iptables-nft's) are never touched;
-- ports and addresses live in named interval sets, so the number of rules grows with
-  the number of policy rules, never with the number of ports;
-- every policy rule owns a chain ``rule_NAME`` holding its rate-limited log line (when
-  logged) and its verdict with a named counter ``rule_NAME``, readable with
-  ``nft list counter inet NAME rule_NAME``; base-chain rules only match and jump.
+- consecutive rules that match on ports alone become one verdict-map lookup per
+  protocol (``th dport vmap @input_1_tcp``): each port interval maps to the verdict of
+  the first rule covering it, adjacent intervals with the same verdict merged;
+- a rule that restricts addresses keeps its place, with named interval sets for its
+  ports and networks;
+- so the number of rules grows with the number of policy rules that need an identity,
+  never with the number of ports: every deny, monitor or logged rule owns a chain
+  ``rule_NAME`` holding its rate-limited log line (when logged) and its verdict with a
+  named counter ``rule_NAME`` (``nft list counter inet NAME rule_NAME``); a plain allow
+  is just ``accept``.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from fwgen import render as rendering
 from fwgen import sanitize
 from fwgen.ir import ALL_PORTS, Action, Direction, PortRange, Protocol, Rule, Ruleset
 from fwgen.targets import TargetOutput
+from fwgen.lowering import Run, first_match_partition, merge_adjacent, segments
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
 
 NAME = "nftables"
 ELEMENTS_PER_LINE = 12
+MAP_ELEMENTS_PER_LINE = 6
 REJECT_CHAIN = "deny_reject"
 
 _ICMPV6_NAMES = {
@@ -61,10 +68,8 @@ def object_name(rule: Rule) -> str:
     return f"rule_{rule.name}"
 
 
-def _elements(items: list[str]) -> tuple[str, ...]:
-    return tuple(
-        ", ".join(items[i : i + ELEMENTS_PER_LINE]) for i in range(0, len(items), ELEMENTS_PER_LINE)
-    )
+def _elements(items: list[str], per_line: int = ELEMENTS_PER_LINE) -> tuple[str, ...]:
+    return tuple(", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line))
 
 
 def _networks(networks: tuple[ipaddress.IPv4Network, ...] | tuple[ipaddress.IPv6Network, ...]) -> list[str]:
@@ -77,53 +82,22 @@ def _verdict(ruleset: Ruleset, action: Action) -> str:
     return "accept"
 
 
-def _lower_rule(ruleset: Ruleset, rule: Rule) -> tuple[list[NftSet], NftChain, list[NftRule]]:
-    """The sets, the rule's own chain, and the base-chain rules that jump to it."""
+def has_identity(rule: Rule) -> bool:
+    """Rules whose matches must stay distinguishable (their own counter, and a limiter
+    and log line when logged) get their own chain; a plain allow is just ``accept``."""
+    return rule.logged or rule.action is Action.DENY
+
+
+def _dispatch(rule: Rule) -> str:
+    return f"jump {object_name(rule)}" if has_identity(rule) else "accept"
+
+
+def _comment(ruleset: Ruleset, rule: Rule) -> str:
+    return sanitize.nft_comment(rule_summary(ruleset, rule) + (f": {rule.comment}" if rule.comment else ""))
+
+
+def _identity_chain(ruleset: Ruleset, rule: Rule) -> NftChain:
     obj = object_name(rule)
-    sets: list[NftSet] = []
-    comment = sanitize.nft_comment(
-        rule_summary(ruleset, rule) + (f": {rule.comment}" if rule.comment else "")
-    )
-
-    # Protocol groups: one set shared by tcp and udp when they cover the same ports.
-    tcp, udp = rule.port_ranges(Protocol.TCP), rule.port_ranges(Protocol.UDP)
-    groups: list[tuple[str, tuple[PortRange, ...], str]] = []
-    if tcp and tcp == udp:
-        groups.append(("meta l4proto { tcp, udp }", tcp, "ports"))
-    else:
-        groups.extend(
-            (f"meta l4proto {proto.value}", ranges, proto.value)
-            for proto, ranges in rule.ports
-        )
-    port_matches: list[str] = []
-    for l4, ranges, suffix in groups:
-        if ranges == ALL_PORTS:
-            port_matches.append(l4)
-            continue
-        set_name = f"{obj}_{suffix}"
-        sets.append(NftSet(set_name, "inet_service", _elements([str(r) for r in ranges])))
-        port_matches.append(f"{l4} th dport @{set_name}")
-
-    address_matches: list[str] = []
-    if rule.remote_v4 is None and rule.remote_v6 is None:
-        address_matches.append("")
-    else:
-        field = "saddr" if rule.direction is Direction.IN else "daddr"
-        for family, networks, nft_type, l3 in (
-            (4, rule.remote_v4, "ipv4_addr", "ip"),
-            (6, rule.remote_v6, "ipv6_addr", "ip6"),
-        ):
-            if not networks:
-                continue
-            set_name = f"{obj}_v{family}"
-            sets.append(NftSet(set_name, nft_type, _elements(_networks(networks))))
-            address_matches.append(f"{l3} {field} @{set_name}")
-
-    jumps = [
-        NftRule(" ".join(part for part in (addr, ports, f"jump {obj}") if part), comment)
-        for addr in address_matches
-        for ports in port_matches
-    ]
     body: list[NftRule] = []
     if rule.logged:
         monitor = ruleset.monitor
@@ -131,8 +105,76 @@ def _lower_rule(ruleset: Ruleset, rule: Rule) -> tuple[list[NftSet], NftChain, l
             f"limit rate {monitor.rate}/{monitor.per} burst {log_burst(ruleset)} packets "
             f'log prefix "{log_tag(ruleset, rule)}"'
         ))
-    body.append(NftRule(f"counter name {obj} {_verdict(ruleset, rule.action)}", comment))
-    return sets, NftChain(obj, "", tuple(body)), jumps
+    body.append(NftRule(f"counter name {obj} {_verdict(ruleset, rule.action)}", _comment(ruleset, rule)))
+    return NftChain(obj, "", tuple(body))
+
+
+def _port_groups(tcp: object, udp: object) -> list[tuple[str, str]]:
+    """(l4 match, name suffix) per protocol group: one shared group when tcp and udp agree."""
+    if tcp and tcp == udp:
+        return [("meta l4proto { tcp, udp }", "ports")]
+    return [(f"meta l4proto {p.value}", p.value) for p, v in ((Protocol.TCP, tcp), (Protocol.UDP, udp)) if v]
+
+
+def _lower_single(ruleset: Ruleset, rule: Rule) -> tuple[list[NftSet], list[NftRule]]:
+    """An address-restricted rule: named sets for its ports and networks, one base-chain
+    rule per (family, protocol group)."""
+    obj = object_name(rule)
+    sets: list[NftSet] = []
+    tcp, udp = rule.port_ranges(Protocol.TCP), rule.port_ranges(Protocol.UDP)
+    port_matches: list[str] = []
+    for l4, suffix in _port_groups(tcp, udp):
+        ranges = udp if suffix == "udp" else tcp
+        if ranges == ALL_PORTS:
+            port_matches.append(l4)
+            continue
+        set_name = f"{obj}_{suffix}"
+        sets.append(NftSet(set_name, "inet_service", _elements([str(r) for r in ranges])))
+        port_matches.append(f"{l4} th dport @{set_name}")
+    field = "saddr" if rule.direction is Direction.IN else "daddr"
+    address_matches: list[str] = []
+    for family, networks, nft_type, l3 in (
+        (4, rule.remote_v4, "ipv4_addr", "ip"),
+        (6, rule.remote_v6, "ipv6_addr", "ip6"),
+    ):
+        if networks:
+            set_name = f"{obj}_v{family}"
+            sets.append(NftSet(set_name, nft_type, _elements(_networks(networks))))
+            address_matches.append(f"{l3} {field} @{set_name}")
+    comment = _comment(ruleset, rule)
+    rules = [
+        NftRule(f"{addr} {ports} {_dispatch(rule)}", comment)
+        for addr in address_matches
+        for ports in port_matches
+    ]
+    return sets, rules
+
+
+def _run_comment(ruleset: Ruleset, run: Run) -> str:
+    first, last = run.rules[0], run.rules[-1]
+    if first is last:
+        return _comment(ruleset, first)
+    where = f"{ruleset.source.filename}:{first.location.line}-{last.location.line}"
+    return sanitize.nft_comment(f"first match of rules {first.name} .. {last.name} ({where})")
+
+
+def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet], list[NftRule]]:
+    """Consecutive address-free rules: one verdict map lookup per protocol group, mapping
+    each port interval to its first-match rule's verdict."""
+    maps = {
+        proto: [(str(pr), verdict) for pr, verdict, _ in merge_adjacent(
+            first_match_partition(run.rules, proto), _dispatch)]
+        for proto in (Protocol.TCP, Protocol.UDP)
+    }
+    sets: list[NftSet] = []
+    rules: list[NftRule] = []
+    for l4, suffix in _port_groups(maps[Protocol.TCP], maps[Protocol.UDP]):
+        entries = maps[Protocol.UDP if suffix == "udp" else Protocol.TCP]
+        name = f"{map_name}_{suffix}"
+        sets.append(NftSet(name, "inet_service : verdict", _elements(
+            [f"{ports} : {verdict}" for ports, verdict in entries], MAP_ELEMENTS_PER_LINE)))
+        rules.append(NftRule(f"{l4} th dport vmap @{name}", _run_comment(ruleset, run)))
+    return sets, rules
 
 
 def _prologue(direction: Direction) -> list[NftRule]:
@@ -164,40 +206,46 @@ def _prologue(direction: Direction) -> list[NftRule]:
 
 
 def lower(ruleset: Ruleset) -> dict[str, object]:
-    """The template's view model: sets, per-rule chains and the two base chains."""
+    """The template's view model: sets, verdict maps, per-rule chains and the two base chains."""
     sets: list[NftSet] = []
-    rule_chains: list[NftChain] = []
+    maps: list[NftSet] = []
     base_chains: list[NftChain] = []
-    uses_reject = False
     for direction, hook in ((Direction.IN, "input"), (Direction.OUT, "output")):
         default = ruleset.defaults.for_direction(direction)
         rules = _prologue(direction)
-        for rule in ruleset.rules_for(direction):
-            rule_sets, chain, jumps = _lower_rule(ruleset, rule)
-            sets.extend(rule_sets)
-            rule_chains.append(chain)
-            rules.extend(jumps)
-            uses_reject |= rule.action is Action.DENY and ruleset.defaults.reject
+        for number, segment in enumerate(segments(ruleset.rules_for(direction)), start=1):
+            if isinstance(segment, Run):
+                run_maps, run_rules = _lower_run(ruleset, segment, f"{hook}_{number}")
+                maps.extend(run_maps)
+                rules.extend(run_rules)
+            else:
+                rule_sets, single_rules = _lower_single(ruleset, segment.rule)
+                sets.extend(rule_sets)
+                rules.extend(single_rules)
         policy = "accept" if default is Action.ALLOW else "drop"
         if default is Action.DENY:
             rules.append(NftRule(
                 f"counter name default_{hook} {_verdict(ruleset, Action.DENY)}",
                 f"default: {direction.value}bound deny",
             ))
-            uses_reject |= ruleset.defaults.reject
         base_chains.append(NftChain(hook, f"type filter hook {hook} priority filter; policy {policy};", tuple(rules)))
-    counters = [chain.name for chain in rule_chains] + [
-        f"default_{hook}" for direction, hook in ((Direction.IN, "input"), (Direction.OUT, "output"))
-        if ruleset.defaults.for_direction(direction) is Action.DENY
+    identities = [rule for rule in ruleset.rules if has_identity(rule)]
+    defaults_deny = [
+        direction for direction in Direction if ruleset.defaults.for_direction(direction) is Action.DENY
     ]
+    uses_reject = ruleset.defaults.reject and (
+        bool(defaults_deny) or any(rule.action is Action.DENY for rule in ruleset.rules)
+    )
     return {
         "header": [sanitize.shell_comment(line) for line in rendering.header_lines(ruleset, NAME)],
         "description": sanitize.shell_comment(ruleset.description, 500),
         "table": ruleset.name,
-        "counters": counters,
+        "counters": [object_name(rule) for rule in identities]
+        + [f"default_{'input' if d is Direction.IN else 'output'}" for d in defaults_deny],
         "sets": sets,
         "reject_chain": REJECT_CHAIN if uses_reject else "",
-        "rule_chains": rule_chains,
+        "rule_chains": [_identity_chain(ruleset, rule) for rule in identities],
+        "maps": maps,
         "base_chains": base_chains,
     }
 

@@ -178,15 +178,16 @@ class Lab:
         return [r for r in results if r is not None]
 
     def counters(self, ruleset: Ruleset) -> dict[str, int]:
-        """Packets counted per policy rule, read back from the kernel."""
+        """Packets counted per monitor rule, read back from the kernel."""
         counts: dict[str, int] = {}
+        monitors = [rule for rule in ruleset.rules if rule.action.value == "monitor"]
         if self.target == "nftables":
-            for rule in ruleset.rules:
+            for rule in monitors:
                 out = self.host.run(["nft", "list", "counter", "inet", ruleset.name, f"rule_{rule.name}"]).stdout
                 m = re.search(r"packets (\d+)", out)
                 counts[rule.name] = int(m.group(1)) if m else -1
         else:
-            for rule in ruleset.rules:
+            for rule in monitors:
                 total = 0
                 for tool, fam in (("iptables", 4), ("ip6tables", 6)):
                     if not rule.applies_to(fam):

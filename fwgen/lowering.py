@@ -1,0 +1,93 @@
+"""IR -> IR passes shared by the Linux targets: find the runs of rules that match on
+ports alone, and compute their first-match partition of the port space.
+
+Rules that do not restrict addresses decide on (protocol, port) only, so a run of them
+is equivalent to a map from disjoint port intervals to the first rule covering each one.
+A map needs one lookup, whatever the number of ports, and its entries can be written in
+any order or grouped by verdict without changing the meaning. Rules that restrict
+addresses keep their place in the order between such runs.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+
+from fwgen.ir import PortRange, Protocol, Rule
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive rules without address restrictions."""
+
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class Single:
+    """A rule that restricts addresses, kept in its place."""
+
+    rule: Rule
+
+
+def segments(rules: tuple[Rule, ...]) -> Iterator[Run | Single]:
+    run: list[Rule] = []
+    for rule in rules:
+        if rule.remote_v4 is None and rule.remote_v6 is None:
+            run.append(rule)
+            continue
+        if run:
+            yield Run(tuple(run))
+            run = []
+        yield Single(rule)
+    if run:
+        yield Run(tuple(run))
+
+
+def first_match_partition(rules: tuple[Rule, ...], protocol: Protocol) -> list[tuple[PortRange, Rule]]:
+    """Disjoint, sorted port intervals, each with the first rule (in order) covering it.
+
+    "Paint once": cut the port line at every range edge; then walk the rules in order and
+    give each still-unpainted elementary interval inside a rule's range to that rule. A
+    union-find "next unpainted" pointer skips painted intervals, so each is visited once.
+    """
+    ranges = [(rule, pr) for rule in rules for pr in rule.port_ranges(protocol)]
+    cuts = sorted({edge for _, pr in ranges for edge in (pr.lo, pr.hi + 1)})
+    owner: list[Rule | None] = [None] * max(len(cuts) - 1, 0)
+    following = list(range(len(cuts)))  # following[i]: first unpainted interval >= i
+
+    def unpainted(i: int) -> int:
+        root = i
+        while following[root] != root:
+            root = following[root]
+        while following[i] != root:
+            following[i], i = root, following[i]
+        return root
+
+    for rule, pr in ranges:
+        i = unpainted(bisect.bisect_left(cuts, pr.lo))
+        end = bisect.bisect_left(cuts, pr.hi + 1)
+        while i < end:
+            owner[i] = rule
+            following[i] = i + 1
+            i = unpainted(i + 1)
+    return [
+        (PortRange(cuts[i], cuts[i + 1] - 1), rule) for i, rule in enumerate(owner) if rule is not None
+    ]
+
+
+def merge_adjacent(
+    partition: list[tuple[PortRange, Rule]], key: Callable[[Rule], Hashable]
+) -> list[tuple[PortRange, Hashable, tuple[Rule, ...]]]:
+    """Join touching intervals whose rules have the same ``key`` (the verdict a target
+    writes for them): the canonical, deterministic form of a verdict map."""
+    merged: list[tuple[PortRange, Hashable, tuple[Rule, ...]]] = []
+    for pr, rule in partition:
+        k = key(rule)
+        if merged and merged[-1][1] == k and merged[-1][0].hi + 1 == pr.lo:
+            last, _, owners = merged[-1]
+            merged[-1] = (PortRange(last.lo, pr.hi), k, owners if owners[-1] is rule else owners + (rule,))
+        else:
+            merged.append((pr, k, (rule,)))
+    return merged

@@ -1,0 +1,52 @@
+"""The monitor rate limit caps a flood of log lines, while every connection is still
+accepted and counted."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from fwgen.build import build
+from fwgen.registry import bundled
+from tests.differential.harness import Lab
+from tests.differential.policygen import PEER_V4
+from tests.kernel.netns import KernelLog, Probe, listen, run_probes
+
+POLICY = """\
+version: 1
+name: flood
+monitor: {log_prefix: fwgenF, rate: 5/minute}
+rules:
+  - name: watch
+    action: monitor
+    protocol: tcp
+    ports: [1261]
+"""
+FLOOD = 40
+
+
+@pytest.mark.parametrize("target", ["iptables", "nftables"])
+def test_limiter_caps_a_flood(labs: tuple[dict[str, Lab], KernelLog], tmp_path: Path, target: str) -> None:
+    lab, log = labs[0][target], labs[1]
+    path = tmp_path / "flood.yaml"
+    path.write_text(POLICY, encoding="utf-8")
+    result = build(str(path), bundled())
+    lab.load(result.files, "flood")
+    before = len(log.lines())
+    probes = [Probe("tcp", lab.host_v4, 1261, PEER_V4[i % len(PEER_V4)], 1.0) for i in range(FLOOD)]
+    with listen(lab.host, "tcp", ["0.0.0.0"], [1261]):
+        statuses = [r.status for r in run_probes(lab.peer, probes)]
+    assert statuses == ["connected"] * FLOOD
+    log.wait_for("fwgenF watch ", timeout=2)
+    lines = [line for line in log.lines()[before:]
+             if "fwgenF watch " in line and f"DST={lab.host_v4} " in line and "DPT=1261 " in line]
+    # a burst of 5 (one minute's worth), then 5/minute: the flood takes well under a
+    # minute, so at most one more token can have been earned
+    assert 5 <= len(lines) <= 6, lines
+    counts = lab.counters(result.ruleset)
+    assert counts["watch"] == FLOOD
+    if target == "nftables":
+        listing = lab.host.run(["nft", "list", "chain", "inet", "flood", "rule_watch"]).stdout
+        assert re.search(r"limit rate 5/minute burst 5 packets", listing)
