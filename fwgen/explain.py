@@ -235,7 +235,7 @@ class Explainer:
             bounds = sorted(cuts)
             make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
             run_start, run_verdict = 0, None
-            for lo, hi in zip(bounds, bounds[1:]):
+            for lo in bounds[:-1]:
                 verdict = self._first_match(direction, candidates, family, lo)
                 if verdict != run_verdict:
                     if run_verdict is not None:
@@ -251,10 +251,11 @@ class Explainer:
             order[verdict] = self._rule_position(verdict)
         result: list[tuple[list[Network], Verdict]] = []
         for verdict in sorted(pieces, key=lambda v: order[v]):
-            nets = pieces[verdict]
-            v4 = list(ipaddress.collapse_addresses(n for n in nets if n.version == 4))
-            v6 = list(ipaddress.collapse_addresses(n for n in nets if n.version == 6))
-            result.append((v4 + v6, verdict))
+            found = pieces[verdict]
+            v4 = [n for n in found if isinstance(n, ipaddress.IPv4Network)]
+            v6 = [n for n in found if isinstance(n, ipaddress.IPv6Network)]
+            collapsed: list[Network] = [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
+            result.append((collapsed, verdict))
         return result
 
     def _rule_position(self, verdict: Verdict) -> int:

@@ -59,7 +59,7 @@ class PortRange:
 ALL_PORTS = (PortRange(PORT_MIN, PORT_MAX),)
 
 
-def merge_ranges(ranges: "list[PortRange] | tuple[PortRange, ...]") -> tuple[PortRange, ...]:
+def merge_ranges(ranges: list[PortRange] | tuple[PortRange, ...]) -> tuple[PortRange, ...]:
     """Sort and merge overlapping or adjacent ranges: the canonical form of a port set."""
     merged: list[PortRange] = []
     for r in sorted(ranges):

@@ -135,7 +135,7 @@ class _Reader:
 
     def boolean(self, node: yaml.Node, what: str) -> bool:
         if isinstance(node, yaml.ScalarNode) and node.tag == BOOL_TAG and node.value in ("true", "false"):
-            return node.value == "true"
+            return bool(node.value == "true")
         raise self.fail(node, f"{what} must be true or false, got {describe(node)}")
 
     def items(self, node: yaml.Node, what: str) -> list[yaml.Node]:
@@ -226,7 +226,9 @@ def parse_policy(source: Source, sha256: str) -> Policy:
             rate_text = reader.text(rate_node, "monitor.rate")
             m = RATE.fullmatch(rate_text)
             if not m:
-                raise reader.fail(rate_node, f"monitor.rate '{shorten(rate_text)}' is not valid: write N/second, N/minute or N/hour")
+                raise reader.fail(
+                    rate_node, f"monitor.rate '{shorten(rate_text)}' is not valid: write N/second, N/minute or N/hour"
+                )
             rate, per = int(m.group(1)), m.group(2)
             if rate > MAX_RATE:
                 raise reader.fail(rate_node, f"monitor.rate '{rate_text}' is too high: at most {MAX_RATE} per period")
@@ -259,7 +261,9 @@ def _check_table_name(name: str, location: Location, how: str) -> None:
     from fwgen.targets.nft_keywords import NFT_KEYWORDS
 
     if name[0].isdigit():
-        raise PolicyError(location, f"policy name '{name}'{how} cannot name an nftables table: it must start with a letter")
+        raise PolicyError(
+            location, f"policy name '{name}'{how} cannot name an nftables table: it must start with a letter"
+        )
     if name in NFT_KEYWORDS:
         raise PolicyError(location, f"policy name '{name}'{how} is an nftables keyword and cannot name a table")
 

@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 BUNDLE_PATH = os.path.join(DATA_DIR, "registry.json")
 SOURCE_COPY_PATH = os.path.join(DATA_DIR, "service-names-port-numbers.xml.gz")
@@ -285,10 +284,10 @@ def format_records(records: Sequence[Record]) -> str:
     ]
     widths = [max((len(h[c]) for h in heads), default=0) for c in range(3)]
     lines: list[str] = []
-    for head, (key, protos) in zip(heads, groups.items()):
+    for head, (key, protos) in zip(heads, groups.items(), strict=True):
         name, lo, _hi, desc, assignee, unauthorized, note = key
         first, *more = desc.split("\n")
-        cols = [text.ljust(width) for text, width in zip(head, widths)]
+        cols = [text.ljust(width) for text, width in zip(head, widths, strict=True)]
         lines.append("  ".join(cols + [first]).rstrip())
         lines.extend(f"    {line}" for line in more)
         if name and lo is not None and "" in protos:

@@ -32,8 +32,8 @@ class Source:
 
 def compose(source: Source) -> yaml.Node | None:
     """Parse one YAML document into nodes, turning every problem into a located error."""
-    for lineno, line in enumerate(source.text.splitlines(), start=1):
-        col = line.find("\t")
+    for lineno, text in enumerate(source.text.splitlines(), start=1):
+        col = text.find("\t")
         if col >= 0:
             raise PolicyError(
                 Location(source.path, lineno, col + 1),

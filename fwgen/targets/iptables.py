@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from fwgen import render as rendering
 from fwgen import sanitize
 from fwgen.ir import ALL_PORTS, Action, Direction, PortRange, Protocol, Rule, Ruleset
-from fwgen.targets import TargetOutput
 from fwgen.lowering import Run, first_match_partition, merge_adjacent, segments
+from fwgen.targets import TargetOutput
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
 
 NAME = "iptables"
@@ -96,7 +96,8 @@ class _Comments(dict[int, str]):
 
     def __missing__(self, index: int) -> str:
         rule = self.ruleset.rules[index - 1]
-        text = sanitize.iptables_comment(rule_summary(self.ruleset, rule) + (f": {rule.comment}" if rule.comment else ""))
+        summary = rule_summary(self.ruleset, rule) + (f": {rule.comment}" if rule.comment else "")
+        text = sanitize.iptables_comment(summary)
         self[index] = text
         return text
 
@@ -149,8 +150,8 @@ def _run_lines(ruleset: Ruleset, run: Run, base: str, comments: _Comments) -> li
             rules.extend(r for r in owners if not rules or rules[-1] is not r)
         for target, (ranges, rules) in by_target.items():
             comment = comments.of(rules)
-            for ports in port_chunks(tuple(ranges)):
-                lines.append(Line(base, " ".join(p for p in (f"-p {proto.value}", ports) if p), target, comment))
+            for match in port_chunks(tuple(ranges)):
+                lines.append(Line(base, " ".join(p for p in (f"-p {proto.value}", match) if p), target, comment))
     return lines
 
 
@@ -202,7 +203,9 @@ def lower(ruleset: Ruleset, family: Family) -> dict[str, object]:
         Line(REJECT_CHAIN, "", f"REJECT --reject-with {family.icmp_prohibited}"),
     ] if uses_reject else []
     return {
-        "header": [sanitize.shell_comment(line) for line in rendering.header_lines(ruleset, f"{NAME} (IPv{family.number})")],
+        "header": [
+            sanitize.shell_comment(line) for line in rendering.header_lines(ruleset, f"{NAME} (IPv{family.number})")
+        ],
         "description": sanitize.shell_comment(ruleset.description, 500),
         "policy": ruleset.name,
         "builtin": [("INPUT", chains["INPUT"]), ("FORWARD", "ACCEPT"), ("OUTPUT", chains["OUTPUT"])],

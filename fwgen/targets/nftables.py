@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 from fwgen import render as rendering
 from fwgen import sanitize
-from fwgen.ir import ALL_PORTS, Action, Direction, PortRange, Protocol, Rule, Ruleset
-from fwgen.targets import TargetOutput
+from fwgen.ir import ALL_PORTS, Action, Direction, Protocol, Rule, Ruleset
 from fwgen.lowering import Run, first_match_partition, merge_adjacent, segments
+from fwgen.targets import TargetOutput
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
 
 NAME = "nftables"

@@ -79,6 +79,7 @@ Interval = tuple[int, int]
 
 
 def _merge(intervals: list[Interval]) -> list[Interval]:
+    """Sort and merge overlapping or adjacent intervals."""
     out: list[Interval] = []
     for lo, hi in sorted(intervals):
         if out and lo <= out[-1][1] + 1:
@@ -89,50 +90,9 @@ def _merge(intervals: list[Interval]) -> list[Interval]:
     return out
 
 
-def _intersect(a: list[Interval], b: list[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        lo = max(a[i][0], b[j][0])
-        hi = min(a[i][1], b[j][1])
-        if lo <= hi:
-            out.append((lo, hi))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return out
-
-
-def _subtract(a: list[Interval], b: list[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    j = 0
-    for lo, hi in a:
-        cur = lo
-        while j < len(b) and b[j][1] < cur:
-            j += 1
-        k = j
-        while k < len(b) and b[k][0] <= hi:
-            if b[k][0] > cur:
-                out.append((cur, b[k][0] - 1))
-            cur = max(cur, b[k][1] + 1)
-            if cur > hi:
-                break
-            k += 1
-        if cur <= hi:
-            out.append((cur, hi))
-    return out
-
-
-def _rule_addresses(rule: Rule, family: int) -> list[Interval]:
-    remote = rule.remote(family)
-    if remote is None:
-        return [(0, _FAMILY_MAX[family])]
-    return _merge([(int(n.network_address), int(n.broadcast_address)) for n in remote])
-
-
 def _rule_ports(rule: Rule, protocol: Protocol) -> list[Interval]:
-    return [(r.lo, r.hi) for r in merge_ranges(rule.port_ranges(protocol))]
+    ranges = [(r.lo, r.hi) for r in rule.port_ranges(protocol)]
+    return ranges if len(ranges) < 2 else _merge(ranges)
 
 
 def _verdict(rule: Rule) -> str:
@@ -141,6 +101,20 @@ def _verdict(rule: Rule) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Compilation: first-match cells -> grouped allow/block rule sets
+#
+# For one direction x protocol:
+#
+# 1. Cut (``_address_cells``): the address space of each family is cut at every edge of
+#    the rules' networks. Every address cell is covered by a fixed list of rules; cells
+#    covered by the same list form one ``_Region`` (rule ids are indexes into
+#    ``ruleset.rules``, so a list in id order is a list in policy order).
+# 2. Paint (``_paint``): a region's port space is cut at every edge of its rules' port
+#    ranges. Taking the rules in policy order, each rule paints the elementary port
+#    intervals of its ranges that no earlier rule painted: the first match. A
+#    union-find "next unpainted interval" pointer skips painted intervals, so every
+#    interval is painted once. The result is a list of runs (lo, hi, rule id).
+# 3. Group (``_group_by_ports`` / ``_group_by_addresses``): for each verdict, the runs of
+#    all regions are gathered into ports x addresses products, one per netsh rule.
 
 
 @dataclass(frozen=True)
@@ -157,33 +131,26 @@ class _Group:
         return self.v4 if family == 4 else self.v6
 
 
+Run = tuple[int, int, int]  # (lo, hi, rule id): ports lo..hi are decided by that rule
+
+
+@dataclass(frozen=True, eq=False)  # compared (and hashed) by identity
+class _PortMap:
+    """The first-match port map of one list of rules, split by verdict."""
+
+    runs: dict[str, list[Run]]  # verdict -> its runs, ascending
+    ports: dict[str, tuple[Interval, ...]]  # verdict -> the merged ports of its runs
+    deciders: dict[str, frozenset[int]]  # verdict -> the rule ids of its runs
+
+
 @dataclass
 class _Region:
-    """The address cells of one family whose covering rules are the same: they share a
-    first-match port map. ``won`` maps verdict -> (ports, {rule id: ports it decided})."""
+    """The address cells of one family covered by the same rules: they share one
+    first-match port map."""
 
     family: int
     cells: list[Interval]
-    won: dict[str, tuple[list[Interval], dict[int, list[Interval]]]]
-
-
-def _paint_ports(
-    rule_ids: tuple[int, ...], rules: tuple[Rule, ...], ports: dict[int, list[Interval]]
-) -> dict[str, tuple[list[Interval], dict[int, list[Interval]]]]:
-    """First match over the port space for one address cell."""
-    result: dict[str, tuple[list[Interval], dict[int, list[Interval]]]] = {}
-    unassigned: list[Interval] = [(PORT_MIN, PORT_MAX)]
-    for rid in rule_ids:
-        if not unassigned:
-            break
-        rule_ports = ports[rid]
-        won = _intersect(unassigned, rule_ports)
-        if won:
-            got, deciders = result.setdefault(_verdict(rules[rid]), ([], {}))
-            got.extend(won)
-            deciders[rid] = won
-            unassigned = _subtract(unassigned, rule_ports)
-    return {v: (_merge(p), d) for v, (p, d) in result.items()}
+    map: _PortMap
 
 
 def _address_cells(
@@ -212,86 +179,180 @@ def _address_cells(
     return cells
 
 
-def _regions(ruleset: Ruleset, direction: Direction, protocol: Protocol) -> list[_Region]:
-    """Every address cell of both families with its first-match port map."""
-    rules = ruleset.rules
-    ports = {i: _rule_ports(r, protocol) for i, r in enumerate(rules)}
-    regions: list[_Region] = []
-    for family in (4, 6):
-        ids = [
-            i
-            for i, r in enumerate(rules)
-            if r.direction is direction and r.applies_to(family) and ports[i]
-        ]
-        addresses = {i: _rule_addresses(rules[i], family) for i in ids}
-        by_key: dict[tuple[int, ...], _Region] = {}
-        for cell, active in _address_cells(ids, addresses, family):
-            if not active:
-                continue
-            region = by_key.get(active)
-            if region is None:
-                region = by_key[active] = _Region(family, [], _paint_ports(active, rules, ports))
-            region.cells.append(cell)
-        regions += [r for r in by_key.values() if r.won]
-    return regions
+def _paint(rule_ids: tuple[int, ...], ports: dict[int, list[Interval]]) -> list[Run]:
+    """First match over the port space for rules ``rule_ids`` (in policy order)."""
+    # Elementary intervals: piece k is edges[k] .. edges[k + 1] - 1.
+    bounds = {PORT_MIN, PORT_MAX + 1}
+    for rid in rule_ids:
+        for lo, hi in ports[rid]:
+            bounds.add(lo)
+            bounds.add(hi + 1)
+    edges = sorted(bounds)
+    index = {edge: k for k, edge in enumerate(edges)}
+    pieces = len(edges) - 1
+    owner = [-1] * pieces  # the rule that painted each piece; -1: none (yet)
+    # nxt[k] leads to the first unpainted piece >= k (``pieces`` when there is none).
+    nxt = list(range(pieces + 1))
+
+    def first_unpainted(k: int) -> int:
+        root = k
+        while nxt[root] != root:
+            root = nxt[root]
+        while nxt[k] != root:  # path compression
+            nxt[k], k = root, nxt[k]
+        return root
+
+    for rid in rule_ids:
+        for lo, hi in ports[rid]:
+            k, end = first_unpainted(index[lo]), index[hi + 1]
+            while k < end:
+                owner[k] = rid
+                nxt[k] = k + 1
+                k = first_unpainted(k + 1)
+
+    runs: list[Run] = []
+    for k, rid in enumerate(owner):
+        if rid < 0:
+            continue
+        if runs and runs[-1][2] == rid and owner[k - 1] == rid:
+            runs[-1] = (runs[-1][0], edges[k + 1] - 1, rid)
+        else:
+            runs.append((edges[k], edges[k + 1] - 1, rid))
+    return runs
 
 
-def _deciders(regions: list[_Region], verdict: str, ports: list[Interval]) -> frozenset[int]:
-    return frozenset(
-        rid
-        for region in regions
-        for rid, won in region.won[verdict][1].items()
-        if _intersect(won, ports)
+def _port_map(runs: list[Run], verdicts: dict[int, str]) -> _PortMap:
+    by_verdict: dict[str, list[Run]] = {}
+    for run in runs:
+        by_verdict.setdefault(verdicts[run[2]], []).append(run)
+    return _PortMap(
+        runs=by_verdict,
+        ports={v: tuple(_merge([(lo, hi) for lo, hi, _ in r])) for v, r in by_verdict.items()},
+        deciders={v: frozenset(rid for _, _, rid in r) for v, r in by_verdict.items()},
     )
 
 
+def _regions(ruleset: Ruleset, direction: Direction, protocol: Protocol) -> list[_Region]:
+    """Every address cell of both families with its first-match port map."""
+    rules = ruleset.rules
+    ports = {
+        i: p
+        for i, r in enumerate(rules)
+        if r.direction is direction and (p := _rule_ports(r, protocol))
+    }
+    verdicts = {i: _verdict(rules[i]) for i in ports}
+    maps: dict[tuple[int, ...], _PortMap] = {}  # rule ids -> port map, for both families
+    regions: list[_Region] = []
+    for family in (4, 6):
+        # Rules for any address cover every cell: only the others cut the address space.
+        everywhere: list[int] = []
+        addresses: dict[int, list[Interval]] = {}
+        for i in ports:
+            remote = rules[i].remote(family)
+            if remote is None:
+                everywhere.append(i)
+            elif remote:  # an empty tuple: the rule is not for this family
+                addresses[i] = _merge(
+                    [(int(n.network_address), int(n.broadcast_address)) for n in remote]
+                )
+        by_key: dict[tuple[int, ...], _Region] = {}
+        for cell, covering in _address_cells(list(addresses), addresses, family):
+            region = by_key.get(covering)
+            if region is None:
+                active = tuple(sorted(everywhere + list(covering)))
+                if active not in maps:
+                    maps[active] = _port_map(_paint(active, ports), verdicts)
+                region = by_key[covering] = _Region(family, [], maps[active])
+            region.cells.append(cell)
+        regions += [r for r in by_key.values() if r.map.runs]
+    return regions
+
+
+def _cells(regions: list[_Region], family: int) -> tuple[Interval, ...]:
+    return tuple(_merge([c for r in regions if r.family == family for c in r.cells]))
+
+
 def _group_by_ports(regions: list[_Region], verdict: str) -> list[_Group]:
-    """Address cells with the same port set share a rule; then rules over the same
-    address set merge their ports."""
+    """Address cells with the same port set share a rule.
+
+    (Regions never share cells, so no two of these groups cover the same addresses:
+    there is nothing to merge afterwards.)"""
     by_ports: dict[tuple[Interval, ...], list[_Region]] = {}
     for region in regions:
-        if verdict in region.won:
-            by_ports.setdefault(tuple(region.won[verdict][0]), []).append(region)
-    by_addresses: dict[tuple[tuple[Interval, ...], tuple[Interval, ...]], list[_Region]] = {}
-    for members in by_ports.values():
-        v4 = tuple(_merge([c for r in members if r.family == 4 for c in r.cells]))
-        v6 = tuple(_merge([c for r in members if r.family == 6 for c in r.cells]))
-        by_addresses.setdefault((v4, v6), []).extend(members)
-    groups = []
-    for (v4, v6), members in by_addresses.items():
-        ports = _merge([p for r in members for p in r.won[verdict][0]])
-        groups.append(_Group(verdict, tuple(ports), v4, v6, _deciders(members, verdict, ports)))
-    return groups
+        if verdict in region.map.ports:
+            by_ports.setdefault(region.map.ports[verdict], []).append(region)
+    return [
+        _Group(
+            verdict,
+            ports,
+            _cells(members, 4),
+            _cells(members, 6),
+            frozenset().union(*(r.map.deciders[verdict] for r in members)),
+        )
+        for ports, members in by_ports.items()
+    ]
 
 
 def _group_by_addresses(regions: list[_Region], verdict: str) -> list[_Group]:
-    """Ports decided the same way over the same address set share a rule."""
-    members = [r for r in regions if verdict in r.won]
-    events: dict[int, list[tuple[int, int]]] = {PORT_MIN: []}
-    for i, region in enumerate(members):
-        for lo, hi in region.won[verdict][0]:
-            events.setdefault(lo, []).append((i, 1))
-            if hi < PORT_MAX:
-                events.setdefault(hi + 1, []).append((i, -1))
+    """Ports decided the same way over the same address set share a rule.
+
+    A sweep over the port space: at each run edge, the set of port maps whose runs cover
+    the port (the key of the group the port joins) and the rules deciding it change.
+    Regions sharing a port map always go together, so the sweep is over the maps."""
+    sharing: dict[_PortMap, list[_Region]] = {}
+    for region in regions:
+        if verdict in region.map.runs:
+            sharing.setdefault(region.map, []).append(region)
+    members = list(sharing)
+    if len(members) == 1:  # one port map: one group
+        (port_map, chosen), = sharing.items()
+        return [
+            _Group(
+                verdict,
+                port_map.ports[verdict],
+                _cells(chosen, 4),
+                _cells(chosen, 6),
+                port_map.deciders[verdict],
+            )
+        ]
+    # pos -> [(member, rule id now deciding it there, or -1 when its run ends)]
+    events: dict[int, list[tuple[int, int]]] = {}
+    for m, port_map in enumerate(members):
+        runs = port_map.runs[verdict]
+        for k, (lo, hi, rid) in enumerate(runs):
+            events.setdefault(lo, []).append((m, rid))
+            if hi < PORT_MAX and (k + 1 == len(runs) or runs[k + 1][0] != hi + 1):
+                events.setdefault(hi + 1, []).append((m, -1))
     cuts = sorted(events)
-    active: set[int] = set()
-    by_regions: dict[tuple[int, ...], list[Interval]] = {}
+    deciding: dict[int, int] = {}  # member -> the rule deciding the current port there
+    key: tuple[int, ...] = ()
+    by_key: dict[tuple[int, ...], tuple[list[Interval], set[int]]] = {}
     for k, pos in enumerate(cuts):
-        for i, delta in events[pos]:
-            if delta > 0:
-                active.add(i)
+        changed = False
+        for m, rid in events[pos]:
+            if rid < 0:
+                del deciding[m]
+                changed = True
             else:
-                active.discard(i)
-        if active:
-            end = cuts[k + 1] - 1 if k + 1 < len(cuts) else PORT_MAX
-            by_regions.setdefault(tuple(sorted(active)), []).append((pos, end))
+                changed = changed or m not in deciding
+                deciding[m] = rid
+        if changed:
+            key = tuple(sorted(deciding))
+        if not key:
+            continue
+        end = cuts[k + 1] - 1 if k + 1 < len(cuts) else PORT_MAX
+        ports, deciders = by_key.setdefault(key, ([], set()))
+        if ports and ports[-1][1] == pos - 1:
+            ports[-1] = (ports[-1][0], end)
+        else:
+            ports.append((pos, end))
+        deciders.update(deciding.values())
     groups = []
-    for ids, ports in by_regions.items():
-        chosen = [members[i] for i in ids]
-        v4 = tuple(_merge([c for r in chosen if r.family == 4 for c in r.cells]))
-        v6 = tuple(_merge([c for r in chosen if r.family == 6 for c in r.cells]))
-        merged = _merge(ports)
-        groups.append(_Group(verdict, tuple(merged), v4, v6, _deciders(chosen, verdict, merged)))
+    for key, (ports, deciders) in by_key.items():
+        chosen = [region for m in key for region in sharing[members[m]]]
+        groups.append(
+            _Group(verdict, tuple(ports), _cells(chosen, 4), _cells(chosen, 6), frozenset(deciders))
+        )
     return groups
 
 
@@ -337,11 +398,12 @@ def _description(policy: str, rules: list[Rule]) -> str:
             text += f": {rule.comment}"
         return windows_text(text, _DESCRIPTION_BASE_LIMIT)
     head = f"fwgen {policy}: rules "
-    mentions = [_mention(rule) for rule in rules]
+    mentions = [_mention(rules[0])]  # grows one by one: only the first few ever fit
     text = windows_text(head + mentions[0], _DESCRIPTION_BASE_LIMIT)
-    for k in range(2, len(mentions) + 1):
-        rest = len(mentions) - k
-        candidate = head + ", ".join(mentions[:k]) + (f" +{rest} more" if rest else "")
+    for k in range(2, len(rules) + 1):
+        mentions.append(_mention(rules[k - 1]))
+        rest = len(rules) - k
+        candidate = head + ", ".join(mentions) + (f" +{rest} more" if rest else "")
         if len(windows_text(candidate, 10_000)) > _DESCRIPTION_BASE_LIMIT:
             break
         text = windows_text(candidate, 10_000)
@@ -349,7 +411,7 @@ def _description(policy: str, rules: list[Rule]) -> str:
         return text
     if k == 2:  # not even two fit: name the first and count the rest
         return windows_text(head + mentions[0], _DESCRIPTION_BASE_LIMIT - 12) + (
-            f" +{len(mentions) - 1} more"
+            f" +{len(rules) - 1} more"
         )
     return text  # the longest candidate that fit, with its "+N more"
 
@@ -467,14 +529,15 @@ def lower(ruleset: Ruleset) -> list[WinRule]:
     for direction in (Direction.IN, Direction.OUT):
         for protocol in PROTOCOLS:
             regions = _regions(ruleset, direction, protocol)
+            emitted: dict[_Group, list[WinRule]] = {}  # both groupings often agree
             for verdict in (BLOCK, ALLOW):
                 best: list[WinRule] | None = None
                 for grouping in (_group_by_addresses, _group_by_ports):
-                    candidate = [
-                        w
-                        for g in _sort_groups(grouping(regions, verdict))
-                        for w in _emit(ruleset, direction, protocol, g)
-                    ]
+                    candidate = []
+                    for g in _sort_groups(grouping(regions, verdict)):
+                        if g not in emitted:
+                            emitted[g] = _emit(ruleset, direction, protocol, g)
+                        candidate += emitted[g]
                     if best is None or len(candidate) < len(best):
                         best = candidate
                 out += best or []
