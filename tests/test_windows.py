@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import itertools
 import random
 import re
 
@@ -680,3 +681,88 @@ def random_rulesets(draw):
 @given(random_rulesets(), st.integers(0, 2**32))
 def test_random_policies_match_first_match_semantics(rs, seed):
     assert_equivalent(rs, random.Random(seed), max_pairs=1500)
+
+
+# --------------------------------------------------------------------------------------
+# Scale: first-match painting, many rules, many address regions
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.builds(lambda lo, w: (lo, min(65535, lo + w)), _port, st.integers(0, 12)),
+            min_size=1,
+            max_size=3,
+        ),
+        max_size=8,
+    )
+)
+def test_paint_gives_each_port_its_first_matching_rule(spec):
+    port_lists = {rid: windows._merge(ranges) for rid, ranges in enumerate(spec)}
+    runs = windows._paint(tuple(port_lists), port_lists)
+    assert runs == sorted(runs)
+    # disjoint, and touching runs belong to different rules
+    assert all(a[1] < b[0] and (a[1] + 1 < b[0] or a[2] != b[2]) for a, b in itertools.pairwise(runs))
+    painted = {}
+    for lo, hi, rid in runs:
+        for port in range(lo, hi + 1):
+            painted[port] = rid
+    for port in [*range(0, 60), *range(65520, 65536)]:
+        want = next((rid for rid, rs in port_lists.items() if any(lo <= port <= hi for lo, hi in rs)), None)
+        assert painted.get(port) == want, port
+    assert set(painted) <= {*range(0, 60), *range(65520, 65536)}
+
+
+def test_many_single_port_rules():
+    rs = ruleset(
+        *(rule(i + 1, (DENY, ALLOW, MON)[i % 3], tcp=ports(1024 + i), udp=ports(1024 + i)) for i in range(400))
+    )
+    rules = assert_equivalent(rs, random.Random(3), max_pairs=300)
+    # one block and one allow rule per protocol, each naming a few deciders and counting the rest
+    assert [(w.action, w.protocol) for w in rules] == [("block", TCP), ("allow", TCP), ("block", UDP), ("allow", UDP)]
+    assert rules[1].description.endswith(" more")
+    assert rules[1].ports == tuple(PortRange(1025 + 3 * i, 1026 + 3 * i) for i in range(133))
+
+
+def test_many_address_restricted_rules():
+    rng = random.Random(300)
+
+    def networks(family: int) -> tuple:
+        """1-3 overlapping networks of one family, or () (the rule is not for it)."""
+        if rng.random() < 0.3:
+            return ()
+        if family == 4:
+            base, shift, lengths = 10 << 24, 8, [16, 20, 24]
+        else:
+            base, shift, lengths = 0x20010DB8 << 96, 64, [48, 56, 64]
+        nets = {
+            ipaddress.ip_network((base | rng.getrandbits(16) << shift, rng.choice(lengths)), strict=False)
+            for _ in range(rng.randint(1, 3))
+        }
+        return tuple(sorted(nets))
+
+    restricted = [
+        rule(
+            i + 1,
+            rng.choice([ALLOW, DENY, MON]),
+            tcp=ports((lo := rng.randint(1000, 1300), lo + rng.choice([0, 0, 5, 50]))),
+            udp=ports(rng.randint(1000, 1300)),
+            v4=networks(4),
+            v6=networks(6),
+            direction=rng.choice([IN, IN, OUT]),
+        )
+        for i in range(300)
+    ]
+    anywhere = [rule(301 + i, (DENY, ALLOW, MON)[i % 3], tcp=ports(1000 + 2 * i)) for i in range(200)]
+    assert_equivalent(ruleset(*restricted, *anywhere), random.Random(4), max_pairs=400)
+
+
+def test_many_one_port_rules_group_into_few():
+    """3,000 one-port rules become one block and one allow region per protocol (speed is
+    measured in bench/, not here)."""
+    actions = (DENY, ALLOW, MON)
+    rs = ruleset(*(rule(i + 1, actions[i % 3], tcp=ports(1024 + i), udp=ports(1024 + i)) for i in range(3000)))
+    rules = lower(rs)
+    # per protocol one block rule and one allow rule, cut in two below the cmd.exe limit
+    assert [(w.action, w.protocol) for w in rules] == [(a, p) for p in (TCP, UDP) for a in ("block", "allow", "allow")]

@@ -12,9 +12,8 @@ default get no rule at all: the profile default (``firewallpolicy``) handles the
 
 from __future__ import annotations
 
-import os
-
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 
@@ -22,14 +21,13 @@ from fwgen import render as _render
 from fwgen.ir import (
     PORT_MAX,
     PORT_MIN,
+    PROTOCOLS,
     Action,
     Direction,
     PortRange,
     Protocol,
-    PROTOCOLS,
     Rule,
     Ruleset,
-    merge_ranges,
 )
 from fwgen.sanitize import windows_text
 from fwgen.targets import TargetOutput
@@ -154,13 +152,14 @@ class _Region:
 
 
 def _address_cells(
-    rule_ids: list[int], addresses: dict[int, list[Interval]], family: int
+    addresses: dict[int, list[Interval]], family: int
 ) -> list[tuple[Interval, tuple[int, ...]]]:
-    """Cut the address space at every rule edge: [(cell, ids of rules covering it)]."""
+    """Cut the address space at every edge of the rules' ``addresses`` (rule id ->
+    intervals): [(cell, ids of the rules covering it)]."""
     events: dict[int, list[tuple[int, int]]] = {0: []}
     top = _FAMILY_MAX[family]
-    for rid in rule_ids:
-        for lo, hi in addresses[rid]:
+    for rid, intervals in addresses.items():
+        for lo, hi in intervals:
             events.setdefault(lo, []).append((rid, 1))
             if hi < top:
                 events.setdefault(hi + 1, []).append((rid, -1))
@@ -214,7 +213,7 @@ def _paint(rule_ids: tuple[int, ...], ports: dict[int, list[Interval]]) -> list[
     for k, rid in enumerate(owner):
         if rid < 0:
             continue
-        if runs and runs[-1][2] == rid and owner[k - 1] == rid:
+        if k and owner[k - 1] == rid:  # the run of the piece before goes on
             runs[-1] = (runs[-1][0], edges[k + 1] - 1, rid)
         else:
             runs.append((edges[k], edges[k + 1] - 1, rid))
@@ -256,7 +255,7 @@ def _regions(ruleset: Ruleset, direction: Direction, protocol: Protocol) -> list
                     [(int(n.network_address), int(n.broadcast_address)) for n in remote]
                 )
         by_key: dict[tuple[int, ...], _Region] = {}
-        for cell, covering in _address_cells(list(addresses), addresses, family):
+        for cell, covering in _address_cells(addresses, family):
             region = by_key.get(covering)
             if region is None:
                 active = tuple(sorted(everywhere + list(covering)))
@@ -269,6 +268,7 @@ def _regions(ruleset: Ruleset, direction: Direction, protocol: Protocol) -> list
 
 
 def _cells(regions: list[_Region], family: int) -> tuple[Interval, ...]:
+    """The addresses of one family the ``regions`` cover, merged."""
     return tuple(_merge([c for r in regions if r.family == family for c in r.cells]))
 
 
@@ -299,13 +299,13 @@ def _group_by_addresses(regions: list[_Region], verdict: str) -> list[_Group]:
     A sweep over the port space: at each run edge, the set of port maps whose runs cover
     the port (the key of the group the port joins) and the rules deciding it change.
     Regions sharing a port map always go together, so the sweep is over the maps."""
-    sharing: dict[_PortMap, list[_Region]] = {}
+    regions_of: dict[_PortMap, list[_Region]] = {}
     for region in regions:
         if verdict in region.map.runs:
-            sharing.setdefault(region.map, []).append(region)
-    members = list(sharing)
+            regions_of.setdefault(region.map, []).append(region)
+    members = list(regions_of)
     if len(members) == 1:  # one port map: one group
-        (port_map, chosen), = sharing.items()
+        port_map, chosen = next(iter(regions_of.items()))
         return [
             _Group(
                 verdict,
@@ -349,7 +349,7 @@ def _group_by_addresses(regions: list[_Region], verdict: str) -> list[_Group]:
         deciders.update(deciding.values())
     groups = []
     for key, (ports, deciders) in by_key.items():
-        chosen = [region for m in key for region in sharing[members[m]]]
+        chosen = [region for m in key for region in regions_of[members[m]]]
         groups.append(
             _Group(verdict, tuple(ports), _cells(chosen, 4), _cells(chosen, 6), frozenset(deciders))
         )
@@ -403,10 +403,10 @@ def _description(policy: str, rules: list[Rule]) -> str:
     for k in range(2, len(rules) + 1):
         mentions.append(_mention(rules[k - 1]))
         rest = len(rules) - k
-        candidate = head + ", ".join(mentions) + (f" +{rest} more" if rest else "")
-        if len(windows_text(candidate, 10_000)) > _DESCRIPTION_BASE_LIMIT:
+        candidate = windows_text(head + ", ".join(mentions) + (f" +{rest} more" if rest else ""), 10_000)
+        if len(candidate) > _DESCRIPTION_BASE_LIMIT:
             break
-        text = windows_text(candidate, 10_000)
+        text = candidate
     else:
         return text
     if k == 2:  # not even two fit: name the first and count the rest
@@ -533,11 +533,12 @@ def lower(ruleset: Ruleset) -> list[WinRule]:
             for verdict in (BLOCK, ALLOW):
                 best: list[WinRule] | None = None
                 for grouping in (_group_by_addresses, _group_by_ports):
-                    candidate = []
+                    candidate: list[WinRule] = []
                     for g in _sort_groups(grouping(regions, verdict)):
-                        if g not in emitted:
-                            emitted[g] = _emit(ruleset, direction, protocol, g)
-                        candidate += emitted[g]
+                        rules = emitted.get(g)
+                        if rules is None:
+                            rules = emitted[g] = _emit(ruleset, direction, protocol, g)
+                        candidate += rules
                     if best is None or len(candidate) < len(best):
                         best = candidate
                 out += best or []
