@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,17 +96,26 @@ class _Table:
     on which the same rules apply (precomputed, so a query is two bisections)."""
 
     def __init__(self, rules: list[tuple[_Rule, list[tuple[int, int]]]]) -> None:
-        cuts = {0}
-        for _, ranges in rules:
+        # A sweep over the port axis: a rule enters the active set at each range's start
+        # and leaves after its end; each segment's candidates are the active rules in
+        # policy order. Linear in the segments times the rules active in them.
+        entering: dict[int, list[int]] = {}
+        leaving: dict[int, list[int]] = {}
+        for position, (_, ranges) in enumerate(rules):
             for lo, hi in ranges:
-                cuts.add(lo)
-                if hi < PORT_MAX:
-                    cuts.add(hi + 1)
-        self.starts = sorted(cuts)
-        self.segments: list[tuple[_Rule, ...]] = [
-            tuple(rule for rule, ranges in rules if any(lo <= start <= hi for lo, hi in ranges))
-            for start in self.starts
-        ]
+                entering.setdefault(lo, []).append(position)
+                leaving.setdefault(hi + 1, []).append(position)
+        self.starts = sorted({0, *entering, *(p for p in leaving if p <= PORT_MAX)})
+        self.segments: list[tuple[_Rule, ...]] = []
+        active: Counter[int] = Counter()  # a rule may enter twice (several ranges)
+        for start in self.starts:
+            for position in leaving.get(start, ()):
+                active[position] -= 1
+                if not active[position]:
+                    del active[position]
+            for position in entering.get(start, ()):
+                active[position] += 1
+            self.segments.append(tuple(rules[position][0] for position in sorted(active)))
 
     def candidates(self, port: int) -> tuple[_Rule, ...]:
         return self.segments[bisect.bisect_right(self.starts, port) - 1]
