@@ -125,6 +125,8 @@ class Lab:
             self.host.run(["nft", "flush", "ruleset"])  # our own throwaway namespace only
 
     def load(self, files: dict[str, str], name: str) -> None:
+        """Load one policy's output into a clean host (no table of an earlier policy)."""
+        self.open()
         if self.target == "iptables":
             load_iptables(self.host, files["iptables/rules.v4"], files["iptables/rules.v6"])
         else:
@@ -178,24 +180,27 @@ class Lab:
         return [r for r in results if r is not None]
 
     def counters(self, ruleset: Ruleset) -> dict[str, int]:
-        """Packets counted per monitor rule, read back from the kernel."""
-        counts: dict[str, int] = {}
+        """Packets counted per monitor rule, read back from the kernel (one listing per
+        tool: a policy can have thousands of rules)."""
         monitors = [rule for rule in ruleset.rules if rule.action.value == "monitor"]
         if self.target == "nftables":
-            for rule in monitors:
-                out = self.host.run(["nft", "list", "counter", "inet", ruleset.name, f"rule_{rule.name}"]).stdout
-                m = re.search(r"packets (\d+)", out)
-                counts[rule.name] = int(m.group(1)) if m else -1
-        else:
-            for rule in monitors:
-                total = 0
-                for tool, fam in (("iptables", 4), ("ip6tables", 6)):
-                    if not rule.applies_to(fam):
-                        continue
-                    out = self.host.run([tool, "-vnxL", f"fwgen-rule-{rule.index}"]).stdout.splitlines()
-                    total += int(out[-1].split()[0])  # the verdict line is last
-                counts[rule.name] = total
-        return counts
+            listing = self.host.run(["nft", "list", "counters", "table", "inet", ruleset.name]).stdout
+            found = {m.group(1): int(m.group(2)) for m in re.finditer(
+                r"counter (\S+) \{[^}]*?packets (\d+)", listing)}
+            return {rule.name: found.get(f"rule_{rule.name}", -1) for rule in monitors}
+        # iptables -vnxL: each rule chain's verdict line is its last line
+        totals: Counter[str] = Counter()
+        for tool in ("iptables", "ip6tables"):
+            last: dict[str, int] = {}
+            chain = ""
+            for line in self.host.run([tool, "-vnxL"]).stdout.splitlines():
+                fields = line.split()
+                if line.startswith("Chain "):
+                    chain = fields[1]
+                elif chain.startswith("fwgen-rule-") and fields and fields[0].isdigit():
+                    last[chain] = int(fields[0])
+            totals.update(last)
+        return {rule.name: totals[f"fwgen-rule-{rule.index}"] for rule in monitors}
 
 
 def _log_needle(lab: Lab, case: Case, prefix: str) -> tuple[str, ...]:

@@ -299,6 +299,7 @@ def listen(ns: Namespace, proto: str, addr: str | Sequence[str], ports: Sequence
 # --- kernel log ---------------------------------------------------------------------------
 
 _log_lock = threading.Lock()
+_active_captures = 0  # captures open in this process (guarded by _log_lock)
 _LOG_LOCKFILE = "/run/fwgen-nf-log-all-netns.lock"
 
 
@@ -369,9 +370,20 @@ def kernel_log_capture() -> Iterator[KernelLog]:
     default so containers cannot flood the host log), yield a KernelLog, and always restore
     the old value.  Captures are serialised - across threads by a lock, across processes
     (parallel test runs) by a flock - because two overlapping save/restore pairs of one
-    global sysctl would leave it at 1 or switch it off under the other run's feet."""
+    global sysctl would leave it at 1 or switch it off under the other run's feet.
+    A capture opened while another one is open in this process (a session-wide capture
+    and a test's own) only gets its own reader: the outer one owns the sysctl."""
+    global _active_captures
+    if _active_captures:
+        log = KernelLog()
+        try:
+            yield log
+        finally:
+            log.close()
+        return
     if not _log_lock.acquire(timeout=60):
-        raise NetnsError("kernel_log_capture: another capture in this process (nested?)")
+        raise NetnsError("kernel_log_capture: another thread holds the capture for 60 s")
+    _active_captures += 1
     fd = os.open(_LOG_LOCKFILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         for _ in range(1200):  # up to 60 s
@@ -393,6 +405,7 @@ def kernel_log_capture() -> Iterator[KernelLog]:
             _NF_LOG_ALL_NETNS.write_text(saved + "\n")
     finally:
         os.close(fd)  # releases the flock
+        _active_captures -= 1
         _log_lock.release()
 
 
