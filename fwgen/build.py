@@ -40,8 +40,17 @@ def compile_file(policy_path: str, registry: Registry) -> Ruleset:
     return compile_policy(load_policy(policy_path), registry)
 
 
-def build(policy_path: str, registry: Registry, targets: tuple[str, ...] = TARGET_NAMES) -> BuildResult:
-    ruleset = compile_file(policy_path, registry)
+def build(
+    policy_path: str, registry: Registry, targets: tuple[str, ...] = TARGET_NAMES, *, lint_errors: bool = False
+) -> BuildResult:
+    """``lint_errors``: also refuse (``PolicyError`` at the finding) a policy with an
+    unacknowledged error-level lint finding, as ``fwgen build`` does (docs/lint.md)."""
+    policy = load_policy(policy_path)
+    ruleset = compile_policy(policy, registry)
+    if lint_errors:
+        from fwgen.lint import check_errors
+
+        check_errors(policy, ruleset, registry)
     table = _targets()
     files: dict[str, str] = {}
     warnings: list[str] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import click
@@ -65,8 +66,14 @@ def main() -> None:
     help="Build only this target (repeatable). Default: all three.",
 )
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the outputs instead of writing files.")
+@click.option(
+    "--check", "check", is_flag=True,
+    help="Write nothing: exit 1 listing the files under the output directory that are stale or missing.",
+)
 @registry_option
-def build(policy: str, outdir: str, targets: tuple[str, ...], to_stdout: bool, registry_path: str | None) -> None:
+def build(
+    policy: str, outdir: str, targets: tuple[str, ...], to_stdout: bool, check: bool, registry_path: str | None
+) -> None:
     """Compile POLICY into rule sets.
 
     \b
@@ -75,12 +82,19 @@ def build(policy: str, outdir: str, targets: tuple[str, ...], to_stdout: bool, r
       nftables/NAME.nft                      nft -f file replacing only table inet NAME
       windows/NAME.cmd                       netsh advfirewall script
     Every file is rendered in memory first; on any error nothing is written.
+
+    With --check nothing is written: the files are rendered in memory and compared
+    with those under the output directory. Exit 0 ("up to date: N files") when every
+    one matches byte for byte, else exit 1 with one "stale: PATH" or "missing: PATH"
+    line each. Other files in the directory are ignored.
     """
     from fwgen.build import build as run_build
     from fwgen.build import write_atomically
 
+    if check and to_stdout:
+        raise click.UsageError("--check and --stdout exclude each other")
     try:
-        result = run_build(policy, _registry(registry_path), targets or TARGETS)
+        result = run_build(policy, _registry(registry_path), targets or TARGETS, lint_errors=True)
     except PolicyError as error:
         _fail(error)
         return
@@ -93,8 +107,95 @@ def build(policy: str, outdir: str, targets: tuple[str, ...], to_stdout: bool, r
                 click.echo(f"# ==> {relative} <==")
             click.echo(text, nl=False)
         return
+    if check:
+        _check_outputs(policy, outdir, targets, result.files)
+        return
     for path in write_atomically(outdir, result.files):
         click.echo(f"wrote {path}")
+
+
+def _outdated(outdir: str, files: dict[str, str]) -> list[tuple[str, Path]]:
+    """("stale" | "missing", path) for each file that differs from what fwgen would write."""
+    found: list[tuple[str, Path]] = []
+    for relative, text in files.items():
+        path = Path(outdir) / relative
+        try:
+            on_disk: bytes | None = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            found.append(("missing", path))
+            continue
+        except OSError:  # a directory in its place, unreadable: not what fwgen would write
+            on_disk = None
+        if on_disk != text.encode("utf-8"):  # write_atomically writes UTF-8, newlines untranslated
+            found.append(("stale", path))
+    return found
+
+
+def _check_outputs(policy: str, outdir: str, targets: tuple[str, ...], files: dict[str, str]) -> None:
+    """`fwgen build --check`: compare, print, exit 0 or 1; never writes."""
+    import shlex
+
+    outdated = _outdated(outdir, files)
+    if not outdated:
+        click.echo(f"up to date: {len(files)} files")
+        return
+    for state, path in outdated:
+        click.echo(f"{state}: {path}")
+    command = ["fwgen", "build", policy, "-o", outdir]
+    for target in targets:
+        command += ["-t", target]
+    click.echo(
+        f"{policy}: {len(outdated)} of {len(files)} output files out of date; rebuild with: {shlex.join(command)}",
+        err=True,
+    )
+    sys.exit(1)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema (draft 2020-12) of policy format version 1.
+
+    The same bytes ship in the package as fwgen/data/policy.schema.json. Editors using
+    yaml-language-server pick it up from a policy's first line:
+
+    \b
+      # yaml-language-server: $schema=../fwgen/data/policy.schema.json
+
+    The schema checks a policy's shape (keys, types, values); fwgen build also checks
+    service names, port ranges, addresses and unique rule names.
+    """
+    from importlib.resources import files
+
+    data = files("fwgen.data").joinpath("policy.schema.json").read_bytes()
+    stream = click.get_binary_stream("stdout")
+    stream.write(data)
+    stream.flush()
+
+
+@main.command()
+@click.argument("policy", type=click.Path(dir_okay=False))
+@click.option("--strict", is_flag=True, help="Count warnings as errors (exit status 1).")
+@registry_option
+def lint(policy: str, strict: bool, registry_path: str | None) -> None:
+    """Report likely mistakes in POLICY: shadowed, redundant and partly overridden
+    rules, ports with reported unauthorized use, an SSH lockout, traffic the defaults
+    break (DNS, NTP, DHCP) and more (see docs/lint.md).
+
+    One line per finding, PATH:LINE:COL: warning|error: message [id], sorted by
+    position. Exit status 1 when there is an error (with --strict: any finding) or the
+    policy does not load; list a finding's id under the policy's acknowledge: key to
+    accept it.
+    """
+    from fwgen.lint import exit_status, lint_file
+
+    try:
+        findings = lint_file(policy, _registry(registry_path))
+    except PolicyError as error:
+        _fail(error)
+        return
+    for finding in findings:
+        click.echo(str(finding))
+    sys.exit(exit_status(findings, strict))
 
 
 @main.command()
@@ -195,3 +296,37 @@ def explain(
         return
     for n in numbers:
         click.echo(format_answer(explainer, direction, protocol, n, remote))
+
+
+@main.command()
+@click.argument("old", metavar="OLD")
+@click.argument("new", metavar="NEW")
+@click.option(
+    "--format", "fmt", type=click.Choice(("text", "markdown", "json")), default="text",
+    show_default=True, help="text lines, a markdown table for a PR comment, or JSON.",
+)
+@registry_option
+def diff(old: str, new: str, fmt: str, registry_path: str | None) -> None:
+    """Show which connections OLD and NEW policies decide differently.
+
+    OLD and NEW are policy files, or git:REV:PATH for a committed version
+    (git show REV:PATH in the current repository). Lists each set of (direction,
+    protocol, ports, remote addresses) whose verdict, drop/reject or logging changed.
+    Exit status as diff(1): 0 no semantic change, 1 changed, 2 trouble. See docs/diff.md.
+
+    \b
+    Examples:
+      fwgen diff git:origin/main:policies/edge.yaml policies/edge.yaml
+      fwgen diff old.yaml new.yaml --format markdown
+    """
+    from fwgen.diff import diff_specs
+    from fwgen.diff_format import render
+
+    try:
+        registry = _registry(registry_path)
+        result = diff_specs(old, new, registry)
+    except PolicyError as error:
+        click.echo(str(error), err=True)
+        sys.exit(2)
+    click.echo(render(result, registry, fmt), nl=False)
+    sys.exit(1 if result.changes else 0)

@@ -72,6 +72,7 @@ class Policy:
     rate: int
     rate_per: str
     rules: tuple[PolicyRule, ...]
+    acknowledge: tuple[str, ...] = ()  # lint finding ids the reviewers accepted (docs/lint.md)
 
 
 class _Reader:
@@ -170,7 +171,7 @@ def load_policy(path: str) -> Policy:
     return parse_policy(Source(path, text), hashlib.sha256(raw).hexdigest())
 
 
-TOP_KEYS = ("version", "name", "description", "defaults", "monitor", "rules")
+TOP_KEYS = ("version", "name", "description", "defaults", "monitor", "rules", "acknowledge")
 DEFAULT_KEYS = ("inbound", "outbound", "deny")
 MONITOR_KEYS = ("log_prefix", "rate")
 RULE_KEYS = (
@@ -249,11 +250,39 @@ def parse_policy(source: Source, sha256: str) -> Policy:
             seen[rule.name] = rule.location
             rules.append(rule)
 
+    acknowledge = _parse_acknowledge(reader, top["acknowledge"][1]) if "acknowledge" in top else ()
+
     return Policy(
         path=source.path, sha256=sha256, name=name, description=description,
         inbound=inbound, outbound=outbound, deny=deny,
-        log_prefix=prefix, rate=rate, rate_per=per, rules=tuple(rules),
+        log_prefix=prefix, rate=rate, rate_per=per, rules=tuple(rules), acknowledge=acknowledge,
     )
+
+
+def _parse_acknowledge(reader: _Reader, node: yaml.Node) -> tuple[str, ...]:
+    """``acknowledge: [ssh-lockout, ...]``: lint finding ids (docs/lint.md), each known, once."""
+    from fwgen.lint import finding_ids  # the linter owns the ids; imported only when needed
+
+    known = finding_ids()
+
+    if not isinstance(node, yaml.SequenceNode):
+        raise reader.fail(node, f"acknowledge must be a list of finding ids, got {describe(node)}")
+    seen: dict[str, Location] = {}
+    for item in node.value:
+        if not (isinstance(item, yaml.ScalarNode) and item.tag == STR_TAG):
+            raise reader.fail(item, f"an acknowledgement must be a finding id, got {describe(item)}")
+        value = str(item.value)
+        if value not in known:
+            hint = _closest(value, known)
+            raise reader.fail(
+                item,
+                f"unknown finding id '{shorten(value)}' in acknowledge"
+                + (f" (did you mean '{hint}'?)" if hint else " (the ids are listed in docs/lint.md)"),
+            )
+        if value in seen:
+            raise reader.fail(item, f"'{value}' is acknowledged twice (first at line {seen[value].line})")
+        seen[value] = reader.at(item)
+    return tuple(seen)
 
 
 def _check_table_name(name: str, location: Location, how: str) -> None:

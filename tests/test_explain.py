@@ -172,11 +172,11 @@ def test_monitor_log_and_reject(tmp_path: Path, registry: registry_module.Regist
 
 def test_edge_policy(edge: Explainer) -> None:
     any4 = "203.0.113.5"
-    assert edge.verdict("in", "tcp", 80, any4) == Verdict("allow", "web", 20, False, "accept")
+    assert edge.verdict("in", "tcp", 80, any4) == Verdict("allow", "web", 21, False, "accept")
     assert edge.verdict("in", "udp", 80, any4) == Verdict("deny", None, None, False, "drop")
-    assert edge.verdict("in", "udp", 1261, any4) == Verdict("monitor", "dormant-watch", 24, True, "accept")
-    assert edge.verdict("in", "tcp", 1274, "::1") == Verdict("monitor", "dormant-watch", 24, True, "accept")
-    assert edge.verdict("in", "tcp", 6010, any4) == Verdict("deny", "no-x11", 28, True, "drop")
+    assert edge.verdict("in", "udp", 1261, any4) == Verdict("monitor", "dormant-watch", 25, True, "accept")
+    assert edge.verdict("in", "tcp", 1274, "::1") == Verdict("monitor", "dormant-watch", 25, True, "accept")
+    assert edge.verdict("in", "tcp", 6010, any4) == Verdict("deny", "no-x11", 29, True, "drop")
     assert edge.verdict("out", "tcp", 6010, any4) == Verdict("allow", None, None, False, "accept")
 
 
@@ -249,7 +249,7 @@ def test_regions_edge_ssh(edge: Explainer) -> None:
     regions = edge.regions("in", "tcp", 22)
     assert len(regions) == 2
     allow_nets, allow = regions[0]
-    assert allow == Verdict("allow", "admin-ssh", 14, False, "accept")
+    assert allow == Verdict("allow", "admin-ssh", 15, False, "accept")
     assert [str(n) for n in allow_nets] == ["192.0.2.0/24", "2001:db8:a::/48"]
     deny_nets, deny = regions[1]
     assert deny == Verdict("deny", None, None, False, "drop")
@@ -259,7 +259,7 @@ def test_regions_edge_ssh(edge: Explainer) -> None:
 def test_regions_single_answer(edge: Explainer) -> None:
     assert edge.regions("in", "tcp", 443) == [
         ([ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")],
-         Verdict("allow", "web", 20, False, "accept")),
+         Verdict("allow", "web", 21, False, "accept")),
     ]
 
 
@@ -359,15 +359,15 @@ def test_cli_exact_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     base = ["policies/edge.yaml", "--direction", "in", "--protocol", "tcp"]
     assert run(*base, "--port", "22", "--remote", "192.0.2.7") == (
-        0, "in tcp 22 (ssh) from 192.0.2.7: allow (rule admin-ssh, policies/edge.yaml:14)\n", "")
+        0, "in tcp 22 (ssh) from 192.0.2.7: allow (rule admin-ssh, policies/edge.yaml:15)\n", "")
     assert run(*base, "--port", "ssh") == (0, (
-        "in tcp 22 (ssh): allow from 192.0.2.0/24, 2001:db8:a::/48 (rule admin-ssh, policies/edge.yaml:14); "
+        "in tcp 22 (ssh): allow from 192.0.2.0/24, 2001:db8:a::/48 (rule admin-ssh, policies/edge.yaml:15); "
         "deny by drop otherwise (default inbound deny)\n"), "")
     assert run(*base, "--port", "1261")[1] == (
-        "in tcp 1261 (mpshrsv): monitor, logged (rule dormant-watch, policies/edge.yaml:24)\n")
+        "in tcp 1261 (mpshrsv): monitor, logged (rule dormant-watch, policies/edge.yaml:25)\n")
     assert run(*base, "--port", "6063", "--remote", "2001:db8::1")[1] == (
-        "in tcp 6063 (x11) from 2001:db8::1: deny by drop, logged (rule no-x11, policies/edge.yaml:28)\n")
-    assert run(*base, "--port", "80")[1] == "in tcp 80 (http, www, www-http): allow (rule web, policies/edge.yaml:20)\n"
+        "in tcp 6063 (x11) from 2001:db8::1: deny by drop, logged (rule no-x11, policies/edge.yaml:29)\n")
+    assert run(*base, "--port", "80")[1] == "in tcp 80 (http, www, www-http): allow (rule web, policies/edge.yaml:21)\n"
     assert run(*base, "--port", "25")[1] == "in tcp 25 (smtp): deny by drop (default inbound deny)\n"
 
 
@@ -375,14 +375,14 @@ def test_cli_reject_and_outbound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     assert run("policies/locked-down.yaml", "--direction", "out", "--protocol", "udp", "--port", "domain")[1] == (
         "out udp 53 (domain): allow to 198.51.100.53/32, 2001:db8:100::53/128 "
-        "(rule dns-out, policies/locked-down.yaml:18); deny by reject otherwise (default outbound deny)\n")
+        "(rule dns-out, policies/locked-down.yaml:19); deny by reject otherwise (default outbound deny)\n")
     assert run("policies/locked-down.yaml", "--direction", "out", "--protocol", "tcp", "--port", "2000",
                "--remote", "192.0.2.1")[1] == (
         "out tcp 2000 (cisco-sccp) to 192.0.2.1: deny by reject, logged "
-        "(rule everything-else-out, policies/locked-down.yaml:39)\n")
+        "(rule everything-else-out, policies/locked-down.yaml:40)\n")
     # an IPv6-only rule: the IPv4 space is "otherwise"
     assert run("policies/dormant-ports.yaml", "--direction", "in", "--protocol", "udp", "--port", "6000")[1] == (
-        "in udp 6000 (x11): deny by reject from ::/0 (rule no-remote-x, policies/dormant-ports.yaml:22); "
+        "in udp 6000 (x11): deny by reject from ::/0 (rule no-remote-x, policies/dormant-ports.yaml:23); "
         "allow otherwise (default inbound allow)\n")
 
 
@@ -392,13 +392,13 @@ def test_cli_service_with_several_ports(monkeypatch: pytest.MonkeyPatch) -> None
                        "--port", "http-alt", "--remote", "10.20.1.1")
     assert code == 0
     assert out.splitlines() == [
-        "in tcp 591 (http-alt) from 10.20.1.1: allow (rule lab-mgmt, policies/dormant-ports.yaml:11)",
-        "in tcp 8008 (http-alt) from 10.20.1.1: allow (rule lab-mgmt, policies/dormant-ports.yaml:11)",
-        "in tcp 8080 (http-alt) from 10.20.1.1: allow (rule lab-mgmt, policies/dormant-ports.yaml:11)",
+        "in tcp 591 (http-alt) from 10.20.1.1: allow (rule lab-mgmt, policies/dormant-ports.yaml:12)",
+        "in tcp 8008 (http-alt) from 10.20.1.1: allow (rule lab-mgmt, policies/dormant-ports.yaml:12)",
+        "in tcp 8080 (http-alt) from 10.20.1.1: allow (rule lab-mgmt, policies/dormant-ports.yaml:12)",
     ]
     # a name registered on different ports per protocol: only the asked protocol's
     code, out, _ = run("policies/dormant-ports.yaml", "--direction", "in", "--protocol", "udp", "--port", "raid-am")
-    assert out == "in udp 2007 (raid-am): monitor, logged (rule watch-dormant, policies/dormant-ports.yaml:15)\n"
+    assert out == "in udp 2007 (raid-am): monitor, logged (rule watch-dormant, policies/dormant-ports.yaml:16)\n"
 
 
 def test_cli_service_range_is_every_port(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -406,7 +406,7 @@ def test_cli_service_range_is_every_port(monkeypatch: pytest.MonkeyPatch) -> Non
     code, out, _ = run("policies/edge.yaml", "--direction", "in", "--protocol", "udp", "--port", "X11")
     lines = out.splitlines()
     assert code == 0 and len(lines) == 64
-    assert lines[0] == "in udp 6000 (x11): deny by drop, logged (rule no-x11, policies/edge.yaml:28)"
+    assert lines[0] == "in udp 6000 (x11): deny by drop, logged (rule no-x11, policies/edge.yaml:29)"
     assert lines[-1].startswith("in udp 6063 (x11): ")
 
 
@@ -433,7 +433,7 @@ def test_json_with_remote(monkeypatch: pytest.MonkeyPatch) -> None:
                             "port": "ssh", "remote": "192.0.2.7"}
     assert doc["verdicts"] == [{
         "port": 22, "port_names": ["ssh"], "verdict": "allow", "rule": "admin-ssh",
-        "file": "policies/edge.yaml", "line": 14, "default": None, "logged": False, "enforced": "accept",
+        "file": "policies/edge.yaml", "line": 15, "default": None, "logged": False, "enforced": "accept",
     }]
 
 
@@ -449,7 +449,7 @@ def test_json_without_remote(monkeypatch: pytest.MonkeyPatch) -> None:
     allow, deny = answer["regions"]
     assert list(allow) == ["networks", *VERDICT_KEYS]
     assert allow["networks"] == ["192.0.2.0/24", "2001:db8:a::/48"]
-    assert (allow["verdict"], allow["rule"], allow["line"]) == ("allow", "admin-ssh", 14)
+    assert (allow["verdict"], allow["rule"], allow["line"]) == ("allow", "admin-ssh", 15)
     assert deny["default"] == "inbound deny" and deny["rule"] is None and deny["file"] is None
     assert (deny["verdict"], deny["enforced"], deny["logged"]) == ("deny", "drop", False)
     assert "0.0.0.0/1" in deny["networks"] and "192.0.3.0/24" in deny["networks"]
@@ -520,7 +520,7 @@ def test_real_process_exit_codes(tmp_path: Path) -> None:
 
     ok = proc("policies/edge.yaml", "--direction", "in", "--protocol", "tcp", "--port", "443")
     assert (ok.returncode, ok.stdout, ok.stderr) == (
-        0, "in tcp 443 (https): allow (rule web, policies/edge.yaml:20)\n", "")
+        0, "in tcp 443 (https): allow (rule web, policies/edge.yaml:21)\n", "")
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nrules:\n  - action: deny\n    ports: [20:21]\n", encoding="utf-8")
     failed = proc(str(bad), "--direction", "in", "--protocol", "tcp", "--port", "443")

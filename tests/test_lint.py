@@ -1,0 +1,561 @@
+"""fwgen lint: every finding on real policies (the examples, copied and modified), with
+its exact line; acknowledgements; exit codes; fwgen build refusing error findings; the
+docs generated from the checks; and the exact rule model against the reference
+interpreter (fwgen explain)."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+
+from fwgen import lint as lint_module
+from fwgen.build import build
+from fwgen.cli import main
+from fwgen.errors import PolicyError
+from fwgen.explain import Explainer
+from fwgen.lint import Context, doc_examples, docs_markdown, finding_ids, lint_file
+from fwgen.policy import load_policy
+from fwgen.registry import bundled
+from fwgen.resolve import compile_policy, resolve_ports
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICIES = ROOT / "policies"
+EXAMPLES = sorted(POLICIES.glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # findings then start with the short file name
+
+
+def example(name: str, edit: Callable[[str], str] | None = None, as_name: str | None = None) -> str:
+    """Copy policies/NAME.yaml into the current (temporary) directory, edited."""
+    text = (POLICIES / f"{name}.yaml").read_text(encoding="utf-8")
+    if edit is not None:
+        text = edit(text)
+    path = Path(as_name or f"{name}.yaml")
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def replace(old: str, new: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        assert text.count(old) == 1, old
+        return text.replace(old, new)
+
+    return edit
+
+
+def append(extra: str) -> Callable[[str], str]:
+    return lambda text: text + extra
+
+
+def at(path: str, needle: str, part: str = "") -> str:
+    """``PATH:LINE:COL`` of the first line holding ``needle``; the column of ``part``
+    inside it when given (``at(p, "inbound: deny", "deny")``: the value)."""
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        col = line.find(needle)
+        if col >= 0:
+            return f"{path}:{number}:{col + needle.find(part) + 1}"
+    raise AssertionError(f"{needle!r} not in {path}")
+
+
+def line_of(path: str, needle: str) -> int:
+    return int(at(path, needle).split(":")[1])
+
+
+def run(*args: str) -> tuple[int, list[str], str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout.splitlines(), result.stderr
+
+
+def findings(path: str) -> list[str]:
+    return [str(f) for f in lint_file(path, bundled())]
+
+
+def with_id(path: str, finding_id: str) -> list[str]:
+    return [f for f in findings(path) if f.endswith(f"[{finding_id}]")]
+
+
+DHCP4 = ("warning: inbound udp 68 (bootpc) is denied from every IPv4 address, by the default inbound deny: "
+         "if this host uses DHCP, replies to its broadcasts are not established/related; "
+         "allow udp 68 from your DHCP servers [dhcpv4-client]")
+DHCP6 = ("warning: inbound udp 546 (dhcpv6-client) is denied from every link-local address, by the default "
+         "inbound deny: DHCPv6 replies answer a multicast Solicit and are not established/related; "
+         "if this host uses DHCPv6, allow udp 546 from fe80::/10 [dhcpv6-replies]")
+
+
+# ---------------------------------------------------------------------- the examples
+
+
+def test_examples_exact_findings() -> None:
+    edge = example("edge")
+    inbound = at(edge, "inbound: deny", "deny")  # defaults.inbound's value
+    assert findings(edge) == [f"{inbound}: {DHCP4}", f"{inbound}: {DHCP6}"]
+
+    locked = example("locked-down")
+    inbound = at(locked, "inbound: deny", "deny")
+    assert findings(locked) == [f"{inbound}: {DHCP4}", f"{inbound}: {DHCP6}"]
+
+    dormant = example("dormant-ports")
+    watch = line_of(dormant, "- name: watch-dormant")
+    lab_ports = at(dormant, '"8000-8100/tcp"')
+    assert findings(dormant) == [
+        f"{lab_ports}: warning: rule 'lab-mgmt' allows 8001/tcp (vcom-tunnel: "
+        '"Known Unauthorized Use on port 8001"), 8010/tcp ("yes"), where the IANA registry reports '
+        "unauthorized use [unauthorized-port]",
+        f"{at(dormant, 'name: close-dormant')}: warning: rule 'close-dormant' is partly overridden: "
+        f"1261/tcp+udp, 1274/udp, 2007/udp, 2013/tcp are decided first by 'watch-dormant' (line {watch}, "
+        "monitor), so this rule never applies to them [partly-overridden]",
+    ]
+
+
+@pytest.mark.parametrize("policy", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_build_and_lint_without_errors(policy: Path) -> None:
+    path = example(policy.stem)
+    assert build(path, bundled(), lint_errors=True).files
+    code, out, err = run("lint", path)
+    assert (code, err) == (0, "") and out
+    code, _, _ = run("lint", "--strict", path)
+    assert code == 1  # they do have warnings
+
+
+# ---------------------------------------------------------------------- rule analysis
+
+
+def test_shadowed_by_several_rules() -> None:
+    # ssh from the admin /24 is admin-ssh's, http and https are web's: together they
+    # cover all of it, though neither does alone
+    path = example("edge", append(
+        "  - name: late\n"
+        "    action: deny\n"
+        "    protocol: tcp\n"
+        "    ports: [ssh, http, https]\n"
+        "    from: [192.0.2.0/24]\n"
+    ))
+    ssh, web = line_of(path, "name: admin-ssh"), line_of(path, "name: web")
+    assert with_id(path, "shadowed") == [
+        f"{at(path, 'name: late')}: warning: rule 'late' can never match: "
+        f"shadowed by 'admin-ssh' (line {ssh}), 'web' (line {web}) [shadowed]"
+    ]
+    assert with_id(path, "redundant") == with_id(path, "partly-overridden") == []
+
+
+def test_not_shadowed_when_a_corner_is_left() -> None:
+    # 192.0.3.0/24 still reaches the rule on ssh: not shadowed; http and https never do
+    path = example("edge", append(
+        "  - name: late\n"
+        "    action: deny\n"
+        "    protocol: tcp\n"
+        "    ports: [ssh, http, https]\n"
+        "    from: [192.0.2.0/23]\n"
+    ))
+    web = line_of(path, "name: web")
+    assert with_id(path, "shadowed") == []
+    assert with_id(path, "partly-overridden") == [
+        f"{at(path, 'name: late')}: warning: rule 'late' is partly overridden: 80/tcp, 443/tcp are decided "
+        f"first by 'web' (line {web}, allow), so this rule never applies to them [partly-overridden]"
+    ]
+
+
+def test_shadowed_by_other_name_for_the_same_port() -> None:
+    path = example("edge", append("  - name: www-again\n    action: allow\n    protocol: tcp\n    ports: [www]\n"))
+    web = line_of(path, "name: web")
+    assert with_id(path, "shadowed") == [
+        f"{at(path, 'name: www-again')}: warning: rule 'www-again' can never match: "
+        f"shadowed by 'web' (line {web}) [shadowed]"
+    ]
+
+
+def test_redundant_before_a_wider_rule_with_the_same_action() -> None:
+    path = example("edge", replace("  - name: web\n", (
+        "  - name: partners-web\n"
+        "    action: allow\n"
+        "    protocol: tcp\n"
+        "    ports: [https]\n"
+        "    from: [198.51.100.0/24]\n"
+        "  - name: web\n"
+    )))
+    web = line_of(path, "name: web")
+    assert with_id(path, "redundant") == [
+        f"{at(path, 'name: partners-web')}: warning: rule 'partners-web' is redundant: without it the same "
+        f"traffic gets the same verdict from 'web' (line {web}) [redundant]"
+    ]
+
+
+def test_redundant_repeating_the_default() -> None:
+    path = example("locked-down", append(
+        "  - name: no-telnet-out\n    action: deny\n    direction: out\n    ports: [telnet]\n"
+    ))
+    assert with_id(path, "redundant") == [
+        f"{at(path, 'name: no-telnet-out')}: warning: rule 'no-telnet-out' is redundant: without it the same "
+        "traffic gets the same verdict from the default outbound deny [redundant]"
+    ]
+
+
+def test_logging_deny_is_not_redundant_with_the_default() -> None:
+    # no-x11 only repeats inbound: deny, but it logs: removing it changes what is logged
+    assert with_id(example("edge"), "redundant") == []
+
+
+# ---------------------------------------------------------------------- registry notes
+
+
+def test_unauthorized_port_on_monitor_rule_at_its_entry() -> None:
+    path = example("edge", replace("ports: [mpshrsv, t1distproc]", "ports: [mpshrsv, t1distproc, x11/tcp]"))
+    assert with_id(path, "unauthorized-port") == [
+        f"{at(path, 'x11/tcp')}: warning: rule 'dormant-watch' monitors (accepts) 6003/tcp "
+        '(x11: "Known Unauthorized Use on port 6003"), where the IANA registry reports unauthorized use '
+        "[unauthorized-port]"
+    ]
+
+
+def test_unauthorized_port_not_reported_for_deny_or_unreached_ports() -> None:
+    # no-x11 denies 6003; a later allow of x11 never gets 6003 (shadowed, reported as such)
+    path = example("edge", append("  - name: x11-late\n    action: allow\n    ports: [x11]\n"))
+    assert with_id(path, "unauthorized-port") == []
+    assert len(with_id(path, "shadowed")) == 1
+
+
+# ---------------------------------------------------------------------- lockout
+
+WITHOUT_ADMIN_SSH = replace(
+    "  - name: admin-ssh\n"
+    "    action: allow\n"
+    "    protocol: tcp\n"
+    "    ports: [ssh]\n"
+    '    from: [192.0.2.0/24, "2001:db8:a::/48"]\n'
+    "    comment: SSH from the admin network only\n",
+    "",
+)
+LOCKOUT = ("inbound tcp 22 (ssh) is denied from every address, by the default inbound deny: applying this "
+           "policy locks out SSH; allow ssh from your admin networks, or acknowledge ssh-lockout [ssh-lockout]")
+
+
+def test_lockout_by_default_is_an_error_at_the_default(tmp_path: Path) -> None:
+    path = example("edge", WITHOUT_ADMIN_SSH)
+    where = at(path, "inbound: deny", "deny")
+    code, out, err = run("lint", path)
+    assert code == 1 and err == ""
+    assert out == [f"{where}: {DHCP4}", f"{where}: {DHCP6}", f"{where}: error: {LOCKOUT}"]
+
+    code, out, err = run("build", path, "-o", "out")
+    assert (code, out) == (1, [])
+    assert err == f"{where}: {LOCKOUT}\n"
+    assert not (tmp_path / "out").exists()
+    # the library call builds it unless asked to lint (random test policies lock out SSH all the time)
+    assert build(path, bundled()).files
+    with pytest.raises(PolicyError) as info:
+        build(path, bundled(), lint_errors=True)
+    assert str(info.value) == f"{where}: {LOCKOUT}"
+
+
+def test_lockout_by_a_rule_under_inbound_allow() -> None:
+    no_ssh = "rules:\n  - name: no-ssh\n    action: deny\n    ports: [ssh]\n"
+    path = example("dormant-ports", replace("rules:\n", no_ssh))
+    line = line_of(path, "name: no-ssh")
+    assert with_id(path, "ssh-lockout") == [
+        f"{at(path, 'name: no-ssh')}: error: inbound tcp 22 (ssh) is denied from every address, by 'no-ssh' "
+        f"(line {line}): applying this policy locks out SSH; allow ssh from your admin networks, "
+        "or acknowledge ssh-lockout [ssh-lockout]"
+    ]
+
+
+def test_ssh_over_ipv6_only_is_not_a_lockout() -> None:
+    path = example("edge", replace('from: [192.0.2.0/24, "2001:db8:a::/48"]', 'from: ["2001:db8:a::/48"]'))
+    assert with_id(path, "ssh-lockout") == []
+
+
+def test_acknowledgement_silences_and_build_proceeds(tmp_path: Path) -> None:
+    path = example("edge", lambda t: WITHOUT_ADMIN_SSH(t) + "acknowledge: [ssh-lockout, dhcpv4-client]\n")
+    code, out, _ = run("lint", path)
+    assert code == 0
+    assert [line.rsplit("[", 1)[1] for line in out] == ["dhcpv6-replies]"]
+    assert run("lint", "--strict", path)[0] == 1
+    code, out, _ = run("build", path, "-o", "out")
+    assert code == 0 and (tmp_path / "out" / "nftables" / "edge.nft").exists()
+    # the acknowledgement changes no output
+    Path("plain").mkdir()
+    plain = example("edge", WITHOUT_ADMIN_SSH, as_name="plain/edge.yaml")
+
+    def rules(policy: str) -> list[str]:
+        text = build(policy, bundled()).files["nftables/edge.nft"]
+        return [line for line in text.splitlines() if not line.startswith("# policy:")]
+
+    assert rules(plain) == rules(path)
+
+
+def test_strict_exit_codes() -> None:
+    clean = example("edge", append("acknowledge: [dhcpv4-client, dhcpv6-replies]\n"))
+    assert run("lint", clean) == (0, [], "")
+    assert run("lint", "--strict", clean) == (0, [], "")
+    warned = example("edge", as_name="warned.yaml")
+    assert run("lint", warned)[0] == 0
+    assert run("lint", "--strict", warned)[0] == 1
+    locked = example("edge", WITHOUT_ADMIN_SSH, as_name="locked.yaml")
+    assert run("lint", locked)[0] == 1
+    assert run("lint", "--strict", locked)[0] == 1
+
+
+def test_unknown_acknowledgement_is_a_located_error(tmp_path: Path) -> None:
+    path = example("edge", append("acknowledge: [dhcpv4-client, ssh-lockuot]\n"))
+    expected = (
+        f"{at(path, 'ssh-lockuot')}: unknown finding id 'ssh-lockuot' in acknowledge (did you mean 'ssh-lockout'?)"
+    )
+    assert run("lint", path) == (1, [], expected + "\n")
+    code, out, err = run("build", path, "-o", "out")
+    assert (code, out, err) == (1, [], expected + "\n")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text,needle,message", [
+    ("acknowledge: [no-dns-out, no-dns-out]\n", "no-dns-out]",
+     "'no-dns-out' is acknowledged twice (first at line {line})"),
+    ("acknowledge: no-dns-out\n", "no-dns-out",
+     "acknowledge must be a list of finding ids, got text 'no-dns-out'"),
+    ("acknowledge: [42]\n", "42", "an acknowledgement must be a finding id, got a number '42'"),
+    ("acknowledge: [everything]\n", "everything",
+     "unknown finding id 'everything' in acknowledge (the ids are listed in docs/lint.md)"),
+])
+def test_bad_acknowledge(text: str, needle: str, message: str) -> None:
+    path = example("edge", append(text))
+    line = line_of(path, "acknowledge:")
+    assert run("lint", path) == (1, [], f"{at(path, needle)}: {message.format(line=line)}\n")
+
+
+def test_empty_acknowledge_is_allowed() -> None:
+    assert load_policy(example("edge", append("acknowledge: []\n"))).acknowledge == ()
+
+
+def test_unused_acknowledgement() -> None:
+    path = example("edge", append("acknowledge: [no-ntp-out, dhcpv4-client]\n"))
+    assert with_id(path, "unused-acknowledge") == [
+        f"{at(path, 'no-ntp-out')}: warning: acknowledge lists 'no-ntp-out', but there is no such finding "
+        "to silence; remove it [unused-acknowledge]"
+    ]
+
+
+# ---------------------------------------------------------------------- traffic the defaults break
+
+DNS_OUT = (
+    "  - name: dns-out\n"
+    "    action: allow\n"
+    "    direction: out\n"
+    "    ports: [domain]\n"
+    '    to: [198.51.100.53, "2001:db8:100::53"]\n'
+)
+
+
+def test_no_dns_out() -> None:
+    path = example("locked-down", replace(DNS_OUT, ""))
+    assert with_id(path, "no-dns-out") == [
+        f"{at(path, 'outbound: deny', 'deny')}: warning: outbound DNS (53/udp and 53/tcp) is denied to every "
+        "address, by the default outbound deny: name resolution fails; allow domain to your resolvers [no-dns-out]"
+    ]
+
+
+def test_no_dns_over_tcp() -> None:
+    path = example("locked-down", replace("ports: [domain]", "ports: [domain/udp]"))
+    assert with_id(path, "no-dns-out") == [
+        f"{at(path, 'outbound: deny', 'deny')}: warning: outbound DNS over tcp (53/tcp) is denied to every "
+        "address, by the default outbound deny: answers too big for udp are retried over tcp and fail; "
+        "allow domain to your resolvers [no-dns-out]"
+    ]
+
+
+def test_no_ntp_out() -> None:
+    path = example("locked-down", replace("    protocol: udp\n    ports: [ntp]", "    protocol: tcp\n    ports: [ntp]"))
+    assert with_id(path, "no-ntp-out") == [
+        f"{at(path, 'outbound: deny', 'deny')}: warning: outbound NTP (123/udp) is denied to every address, by "
+        "the default outbound deny: the clock will drift; allow ntp/udp to your time servers [no-ntp-out]"
+    ]
+
+
+def test_dhcp_allowed_silences_both() -> None:
+    path = example("edge", append(
+        "  - name: dhcp-client\n"
+        "    action: allow\n"
+        "    protocol: udp\n"
+        "    ports: [dhcpv6-client, bootpc]\n"
+        '    from: ["fe80::/10", 10.0.0.1]\n'
+    ))
+    assert findings(path) == []
+
+
+def test_dhcpv6_from_global_addresses_only_is_reported() -> None:
+    path = example("edge", append(
+        "  - name: dhcp6\n    action: allow\n    protocol: udp\n    ports: [546]\n    from: [\"2001:db8::/32\"]\n"
+    ))
+    assert len(with_id(path, "dhcpv6-replies")) == 1
+    assert with_id(path, "dhcpv4-client") != []
+
+
+# ---------------------------------------------------------------------- reviewer's notes
+
+
+def test_ipv4_only_any() -> None:
+    path = example("edge", replace("    ports: [http, https]\n", "    ports: [http, https]\n    from: [0.0.0.0/0]\n"))
+    assert with_id(path, "ipv4-only-any") == [
+        f"{at(path, '[0.0.0.0/0]')}: warning: rule 'web' matches IPv4 only: 'from: [0.0.0.0/0]' is every IPv4 "
+        "address and no IPv6 one; omit 'from' to match every address, or add \"::/0\" [ipv4-only-any]"
+    ]
+    # with ::/0 it says what it means; and the dormant-ports IPv6-only rule is not flagged
+    both_families = '    ports: [http, https]\n    from: [0.0.0.0/0, "::/0"]\n'
+    both = example("edge", replace("    ports: [http, https]\n", both_families), as_name="both.yaml")
+    assert with_id(both, "ipv4-only-any") == []
+
+
+def test_log_on_monitor() -> None:
+    path = example("edge", replace("    action: monitor\n", "    action: monitor\n    log: true\n"))
+    assert with_id(path, "log-on-monitor") == [
+        f"{at(path, 'log: true', 'true')}: warning: rule 'dormant-watch': 'log: true' does nothing on a "
+        "monitor rule, which always logs; remove it [log-on-monitor]"
+    ]
+
+
+def test_wide_open() -> None:
+    path = example("edge", append("  - name: apps\n    action: allow\n    range: registered\n"))
+    assert with_id(path, "wide-open") == [
+        f"{at(path, 'range: registered', 'registered')}: warning: rule 'apps' accepts 1024-49151/tcp+udp "
+        "(48128 ports) from every address; name the ports this host serves, or restrict 'from' [wide-open]"
+    ]
+    narrow = example("edge", append("  - name: apps\n    action: allow\n    range: registered\n"
+                                    "    from: [10.0.0.0/8]\n"), as_name="narrow.yaml")
+    assert with_id(narrow, "wide-open") == []
+
+
+def test_reject_log_rate() -> None:
+    path = example("dormant-ports", replace("rules:\n", "monitor: {rate: 20/second}\nrules:\n"))
+    assert with_id(path, "reject-log-rate") == [
+        f"{at(path, '20/second')}: warning: deny: reject with logged inbound deny rule(s) 'close-dormant' at "
+        "20/second: a port scan gets every probe answered and logged at that rate; lower monitor.rate or use "
+        "deny: drop [reject-log-rate]"
+    ]
+    assert with_id(example("dormant-ports", as_name="default-rate.yaml"), "reject-log-rate") == []
+
+
+# ---------------------------------------------------------------------- CLI details
+
+
+def test_policy_that_does_not_load() -> None:
+    path = example("edge", replace("ports: [mpshrsv, t1distproc]", "ports: [mpshrv, t1distproc]"))
+    code, out, err = run("lint", path)
+    assert (code, out) == (1, [])
+    assert err == f"{at(path, 'mpshrv')}: unknown service 'mpshrv' (did you mean 'mpshrsv'?)\n"
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run("lint")[0] == 2
+    assert run("lint", "x.yaml", "--bogus")[0] == 2
+
+
+def test_findings_sorted_by_position() -> None:
+    path = example("edge", lambda t: WITHOUT_ADMIN_SSH(t) + (
+        "  - name: www-again\n    action: allow\n    protocol: tcp\n    ports: [www]\n"
+        "acknowledge: [no-ntp-out]\n"
+    ))
+    positions = [tuple(int(x) for x in f.split(":")[1:3]) for f in findings(path)]
+    assert positions == sorted(positions) and len(positions) == 5
+
+
+# ---------------------------------------------------------------------- docs
+
+
+def test_every_documented_example_gives_its_finding() -> None:
+    for check in lint_module.checks():
+        policy, expected = doc_examples(check)
+        Path("example.yaml").write_text(policy, encoding="utf-8")
+        assert expected in findings("example.yaml"), check.id
+
+
+def test_docs_are_generated_from_the_checks() -> None:
+    on_disk = (ROOT / "docs" / "lint.md").read_text(encoding="utf-8")
+    assert on_disk == docs_markdown(), "regenerate: python -m fwgen.lint > docs/lint.md"
+    for finding_id in finding_ids():
+        assert f"\n### {finding_id}\n" in on_disk
+    assert len(set(finding_ids())) == len(finding_ids())
+
+
+def test_acknowledge_is_documented_in_the_policy_format() -> None:
+    text = (ROOT / "docs" / "policy-format.md").read_text(encoding="utf-8")
+    assert "### acknowledge" in text and "(lint.md)" in text
+
+
+# ---------------------------------------------------------------------- the model is exact
+
+
+def _points(policy: object) -> tuple[list[int], dict[int, list[int]]]:
+    """Every cell's corners: verdicts are constant between these points."""
+    ports, addresses = {0, 65535}, {4: {0, 2**32 - 1}, 6: {0, 2**128 - 1}}
+    for rule in policy.rules:  # type: ignore[attr-defined]
+        for ranges in resolve_ports(rule, bundled()).values():
+            for r in ranges:
+                ports.update(p for p in (r.lo - 1, r.lo, r.hi, r.hi + 1) if 0 <= p <= 65535)
+        for net in rule.remote or ():
+            top = 2 ** (32 if net.version == 4 else 128) - 1
+            lo, hi = int(net.network_address), int(net.broadcast_address)
+            addresses[net.version].update(a for a in (lo - 1, lo, hi, hi + 1) if 0 <= a <= top)
+    return sorted(ports), {f: sorted(a) for f, a in addresses.items()}
+
+
+def _verdicts(path: str, ports: list[int], addresses: dict[int, list[int]]) -> dict[tuple[object, ...], object]:
+    explainer = Explainer(load_policy(path), bundled())
+    out = {}
+    for direction in ("in", "out"):
+        for protocol in ("tcp", "udp"):
+            for port in ports:
+                for family, values in addresses.items():
+                    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+                    for value in values:
+                        out[(direction, protocol, port, family, value)] = explainer.verdict(
+                            direction, protocol, port, make(value)
+                        )
+    return out
+
+
+def _random_policy() -> object:
+    from tests.differential.policygen import policy
+
+    return policy()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_random_policy())
+def test_model_matches_the_reference_interpreter(data: dict[str, object]) -> None:
+    """Shadowed (never decides), redundant (removal changes no action or logging) and the
+    per-port facts agree with fwgen explain evaluated on every cell."""
+    from tests.differential.policygen import to_yaml
+
+    Path("p.yaml").write_text(to_yaml(data), encoding="utf-8")
+    policy = load_policy("p.yaml")
+    ctx = Context(policy, compile_policy(policy, bundled()), bundled())
+    ports, addresses = _points(policy)
+    base = _verdicts("p.yaml", ports, addresses)
+    rules = data["rules"]
+    assert isinstance(rules, list)
+    for rule in policy.rules:
+        facts = ctx.facts[rule.index]
+        decides = {k for k, v in base.items() if v.rule == rule.name}  # type: ignore[attr-defined]
+        assert bool(decides) == facts.reached, rule.name
+        for (protocol, _), port_facts in facts.ports.items():
+            for lo, hi in port_facts.spans:
+                for port in (lo, hi):
+                    here = any(k[1] == protocol.value and k[2] == port for k in decides)
+                    assert here == port_facts.first, (rule.name, protocol, port)
+        if not facts.reached:
+            continue
+        without = copy.deepcopy(data)
+        without["rules"] = [r for i, r in enumerate(rules) if i != rule.index - 1]  # type: ignore[index]
+        Path("q.yaml").write_text(to_yaml(without), encoding="utf-8")
+        other = _verdicts("q.yaml", ports, addresses)
+        same = all(
+            (base[k].action, base[k].logged) == (other[k].action, other[k].logged)  # type: ignore[attr-defined]
+            for k in base
+        )
+        assert same == (not facts.changes), rule.name
