@@ -9,6 +9,7 @@ source location it came from.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -91,7 +92,7 @@ class Rule:
     remote_v6: tuple[IPv6Network, ...] | None
     comment: str = ""
 
-    @property
+    @functools.cached_property
     def logged(self) -> bool:
         """Monitor rules always log; allow and deny rules log when ``log: true``."""
         return self.action is Action.MONITOR or self.log

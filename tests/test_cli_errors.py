@@ -77,7 +77,8 @@ CASES = [
     ("no_tcp_udp.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [imap2]\n",
      "no_tcp_udp.yaml:4:13: service 'imap2' has no tcp or udp port in the IANA registry; "
      "write the port number instead"),
-    ("wrong_protocol.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [raid-am/tcp, ssh, afs3-vlserver/udp, imap/udp]\n",
+    ("wrong_protocol.yaml",
+     "version: 1\nrules:\n  - action: deny\n    ports: [raid-am/tcp, ssh, afs3-vlserver/udp, imap/udp]\n",
      "wrong_protocol.yaml:4:50: service 'imap' is not registered for udp (it is 143/tcp); "
      "to match the number anyway, write 143/udp"),
     ("Bad Name.yaml", "version: 1\n",

@@ -37,14 +37,15 @@ def test_partition_equals_brute_force_first_match(spec: list) -> None:
         for port in range(0, 130):
             expected = next((r for r in rules if any(port in pr for pr in r.port_ranges(proto))), None)
             assert owner.get(port) is expected, (proto, port)
-        assert all(a.hi < b.lo for (a, _), (b, _) in zip(partition, partition[1:]))
+        assert all(a.hi < b.lo for (a, _), (b, _) in zip(partition, partition[1:], strict=False))
         merged = merge_adjacent(partition, lambda r: r.action)
         covered = {port for pr, _, _ in merged for port in range(pr.lo, pr.hi + 1)}
         assert covered == set(owner)
         for pr, action, owners in merged:
             assert all(owner[p].action == action for p in range(pr.lo, pr.hi + 1))
             assert set(owners) <= {owner[p] for p in range(pr.lo, pr.hi + 1)}
-        assert all(not (a.hi + 1 == b.lo and ka == kb) for (a, ka, _), (b, kb, _) in zip(merged, merged[1:]))
+        pairs = zip(merged, merged[1:], strict=False)
+        assert all(not (a.hi + 1 == b.lo and ka == kb) for (a, ka, _), (b, kb, _) in pairs)
 
 
 def test_segments_keep_address_rules_in_place() -> None:

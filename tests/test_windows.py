@@ -187,7 +187,7 @@ class WinModel:
         ]
 
     @classmethod
-    def from_winrules(cls, rules: list[WinRule], rs: Ruleset) -> "WinModel":
+    def from_winrules(cls, rules: list[WinRule], rs: Ruleset) -> WinModel:
         return cls(
             [
                 (

@@ -140,18 +140,21 @@ def _run_lines(ruleset: Ruleset, run: Run, base: str, comments: _Comments) -> li
     grouped by target. The intervals are disjoint, so grouping them changes nothing, and
     each target needs only as many lines as multiport's 15 slots require."""
     lines: list[Line] = []
+    target_of = {rule.index: _target(ruleset, rule) for rule in run.rules}
     for proto in (Protocol.TCP, Protocol.UDP):
         by_target: dict[str, tuple[list[PortRange], list[Rule]]] = {}
         for ports, target, owners in merge_adjacent(
-            first_match_partition(run.rules, proto), lambda r: _target(ruleset, r)
+            first_match_partition(run.rules, proto), lambda r: target_of[r.index]
         ):
             ranges, rules = by_target.setdefault(str(target), ([], []))
             ranges.append(ports)
-            rules.extend(r for r in owners if not rules or rules[-1] is not r)
+            for owner in owners:
+                if not rules or rules[-1] is not owner:
+                    rules.append(owner)
         for target, (ranges, rules) in by_target.items():
             comment = comments.of(rules)
             for match in port_chunks(tuple(ranges)):
-                lines.append(Line(base, " ".join(p for p in (f"-p {proto.value}", match) if p), target, comment))
+                lines.append(Line(base, f"-p {proto.value} {match}" if match else f"-p {proto.value}", target, comment))
     return lines
 
 

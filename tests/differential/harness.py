@@ -28,7 +28,15 @@ from fwgen.explain import Explainer
 from fwgen.ir import Direction, Ruleset
 from tests.differential.policygen import PEER_V4, PEER_V6
 from tests.kernel.netns import (
-    KernelLog, Namespace, NetnsError, Probe, connect, listen, load_iptables, load_nft, run_probes,
+    KernelLog,
+    Namespace,
+    NetnsError,
+    Probe,
+    connect,
+    listen,
+    load_iptables,
+    load_nft,
+    run_probes,
 )
 
 TCP_TIMEOUT = 0.6

@@ -21,9 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 PROBE_SCRIPT = Path(__file__).with_name("probe.py")
 NS_PREFIX = "fwgen-"

@@ -11,7 +11,14 @@ import pytest
 from fwgen.build import build
 from fwgen.registry import bundled
 from tests.kernel.netns import (
-    Namespace, Probe, connect, kernel_log_capture, listen, load_iptables, load_nft, run_probes,
+    Namespace,
+    Probe,
+    connect,
+    kernel_log_capture,
+    listen,
+    load_iptables,
+    load_nft,
+    run_probes,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +31,8 @@ SYNTHETIC = {
         "rules:\n"
         "  - action: deny\n    log: true\n    ports: [" + ", ".join(str(p) for p in range(2000, 2200, 2)) + "]\n"
         "  - action: monitor\n    direction: out\n    protocol: udp\n"
-        "    ports: [\"100-200\", \"300-400\", 500, \"600-700\", 800, \"900-950\", \"1000-1100\", 1200, \"1300-1400\"]\n"
+        "    ports: [\"100-200\", \"300-400\", 500, \"600-700\", 800, \"900-950\", \"1000-1100\", 1200,"
+        " \"1300-1400\"]\n"
         "    to: [192.0.2.0/24, 198.51.100.0/25, \"2001:db8::/32\", \"2001:db8:1::1\"]\n"
     ),
     "hostile": (

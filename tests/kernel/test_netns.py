@@ -12,9 +12,20 @@ from pathlib import Path
 import pytest
 
 from tests.kernel import netns
-from tests.kernel.netns import (Namespace, NetnsError, Probe, connect, kernel_log_capture,
-                                listen, load_iptables, load_nft, nft_check, run_probes,
-                                tcp_connect, udp_send)
+from tests.kernel.netns import (
+    Namespace,
+    NetnsError,
+    Probe,
+    connect,
+    kernel_log_capture,
+    listen,
+    load_iptables,
+    load_nft,
+    nft_check,
+    run_probes,
+    tcp_connect,
+    udp_send,
+)
 
 H4, H4B, H6, H6B = "192.0.2.1", "192.0.2.11", "2001:db8::1", "2001:db8::11"
 C4, C4B, C6, C6B = "192.0.2.2", "192.0.2.3", "2001:db8::2", "2001:db8::3"
@@ -139,7 +150,7 @@ def test_log_rule_reaches_dmesg_and_sysctl_is_restored(pair):
 def test_sysctl_restored_even_when_the_body_fails():
     before = netns.read_nf_log_all_netns()
     with pytest.raises(ZeroDivisionError), kernel_log_capture():
-        1 / 0
+        _ = 1 / 0
     assert netns.read_nf_log_all_netns() == before
 
 

@@ -12,7 +12,6 @@ import pytest
 from fwgen.build import build
 from fwgen.ir import Action, Direction, Protocol, Ruleset
 from fwgen.registry import bundled
-
 from tests.winmodel.model import (
     CMD_LINE_LIMIT,
     NO_MATCH,
@@ -453,7 +452,7 @@ def test_newer_script_replaces_every_rule_of_the_older_one(old, new, tmp_path):
     new one leaves exactly the rules and defaults the new one alone leaves."""
     old_path = renamed(ROOT / "policies" / f"{old}.yaml", "edge", tmp_path)
     new_path = renamed(ROOT / "policies" / f"{new}.yaml", "edge", tmp_path)
-    (_, old_text), (new_ruleset, new_text) = generated(old_path), generated(new_path)
+    (_, old_text), (_, new_text) = generated(old_path), generated(new_path)
     upgraded, fresh = RuleStore(), RuleStore()
     assert run_script(old_text, upgraded) == 0 and run_script(new_text, upgraded) == 0
     assert run_script(new_text, fresh) == 0
