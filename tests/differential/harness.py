@@ -21,6 +21,7 @@ import random
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,25 @@ def choose_cases(ruleset: Ruleset, seed: int, per_direction: int = 600) -> list[
     return cases
 
 
+def concurrently(*calls: Callable[[], None]) -> None:
+    """Run the calls in threads; re-raise the first exception in the caller's thread."""
+    errors: list[BaseException] = []
+
+    def guarded(call: Callable[[], None]) -> None:
+        try:
+            call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(call,)) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 class Lab:
     """Two namespaces and a veth; lives across many policies."""
 
@@ -146,44 +166,31 @@ class Lab:
     def send(self, cases: list[Case], tag: str) -> list[tuple[str, bool]]:
         """Run every case once; (probe status, delivered) per case, in order."""
         results: list[tuple[str, bool] | None] = [None] * len(cases)
-        errors: list[BaseException] = []
 
         def direction(dir_name: str, client: Namespace, server: Namespace) -> None:
-            try:
-                idx = [i for i, c in enumerate(cases) if c.direction == dir_name]
-                if not idx:
-                    return
-                probes = []
-                for i in idx:
-                    c = cases[i]
-                    host = self.host_addr(c.remote)
-                    src, dst = (c.remote, host) if dir_name == "in" else (host, c.remote)
-                    probes.append(Probe(c.protocol, dst, c.port, src, TCP_TIMEOUT, payload=f"{tag}-{i}"))
-                tcp_ports = sorted({cases[i].port for i in idx if cases[i].protocol == "tcp"})
-                udp_ports = sorted({cases[i].port for i in idx if cases[i].protocol == "udp"})
-                with listen(server, "tcp", ["0.0.0.0", "::"], tcp_ports) as lt, \
-                        listen(server, "udp", ["0.0.0.0", "::"], udp_ports) as lu:
-                    statuses = run_probes(client, probes)
-                    # a datagram takes microseconds on a veth; the listener drains before exiting
-                got = {r["payload"] for r in lu.stop() if r.get("payload")}
-                lt.stop()
-                for i, res in zip(idx, statuses, strict=True):
-                    c = cases[i]
-                    delivered = res.status == "connected" if c.protocol == "tcp" else f"{tag}-{i}" in got
-                    results[i] = (res.status, delivered)
-            except BaseException as exc:  # re-raised in the caller's thread
-                errors.append(exc)
+            idx = [i for i, c in enumerate(cases) if c.direction == dir_name]
+            if not idx:
+                return
+            probes = []
+            for i in idx:
+                c = cases[i]
+                host = self.host_addr(c.remote)
+                src, dst = (c.remote, host) if dir_name == "in" else (host, c.remote)
+                probes.append(Probe(c.protocol, dst, c.port, src, TCP_TIMEOUT, payload=f"{tag}-{i}"))
+            tcp_ports = sorted({cases[i].port for i in idx if cases[i].protocol == "tcp"})
+            udp_ports = sorted({cases[i].port for i in idx if cases[i].protocol == "udp"})
+            with listen(server, "tcp", ["0.0.0.0", "::"], tcp_ports) as lt, \
+                    listen(server, "udp", ["0.0.0.0", "::"], udp_ports) as lu:
+                statuses = run_probes(client, probes)
+                # a datagram takes microseconds on a veth; the listener drains before exiting
+            got = {r["payload"] for r in lu.stop() if r.get("payload")}
+            lt.stop()
+            for i, res in zip(idx, statuses, strict=True):
+                c = cases[i]
+                delivered = res.status == "connected" if c.protocol == "tcp" else f"{tag}-{i}" in got
+                results[i] = (res.status, delivered)
 
-        threads = [
-            threading.Thread(target=direction, args=("in", self.peer, self.host)),
-            threading.Thread(target=direction, args=("out", self.host, self.peer)),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        concurrently(lambda: direction("in", self.peer, self.host), lambda: direction("out", self.host, self.peer))
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 

@@ -8,9 +8,9 @@ into tests/differential/regressions/ to keep it as a regression case.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from fwgen.build import build
 from fwgen.explain import Explainer
 from fwgen.registry import bundled
-from tests.differential.harness import Lab, Report, check_policy, choose_cases
+from tests.differential.harness import Lab, Report, check_policy, choose_cases, concurrently
 from tests.differential.policygen import Coverage, policy, to_yaml
 from tests.differential.windows_check import windows_cases, windows_problems
 from tests.kernel.netns import KernelLog
@@ -52,21 +52,11 @@ def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path,
     explainer = Explainer.from_file(str(path), registry)
     cases = choose_cases(result.ruleset, seed=int(digest, 16))
     reports: dict[str, Report] = {}
-    errors: list[BaseException] = []
 
     def one(target: str) -> None:
-        try:
-            reports[target] = check_policy(labs[target], result.ruleset, result.files, explainer, cases, log)
-        except BaseException as exc:
-            errors.append(exc)
+        reports[target] = check_policy(labs[target], result.ruleset, result.files, explainer, cases, log)
 
-    threads = [threading.Thread(target=one, args=(t,)) for t in labs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    concurrently(*(functools.partial(one, target) for target in labs))
     windows = Report("windows")
     script = result.files[f"windows/{result.ruleset.name}.cmd"]
     wcases = windows_cases(result.ruleset, cases)
