@@ -41,6 +41,9 @@ from tests.kernel.netns import (
 )
 
 TCP_TIMEOUT = 0.6
+# Client sockets take their source ports from here (set in both namespaces), and no probe
+# targets it: a listener must never find its port taken by a concurrent probe's socket.
+CLIENT_PORTS = (60000, 61999)
 OPEN_IPTABLES = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
 TARGETS = ("iptables", "nftables")
 HOSTS = {"iptables": ("203.0.113.1", "2001:db8:ffff::1"), "nftables": ("203.0.113.2", "2001:db8:ffff::2")}
@@ -76,8 +79,12 @@ class Report:
         self.problems.append(f"{self.target}: {message}")
 
 
+def _probeable(port: int) -> bool:
+    return 1 <= port <= 65535 and not CLIENT_PORTS[0] <= port <= CLIENT_PORTS[1]
+
+
 def _edges(lo: int, hi: int) -> set[int]:
-    return {p for p in (lo - 1, lo, hi, hi + 1, (lo + hi) // 2) if 1 <= p <= 65535}
+    return {p for p in (lo - 1, lo, hi, hi + 1, (lo + hi) // 2) if _probeable(p)}
 
 
 def choose_cases(ruleset: Ruleset, seed: int, per_direction: int = 600) -> list[Case]:
@@ -89,7 +96,7 @@ def choose_cases(ruleset: Ruleset, seed: int, per_direction: int = 600) -> list[
         rules = ruleset.rules_for(direction)
         restricted = any(r.remote_v4 is not None or r.remote_v6 is not None for r in rules)
         for protocol in ("tcp", "udp"):
-            ports: set[int] = {rng.randint(1, 65535) for _ in range(3)}
+            ports: set[int] = {p for p in (rng.randint(1, 65535) for _ in range(3)) if _probeable(p)}
             for r in rules:
                 for proto, ranges in r.ports:
                     if proto.value == protocol:
@@ -139,6 +146,7 @@ class Lab:
         link = connect(self.host, self.peer, host_addrs=[f"{self.host_v4}/32", f"{self.host_v6}/128"],
                        peer_addrs=[f"{a}/32" for a in PEER_V4] + [f"{a}/128" for a in PEER_V6])
         for ns, ifname in ((self.host, link.host_if), (self.peer, link.peer_if)):
+            ns.run(["sh", "-c", f"echo {CLIENT_PORTS[0]} {CLIENT_PORTS[1]} > /proc/sys/net/ipv4/ip_local_port_range"])
             ns.run(["ip", "route", "add", "default", "dev", ifname])
             ns.run(["ip", "-6", "route", "add", "default", "dev", ifname])
 
