@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from fwgen.errors import Location, PolicyError
+from fwgen.intervals import merge_spans
 from fwgen.policy import Network, Policy, load_policy, parse_policy
 from fwgen.registry import Registry
 from fwgen.resolve import resolve_ports
@@ -159,13 +160,7 @@ def _outcome(action: str, logged: bool, deny: str) -> Outcome:
 
 
 def _merge(spans: list[tuple[int, int]]) -> Intervals:
-    merged: list[list[int]] = []
-    for lo, hi in sorted(spans):
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
-    return tuple((lo, hi) for lo, hi in merged)
+    return tuple(merge_spans(spans))
 
 
 class _Cache:

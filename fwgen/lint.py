@@ -28,6 +28,7 @@ import yaml
 
 from fwgen import ir
 from fwgen.errors import Location, PolicyError
+from fwgen.intervals import merge_spans
 from fwgen.ir import Action, Direction, Protocol
 from fwgen.policy import Policy, PolicyRule, load_policy
 from fwgen.registry import Registry
@@ -340,14 +341,6 @@ def format_ports(per_protocol: dict[Protocol, list[Span]], limit: int = 6) -> st
     return ", ".join(items)
 
 
-def merge_spans(spans: Iterable[Span]) -> list[Span]:
-    merged: list[Span] = []
-    for lo, hi in sorted(spans):
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
-        else:
-            merged.append((lo, hi))
-    return merged
 
 
 def count_ports(spans: Iterable[Span]) -> int:

@@ -15,8 +15,9 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 
 from fwgen.errors import Location, shorten
+from fwgen.intervals import merge_spans
 from fwgen.ir import Action, Direction, Protocol
-from fwgen.lint import Check, Context, Decider, Span, count_ports, format_ports, merge_spans
+from fwgen.lint import Check, Context, Decider, Span, count_ports, format_ports
 from fwgen.policy import PolicyRule
 from fwgen.registry import Registry
 from fwgen.resolve import resolve_ports

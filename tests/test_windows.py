@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fwgen.errors import Location
+from fwgen.intervals import merge_spans
 from fwgen.ir import (
     Action,
     Defaults,
@@ -699,7 +700,7 @@ def test_random_policies_match_first_match_semantics(rs, seed):
     )
 )
 def test_paint_gives_each_port_its_first_matching_rule(spec):
-    port_lists = {rid: windows._merge(ranges) for rid, ranges in enumerate(spec)}
+    port_lists = {rid: merge_spans(ranges) for rid, ranges in enumerate(spec)}
     runs = windows._paint(tuple(port_lists), port_lists)
     assert runs == sorted(runs)
     # disjoint, and touching runs belong to different rules

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from fwgen import render as _render
+from fwgen.intervals import merge_spans
 from fwgen.ir import (
     PORT_MAX,
     PORT_MIN,
@@ -76,21 +77,11 @@ def rule_name(ruleset: Ruleset) -> str:
 Interval = tuple[int, int]
 
 
-def _merge(intervals: list[Interval]) -> list[Interval]:
-    """Sort and merge overlapping or adjacent intervals."""
-    out: list[Interval] = []
-    for lo, hi in sorted(intervals):
-        if out and lo <= out[-1][1] + 1:
-            if hi > out[-1][1]:
-                out[-1] = (out[-1][0], hi)
-        else:
-            out.append((lo, hi))
-    return out
 
 
 def _rule_ports(rule: Rule, protocol: Protocol) -> list[Interval]:
     ranges = [(r.lo, r.hi) for r in rule.port_ranges(protocol)]
-    return ranges if len(ranges) < 2 else _merge(ranges)
+    return ranges if len(ranges) < 2 else merge_spans(ranges)
 
 
 def _verdict(rule: Rule) -> str:
@@ -226,7 +217,7 @@ def _port_map(runs: list[Run], verdicts: dict[int, str]) -> _PortMap:
         by_verdict.setdefault(verdicts[run[2]], []).append(run)
     return _PortMap(
         runs=by_verdict,
-        ports={v: tuple(_merge([(lo, hi) for lo, hi, _ in r])) for v, r in by_verdict.items()},
+        ports={v: tuple(merge_spans([(lo, hi) for lo, hi, _ in r])) for v, r in by_verdict.items()},
         deciders={v: frozenset(rid for _, _, rid in r) for v, r in by_verdict.items()},
     )
 
@@ -251,7 +242,7 @@ def _regions(ruleset: Ruleset, direction: Direction, protocol: Protocol) -> list
             if remote is None:
                 everywhere.append(i)
             elif remote:  # an empty tuple: the rule is not for this family
-                addresses[i] = _merge(
+                addresses[i] = merge_spans(
                     [(int(n.network_address), int(n.broadcast_address)) for n in remote]
                 )
         by_key: dict[tuple[int, ...], _Region] = {}
@@ -269,7 +260,7 @@ def _regions(ruleset: Ruleset, direction: Direction, protocol: Protocol) -> list
 
 def _cells(regions: list[_Region], family: int) -> tuple[Interval, ...]:
     """The addresses of one family the ``regions`` cover, merged."""
-    return tuple(_merge([c for r in regions if r.family == family for c in r.cells]))
+    return tuple(merge_spans([c for r in regions if r.family == family for c in r.cells]))
 
 
 def _group_by_ports(regions: list[_Region], verdict: str) -> list[_Group]:
