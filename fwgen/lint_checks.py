@@ -391,10 +391,11 @@ def no_dns_out(ctx: Context) -> Yield:
         outbound deny: answers too big for udp are retried over tcp and fail; allow domain to your resolvers
         [no-dns-out]
     """
-    missing = [p for p in (UDP, TCP) if _denied_everywhere(ctx, OUT, p, 53) is not None]
+    denied = {p: _denied_everywhere(ctx, OUT, p, 53) for p in (UDP, TCP)}
+    missing = [p for p, by in denied.items() if by is not None]
     if not missing:
         return
-    deciders = [d for p in missing for d in _denied_everywhere(ctx, OUT, p, 53) or []]
+    deciders = [d for p in missing for d in denied[p] or []]
     location, by = _blame(ctx, OUT, list(dict.fromkeys(deciders)))
     if len(missing) == 2:
         what, why = "outbound DNS (53/udp and 53/tcp)", "name resolution fails"

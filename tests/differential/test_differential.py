@@ -18,7 +18,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 
-from fwgen.build import build
+from fwgen.build import BuildResult, build
 from fwgen.explain import Explainer
 from fwgen.registry import bundled
 from tests.differential.harness import Lab, Report, check_policy, choose_cases, concurrently
@@ -43,7 +43,7 @@ MINIMUM_COVERAGE = {
 
 
 def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path,
-               previous_windows: str | None = None) -> tuple[Any, list[Report]]:
+               previous_windows: str | None = None) -> tuple[BuildResult, list[Report]]:
     """Build a policy and check every target: iptables and nftables each in its own lab,
     concurrently, and the Windows script in the Windows Firewall model."""
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -64,13 +64,7 @@ def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path,
     wcases = windows_cases(result.ruleset, cases)
     windows.problems = windows_problems(script, explainer, wcases, previous_windows)
     windows.outcomes = [None] * len(wcases)  # type: ignore[list-item]
-    return result.ruleset, [*reports.values(), windows]
-
-
-def script_of(ruleset: Any, text: str, workdir: Path) -> str:
-    path = workdir / "previous.yaml"
-    path.write_text(text, encoding="utf-8")
-    return build(str(path), bundled(), ("windows",)).files[f"windows/{ruleset.name}.cmd"]
+    return result, [*reports.values(), windows]
 
 
 def _record_failure(text: str, problems: list[str]) -> str:
@@ -111,11 +105,11 @@ def test_random_policies_agree_with_explain(labs: tuple[dict[str, Lab], KernelLo
     @given(data=policy())
     def check(data: dict[str, Any]) -> None:
         text = to_yaml(data)
-        ruleset, reports = run_policy(*labs, text, workdir, previous.get("windows"))
-        coverage.add(data, ruleset)
+        result, reports = run_policy(*labs, text, workdir, previous.get("windows"))
+        coverage.add(data, result.ruleset)
         for r in reports:
             probes[r.target] = probes.get(r.target, 0) + len(r.outcomes)
-        previous["windows"] = script_of(ruleset, text, workdir)
+        previous["windows"] = result.files[f"windows/{result.ruleset.name}.cmd"]
         problems = [p for r in reports for p in r.problems]
         assert not problems, _record_failure(text, problems)
 

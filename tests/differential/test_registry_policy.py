@@ -27,8 +27,8 @@ def registry_policy() -> str:
 def test_registry_policy_agrees_with_explain(labs: tuple[dict[str, Lab], KernelLog], tmp_path: Path) -> None:
     text = registry_policy()
     assert text.count("action: monitor") > 6000
-    ruleset, reports = run_policy(*labs, text, tmp_path)
-    assert len(ruleset.rules) > 6000
+    result, reports = run_policy(*labs, text, tmp_path)
+    assert len(result.ruleset.rules) > 6000
     problems = [p for r in reports for p in r.problems]
     assert not problems, _record_failure(text, problems)
     assert all(len(r.outcomes) >= 600 for r in reports)
