@@ -151,6 +151,12 @@ class Ruleset:
     rules: tuple[Rule, ...]
     source: SourceInfo
 
+    @functools.cached_property
+    def derived(self) -> dict[object, object]:
+        """A memo for values the targets derive from this (immutable) ruleset and share,
+        such as ``lowering.plan``; never part of equality."""
+        return {}
+
     def rules_for(self, direction: Direction, family: int | None = None) -> tuple[Rule, ...]:
         return tuple(
             r

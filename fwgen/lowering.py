@@ -11,10 +11,11 @@ addresses keep their place in the order between such runs.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
-from fwgen.ir import PortRange, Protocol, Rule
+from fwgen.ir import Direction, PortRange, Protocol, Rule, Ruleset
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,17 @@ class Run:
     """Consecutive rules without address restrictions."""
 
     rules: tuple[Rule, ...]
+
+    @functools.cached_property
+    def _partitions(self) -> dict[Protocol, list[tuple[PortRange, Rule]]]:
+        return {}
+
+    def partition(self, protocol: Protocol) -> list[tuple[PortRange, Rule]]:
+        """``first_match_partition(self.rules, protocol)``, computed once per run."""
+        partition = self._partitions.get(protocol)
+        if partition is None:
+            partition = self._partitions[protocol] = first_match_partition(self.rules, protocol)
+        return partition
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,20 @@ def segments(rules: tuple[Rule, ...]) -> Iterator[Run | Single]:
         yield Single(rule)
     if run:
         yield Run(tuple(run))
+
+
+def plan(ruleset: Ruleset, direction: Direction, family: int | None = None) -> tuple[Run | Single, ...]:
+    """``segments(ruleset.rules_for(direction, family))``, made once per ruleset for each
+    distinct rule list: iptables' two families and nftables' inet table usually select
+    the same rules, so they share the runs and, through ``Run.partition``, the
+    partitions (the costly part for thousands of rules)."""
+    rules = ruleset.rules_for(direction, family)
+    key = ("plan", direction, tuple(rule.index for rule in rules))
+    memo = ruleset.derived
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = tuple(segments(rules))
+    return found  # type: ignore[return-value]
 
 
 def first_match_partition(rules: tuple[Rule, ...], protocol: Protocol) -> list[tuple[PortRange, Rule]]:

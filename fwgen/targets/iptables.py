@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fwgen import render as rendering
 from fwgen import sanitize
 from fwgen.ir import ALL_PORTS, Action, Direction, PortRange, Protocol, Rule, Ruleset
-from fwgen.lowering import Run, first_match_partition, merge_adjacent, segments
+from fwgen.lowering import Run, merge_adjacent, plan
 from fwgen.targets import TargetOutput
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
 
@@ -44,24 +44,24 @@ FAMILIES = (
 )
 
 
-@dataclass(frozen=True)
-class Line:
-    chain: str
-    match: str  # everything between the chain and -j
-    target: str  # the -j argument with its options
-    comment: str = ""
+def line(chain: str, match: str, target: str, comment: str = "") -> str:
+    """One ``-A`` line: chain, matches, comment, then the jump (always last)."""
+    text = f"-A {chain} {match}" if match else f"-A {chain}"
+    if comment:
+        text += f' -m comment --comment "{comment}"'
+    return f"{text} -j {target}"
 
 
 def chain_name(rule: Rule) -> str:
     return f"fwgen-rule-{rule.index}"  # <= 28 characters for any realistic index
 
 
-def port_chunks(ranges: tuple[PortRange, ...]) -> list[str]:
+def port_chunks(ranges: tuple[PortRange, ...] | list[PortRange]) -> list[str]:
     """Port match options, each within multiport's 15 slots (a range takes two)."""
-    if ranges == ALL_PORTS:
-        return [""]
     if len(ranges) == 1:
         r = ranges[0]
+        if r == ALL_PORTS[0]:
+            return [""]
         return [f"--dport {r.lo}" if r.lo == r.hi else f"--dport {r.lo}:{r.hi}"]
     chunks: list[list[str]] = [[]]
     used = 0
@@ -87,127 +87,142 @@ def _target(ruleset: Ruleset, rule: Rule) -> str:
     return chain_name(rule) if rule.logged else _verdict(ruleset, rule.action)
 
 
-class _Comments(dict[int, str]):
-    """Each rule's comment, made safe once per render (rules appear on many lines)."""
+class _Lowering:
+    """What both families share, made once per render: each rule's comment (made safe;
+    rules appear on many lines), each logged rule's chain, and the lines of each run
+    (a run's lines do not depend on the family, and both families usually share it)."""
 
     def __init__(self, ruleset: Ruleset) -> None:
-        super().__init__()
         self.ruleset = ruleset
+        self.comments: dict[int, str] = {}
+        self.identity: dict[int, list[str]] = {}
+        self.runs: dict[tuple[str, int], tuple[Run, list[str]]] = {}  # (base, id(run)) -> (run, lines)
 
-    def __missing__(self, index: int) -> str:
-        rule = self.ruleset.rules[index - 1]
-        summary = rule_summary(self.ruleset, rule) + (f": {rule.comment}" if rule.comment else "")
-        text = sanitize.iptables_comment(summary)
-        self[index] = text
+    def comment(self, rule: Rule) -> str:
+        text = self.comments.get(rule.index)
+        if text is None:
+            summary = rule_summary(self.ruleset, rule) + (f": {rule.comment}" if rule.comment else "")
+            text = self.comments[rule.index] = sanitize.iptables_comment(summary)
         return text
 
-    def of(self, rules: list[Rule]) -> str:
+    def comment_of(self, rules: list[Rule]) -> str:
         if len(rules) == 1:
-            return self[rules[0].index]
+            return self.comment(rules[0])
         names = ", ".join(r.name for r in rules[:40]) + (f" and {len(rules) - 40} more" if len(rules) > 40 else "")
         return sanitize.iptables_comment(f"first match of rules {names}")
 
+    def identity_chain(self, rule: Rule) -> list[str]:
+        """A logged rule's own chain: the rate-limited LOG, then the verdict."""
+        lines = self.identity.get(rule.index)
+        if lines is None:
+            ruleset, own = self.ruleset, chain_name(rule)
+            monitor = ruleset.monitor
+            lines = self.identity[rule.index] = [
+                line(
+                    own,
+                    f"-m limit --limit {monitor.rate}/{_PER[monitor.per]} --limit-burst {log_burst(ruleset)}",
+                    f'LOG --log-prefix "{log_tag(ruleset, rule)}"',
+                ),
+                line(own, "", _verdict(ruleset, rule.action), self.comment(rule)),
+            ]
+        return lines
 
-def _identity_chain(ruleset: Ruleset, rule: Rule, comments: _Comments) -> list[Line]:
-    own = chain_name(rule)
-    monitor = ruleset.monitor
-    return [
-        Line(
-            own,
-            f"-m limit --limit {monitor.rate}/{_PER[monitor.per]} --limit-burst {log_burst(ruleset)}",
-            f'LOG --log-prefix "{log_tag(ruleset, rule)}"',
-        ),
-        Line(own, "", _verdict(ruleset, rule.action), comments[rule.index]),
-    ]
+    def single(self, rule: Rule, family: Family, base: str) -> list[str]:
+        """An address-restricted rule, in its place: one line per (network, port chunk)."""
+        remote = rule.remote(family.number) or ()
+        flag = "-s" if rule.direction is Direction.IN else "-d"
+        comment, target = self.comment(rule), _target(self.ruleset, rule)
+        return [
+            line(base, " ".join(part for part in (f"-p {proto.value}", f"{flag} {net}", ports) if part),
+                 target, comment)
+            for net in remote
+            for proto, ranges in rule.ports
+            for ports in port_chunks(ranges)
+        ]
+
+    def run(self, run: Run, base: str) -> list[str]:
+        """Consecutive address-free rules: their first-match partition of the port space,
+        grouped by target. The intervals are disjoint, so grouping them changes nothing,
+        and each target needs only as many lines as multiport's 15 slots require."""
+        found = self.runs.get((base, id(run)))  # plan() hands both families the same Run
+        if found is not None:
+            return found[1]
+        ruleset = self.ruleset
+        lines: list[str] = []
+        target_of = {rule.index: _target(ruleset, rule) for rule in run.rules}
+        for proto in (Protocol.TCP, Protocol.UDP):
+            by_target: dict[str, tuple[list[PortRange], list[Rule]]] = {}
+            for ports, target, owners in merge_adjacent(run.partition(proto), lambda r: target_of[r.index]):
+                ranges, rules = by_target.setdefault(str(target), ([], []))
+                ranges.append(ports)
+                for owner in owners:
+                    if not rules or rules[-1] is not owner:
+                        rules.append(owner)
+            for target, (ranges, rules) in by_target.items():
+                comment = self.comment_of(rules)
+                for match in port_chunks(ranges):
+                    lines.append(line(base, f"-p {proto.value} {match}" if match else f"-p {proto.value}",
+                                      target, comment))
+        self.runs[(base, id(run))] = (run, lines)  # keeping the run keeps its id unique
+        return lines
 
 
-def _single_lines(ruleset: Ruleset, rule: Rule, family: Family, base: str, comments: _Comments) -> list[Line]:
-    """An address-restricted rule, in its place: one line per (network, port chunk)."""
-    remote = rule.remote(family.number) or ()
-    flag = "-s" if rule.direction is Direction.IN else "-d"
-    comment = comments[rule.index]
-    return [
-        Line(base, " ".join(part for part in (f"-p {proto.value}", f"{flag} {net}", ports) if part),
-             _target(ruleset, rule), comment)
-        for net in remote
-        for proto, ranges in rule.ports
-        for ports in port_chunks(ranges)
-    ]
-
-
-def _run_lines(ruleset: Ruleset, run: Run, base: str, comments: _Comments) -> list[Line]:
-    """Consecutive address-free rules: their first-match partition of the port space,
-    grouped by target. The intervals are disjoint, so grouping them changes nothing, and
-    each target needs only as many lines as multiport's 15 slots require."""
-    lines: list[Line] = []
-    target_of = {rule.index: _target(ruleset, rule) for rule in run.rules}
-    for proto in (Protocol.TCP, Protocol.UDP):
-        by_target: dict[str, tuple[list[PortRange], list[Rule]]] = {}
-        for ports, target, owners in merge_adjacent(
-            first_match_partition(run.rules, proto), lambda r: target_of[r.index]
-        ):
-            ranges, rules = by_target.setdefault(str(target), ([], []))
-            ranges.append(ports)
-            for owner in owners:
-                if not rules or rules[-1] is not owner:
-                    rules.append(owner)
-        for target, (ranges, rules) in by_target.items():
-            comment = comments.of(rules)
-            for match in port_chunks(tuple(ranges)):
-                lines.append(Line(base, f"-p {proto.value} {match}" if match else f"-p {proto.value}", target, comment))
-    return lines
-
-
-def _prologue(family: Family, base: str) -> list[Line]:
+def _prologue(family: Family, base: str) -> list[str]:
     iface = "-i lo" if base == "INPUT" else "-o lo"
     lines = [
-        Line(base, "-m conntrack --ctstate INVALID", "DROP", "always: invalid packets"),
-        Line(base, "-m conntrack --ctstate RELATED,ESTABLISHED", "ACCEPT", "always: established and related"),
-        Line(base, iface, "ACCEPT", "always: loopback"),
+        line(base, "-m conntrack --ctstate INVALID", "DROP", "always: invalid packets"),
+        line(base, "-m conntrack --ctstate RELATED,ESTABLISHED", "ACCEPT", "always: established and related"),
+        line(base, iface, "ACCEPT", "always: loopback"),
     ]
     if family.number == 6:
         for icmp_type, code, hoplimit, what in ICMPV6_ESSENTIAL:
             match = f"-p ipv6-icmp --icmpv6-type {icmp_type}" + (f"/{code}" if code is not None else "")
             if hoplimit is not None:
                 match += f" -m hl --hl-eq {hoplimit}"
-            lines.append(Line(base, match, "ACCEPT", f"always: ICMPv6 {what} (RFC 4890)"))
+            lines.append(line(base, match, "ACCEPT", f"always: ICMPv6 {what} (RFC 4890)"))
     return lines
 
 
-def lower(ruleset: Ruleset, family: Family) -> dict[str, object]:
-    comments = _Comments(ruleset)
+def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> dict[str, object]:
+    """The template's view model for one family (``shared``: what the other family's
+    lowering already made)."""
+    shared = shared or _Lowering(ruleset)
     chains: dict[str, str] = {}
-    lines: list[Line] = []
-    rule_lines: list[Line] = []
+    lines: list[str] = []
+    rule_lines: list[str] = []
     uses_reject = False
     for direction, base in ((Direction.IN, "INPUT"), (Direction.OUT, "OUTPUT")):
         default = ruleset.defaults.for_direction(direction)
         chains[base] = "ACCEPT" if default is Action.ALLOW else "DROP"
         lines.extend(_prologue(family, base))
-        rules = ruleset.rules_for(direction, family.number)
-        for segment in segments(rules):
+        segments = plan(ruleset, direction, family.number)
+        for segment in segments:
             if isinstance(segment, Run):
-                lines.extend(_run_lines(ruleset, segment, base, comments))
+                lines.extend(shared.run(segment, base))
+                for rule in segment.rules:
+                    if rule.logged:
+                        rule_lines.extend(shared.identity_chain(rule))
+                    uses_reject |= rule.action is Action.DENY and ruleset.defaults.reject
             else:
-                lines.extend(_single_lines(ruleset, segment.rule, family, base, comments))
-        for rule in rules:
-            if rule.logged:
-                rule_lines.extend(_identity_chain(ruleset, rule, comments))
-            uses_reject |= rule.action is Action.DENY and ruleset.defaults.reject
+                rule = segment.rule
+                lines.extend(shared.single(rule, family, base))
+                if rule.logged:
+                    rule_lines.extend(shared.identity_chain(rule))
+                uses_reject |= rule.action is Action.DENY and ruleset.defaults.reject
         if default is Action.DENY:
-            lines.append(Line(base, "", _verdict(ruleset, Action.DENY), f"default: {direction.value}bound deny"))
+            lines.append(line(base, "", _verdict(ruleset, Action.DENY), f"default: {direction.value}bound deny"))
             uses_reject |= ruleset.defaults.reject
     user_chains = ([REJECT_CHAIN] if uses_reject else []) + [
         chain_name(rule) for rule in ruleset.rules if rule.logged and rule.applies_to(family.number)
     ]
     reject_lines = [
-        Line(REJECT_CHAIN, "-p tcp", "REJECT --reject-with tcp-reset"),
-        Line(REJECT_CHAIN, "-p udp", f"REJECT --reject-with {family.icmp_unreachable}"),
-        Line(REJECT_CHAIN, "", f"REJECT --reject-with {family.icmp_prohibited}"),
+        line(REJECT_CHAIN, "-p tcp", "REJECT --reject-with tcp-reset"),
+        line(REJECT_CHAIN, "-p udp", f"REJECT --reject-with {family.icmp_unreachable}"),
+        line(REJECT_CHAIN, "", f"REJECT --reject-with {family.icmp_prohibited}"),
     ] if uses_reject else []
     return {
         "header": [
-            sanitize.shell_comment(line) for line in rendering.header_lines(ruleset, f"{NAME} (IPv{family.number})")
+            sanitize.shell_comment(text) for text in rendering.header_lines(ruleset, f"{NAME} (IPv{family.number})")
         ],
         "description": sanitize.shell_comment(ruleset.description, 500),
         "policy": ruleset.name,
@@ -218,8 +233,9 @@ def lower(ruleset: Ruleset, family: Family) -> dict[str, object]:
 
 
 def render(ruleset: Ruleset) -> TargetOutput:
+    shared = _Lowering(ruleset)
     files = {
-        f"iptables/{family.filename}": rendering.render("iptables/rules.j2", **lower(ruleset, family))
+        f"iptables/{family.filename}": rendering.render("iptables/rules.j2", **lower(ruleset, family, shared))
         for family in FAMILIES
     }
     return TargetOutput(files=files)
