@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import bisect
 import functools
-import hashlib
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
@@ -33,7 +31,7 @@ from fwgen.ir import Action, Direction, Protocol
 from fwgen.policy import Policy, PolicyRule, load_policy
 from fwgen.registry import Registry
 from fwgen.resolve import compile_policy
-from fwgen.yamlsource import Source, compose
+from fwgen.yamlsource import Source
 
 Decider = int | None  # the deciding rule's index in the policy; None = the default
 Span = tuple[int, int]  # an inclusive integer interval: ports or addresses
@@ -72,27 +70,20 @@ class Check:
 
 class Locator:
     """Where keys were written, for findings about things ``Policy`` keeps no location
-    for (defaults, monitor.rate, from/to, log, acknowledge items). Reads the file again;
-    when it changed since loading, every answer falls back to the policy's first line."""
+    for (defaults, monitor.rate, from/to, log, acknowledge items): read from the nodes
+    the policy was loaded from; without them every answer is the policy's first line."""
 
     def __init__(self, policy: Policy) -> None:
         self.root = Location(policy.path, 1, 1)
         self._top: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         self._rules: list[dict[str, yaml.Node]] = []
         self._source: Source | None = None
-        try:
-            raw = Path(policy.path).read_bytes()
-            if hashlib.sha256(raw).hexdigest() != policy.sha256:
-                return
-            source = Source(policy.path, raw.decode("utf-8"))
-            root = compose(source)
-        except (OSError, UnicodeDecodeError, PolicyError):
+        document = policy.document
+        if document is None or not isinstance(document.root, yaml.MappingNode):
             return
-        if not isinstance(root, yaml.MappingNode):
-            return
-        self._source = source
-        self.root = source.at(root)
-        self._top = {k.value: (k, v) for k, v in root.value}
+        self._source = document.source
+        self.root = document.at(document.root)
+        self._top = {k.value: (k, v) for k, v in document.root.value}
         rules = self._top.get("rules", (None, None))[1]
         if isinstance(rules, yaml.SequenceNode):
             self._rules = [

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from fwgen.errors import Location, PolicyError, shorten
-from fwgen.yamlsource import BOOL_TAG, INT_TAG, NULL_TAG, STR_TAG, Source, compose, describe
+from fwgen.yamlsource import BOOL_TAG, INT_TAG, NULL_TAG, STR_TAG, Document, Source, compose, describe
 
 POLICY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,19}")
 RULE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -73,6 +73,8 @@ class Policy:
     rate_per: str
     rules: tuple[PolicyRule, ...]
     acknowledge: tuple[str, ...] = ()  # lint finding ids the reviewers accepted (docs/lint.md)
+    # The nodes it was read from, so lint can locate keys Policy keeps no location for.
+    document: Document | None = field(default=None, compare=False, repr=False)
 
 
 class _Reader:
@@ -256,6 +258,7 @@ def parse_policy(source: Source, sha256: str) -> Policy:
         path=source.path, sha256=sha256, name=name, description=description,
         inbound=inbound, outbound=outbound, deny=deny,
         log_prefix=prefix, rate=rate, rate_per=per, rules=tuple(rules), acknowledge=acknowledge,
+        document=Document(source, root),
     )
 
 

@@ -30,6 +30,17 @@ class Source:
         return Location(self.path, mark.line + 1, mark.column + 1)
 
 
+@dataclass(frozen=True)
+class Document:
+    """A composed policy file: its nodes, and the source their marks point into."""
+
+    source: Source
+    root: yaml.Node
+
+    def at(self, node: yaml.Node) -> Location:
+        return self.source.at(node)
+
+
 def compose(source: Source) -> yaml.Node | None:
     """Parse one YAML document into nodes, turning every problem into a located error."""
     for lineno, text in enumerate(source.text.splitlines(), start=1):

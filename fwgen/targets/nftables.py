@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from fwgen import render as rendering
 from fwgen import sanitize
 from fwgen.ir import ALL_PORTS, Action, Direction, Protocol, Rule, Ruleset
-from fwgen.lowering import Run, first_match_partition, merge_adjacent, segments
+from fwgen.lowering import Run, merge_adjacent, plan
 from fwgen.targets import TargetOutput
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
 
@@ -46,20 +46,19 @@ _ICMPV6_NAMES = {
 class NftSet:
     name: str
     type: str
-    lines: tuple[str, ...]  # element lines, comma-joined
+    lines: tuple[str, ...]  # element lines: comma-separated, each but the last ending in ","
 
 
-@dataclass(frozen=True)
-class NftRule:
-    text: str
-    comment: str = ""
+def nft_rule(text: str, comment: str = "") -> str:
+    """One rule line: the statement, then its comment (already made safe)."""
+    return f'{text} comment "{comment}"' if comment else text
 
 
 @dataclass(frozen=True)
 class NftChain:
     name: str
     base: str  # "" for regular chains, else "type filter hook input priority filter; policy drop;"
-    rules: tuple[NftRule, ...]
+    rules: tuple[str, ...]  # rule lines
 
 
 def object_name(rule: Rule) -> str:
@@ -69,7 +68,8 @@ def object_name(rule: Rule) -> str:
 
 
 def _elements(items: list[str], per_line: int = ELEMENTS_PER_LINE) -> tuple[str, ...]:
-    return tuple(", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line))
+    return tuple(", ".join(items[i : i + per_line]) + ("," if i + per_line < len(items) else "")
+                 for i in range(0, len(items), per_line))
 
 
 def _networks(networks: tuple[ipaddress.IPv4Network, ...] | tuple[ipaddress.IPv6Network, ...]) -> list[str]:
@@ -98,14 +98,14 @@ def _comment(ruleset: Ruleset, rule: Rule) -> str:
 
 def _identity_chain(ruleset: Ruleset, rule: Rule) -> NftChain:
     obj = object_name(rule)
-    body: list[NftRule] = []
+    body: list[str] = []
     if rule.logged:
         monitor = ruleset.monitor
-        body.append(NftRule(
+        body.append(nft_rule(
             f"limit rate {monitor.rate}/{monitor.per} burst {log_burst(ruleset)} packets "
             f'log prefix "{log_tag(ruleset, rule)}"'
         ))
-    body.append(NftRule(f"counter name {obj} {_verdict(ruleset, rule.action)}", _comment(ruleset, rule)))
+    body.append(nft_rule(f"counter name {obj} {_verdict(ruleset, rule.action)}", _comment(ruleset, rule)))
     return NftChain(obj, "", tuple(body))
 
 
@@ -116,7 +116,7 @@ def _port_groups(tcp: object, udp: object) -> list[tuple[str, str]]:
     return [(f"meta l4proto {p.value}", p.value) for p, v in ((Protocol.TCP, tcp), (Protocol.UDP, udp)) if v]
 
 
-def _lower_single(ruleset: Ruleset, rule: Rule) -> tuple[list[NftSet], list[NftRule]]:
+def _lower_single(ruleset: Ruleset, rule: Rule) -> tuple[list[NftSet], list[str]]:
     """An address-restricted rule: named sets for its ports and networks, one base-chain
     rule per (family, protocol group)."""
     obj = object_name(rule)
@@ -143,7 +143,7 @@ def _lower_single(ruleset: Ruleset, rule: Rule) -> tuple[list[NftSet], list[NftR
             address_matches.append(f"{l3} {field} @{set_name}")
     comment = _comment(ruleset, rule)
     rules = [
-        NftRule(f"{addr} {ports} {_dispatch(rule)}", comment)
+        nft_rule(f"{addr} {ports} {_dispatch(rule)}", comment)
         for addr in address_matches
         for ports in port_matches
     ]
@@ -158,31 +158,31 @@ def _run_comment(ruleset: Ruleset, run: Run) -> str:
     return sanitize.nft_comment(f"first match of rules {first.name} .. {last.name} ({where})")
 
 
-def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet], list[NftRule]]:
+def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet], list[str]]:
     """Consecutive address-free rules: one verdict map lookup per protocol group, mapping
     each port interval to its first-match rule's verdict."""
     maps = {
         proto: [(str(pr), verdict) for pr, verdict, _ in merge_adjacent(
-            first_match_partition(run.rules, proto), _dispatch)]
+            run.partition(proto), _dispatch)]
         for proto in (Protocol.TCP, Protocol.UDP)
     }
     sets: list[NftSet] = []
-    rules: list[NftRule] = []
+    rules: list[str] = []
     for l4, suffix in _port_groups(maps[Protocol.TCP], maps[Protocol.UDP]):
         entries = maps[Protocol.UDP if suffix == "udp" else Protocol.TCP]
         name = f"{map_name}_{suffix}"
         sets.append(NftSet(name, "inet_service : verdict", _elements(
             [f"{ports} : {verdict}" for ports, verdict in entries], MAP_ELEMENTS_PER_LINE)))
-        rules.append(NftRule(f"{l4} th dport vmap @{name}", _run_comment(ruleset, run)))
+        rules.append(nft_rule(f"{l4} th dport vmap @{name}", _run_comment(ruleset, run)))
     return sets, rules
 
 
-def _prologue(direction: Direction) -> list[NftRule]:
+def _prologue(direction: Direction) -> list[str]:
     iface = "iif" if direction is Direction.IN else "oif"
     rules = [
-        NftRule("ct state invalid drop", "always: invalid packets"),
-        NftRule("ct state established,related accept", "always: established and related traffic"),
-        NftRule(f'{iface} "lo" accept', "always: loopback"),
+        nft_rule("ct state invalid drop", "always: invalid packets"),
+        nft_rule("ct state established,related accept", "always: established and related traffic"),
+        nft_rule(f'{iface} "lo" accept', "always: loopback"),
     ]
     # RFC 4890's list, grouped into one rule per (code, hop limit) shape.
     groups: dict[tuple[int | None, int | None], list[int]] = {}
@@ -197,8 +197,8 @@ def _prologue(direction: Direction) -> list[NftRule]:
         text = f"icmpv6 type {{ {names} }}"
         if hoplimit is not None:
             text += f" ip6 hoplimit {hoplimit}"
-        rules.append(NftRule(f"{text} accept", "always: ICMPv6 IPv6 needs (RFC 4890)"))
-    rules.append(NftRule(
+        rules.append(nft_rule(f"{text} accept", "always: ICMPv6 IPv6 needs (RFC 4890)"))
+    rules.append(nft_rule(
         f"icmpv6 type . icmpv6 code {{ {', '.join(by_code)} }} accept",
         "always: ICMPv6 errors IPv6 needs (RFC 4890)",
     ))
@@ -213,7 +213,7 @@ def lower(ruleset: Ruleset) -> dict[str, object]:
     for direction, hook in ((Direction.IN, "input"), (Direction.OUT, "output")):
         default = ruleset.defaults.for_direction(direction)
         rules = _prologue(direction)
-        for number, segment in enumerate(segments(ruleset.rules_for(direction)), start=1):
+        for number, segment in enumerate(plan(ruleset, direction), start=1):
             if isinstance(segment, Run):
                 run_maps, run_rules = _lower_run(ruleset, segment, f"{hook}_{number}")
                 maps.extend(run_maps)
@@ -224,7 +224,7 @@ def lower(ruleset: Ruleset) -> dict[str, object]:
                 rules.extend(single_rules)
         policy = "accept" if default is Action.ALLOW else "drop"
         if default is Action.DENY:
-            rules.append(NftRule(
+            rules.append(nft_rule(
                 f"counter name default_{hook} {_verdict(ruleset, Action.DENY)}",
                 f"default: {direction.value}bound deny",
             ))
