@@ -45,12 +45,7 @@ def build(
 ) -> BuildResult:
     """``lint_errors``: also refuse (``PolicyError`` at the finding) a policy with an
     unacknowledged error-level lint finding, as ``fwgen build`` does (docs/lint.md)."""
-    policy = load_policy(policy_path)
-    ruleset = compile_policy(policy, registry)
-    if lint_errors:
-        from fwgen.lint import check_errors
-
-        check_errors(policy, ruleset, registry)
+    ruleset = _checked_ruleset(policy_path, registry, lint_errors)
     table = _targets()
     files: dict[str, str] = {}
     warnings: list[str] = []
@@ -60,6 +55,19 @@ def build(
             files.update(output.files)
             warnings.extend(output.warnings)
     return BuildResult(ruleset, files, warnings)
+
+
+def _checked_ruleset(policy_path: str, registry: Registry, lint_errors: bool) -> Ruleset:
+    """The policy (and the YAML nodes lint locates findings in) is released when this
+    returns, before the targets render: for thousands of rules the nodes would otherwise
+    add a fifth to peak memory."""
+    policy = load_policy(policy_path)
+    ruleset = compile_policy(policy, registry)
+    if lint_errors:
+        from fwgen.lint import check_errors
+
+        check_errors(policy, ruleset, registry)
+    return ruleset
 
 
 def write_atomically(outdir: str | os.PathLike[str], files: dict[str, str]) -> list[Path]:

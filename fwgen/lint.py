@@ -224,14 +224,19 @@ class Context:
         self.rule = {r.index: r for r in ruleset.rules}
         self.source_rule = {r.index: r for r in policy.rules}
         self.raised: set[str] = set()  # ids found by the other checks (for ``after`` checks)
+        self._tables: dict[tuple[Direction, Protocol], Table] = {}
 
     @functools.cached_property
     def where(self) -> Locator:
         return Locator(self.policy)
 
-    @functools.cache  # noqa: B019 - one Context per lint run
     def table(self, direction: Direction, protocol: Protocol) -> Table:
-        return Table(self.ruleset.rules_for(direction), protocol)
+        """Made once per context (a per-instance memo: a ``functools.cache`` on the method
+        would keep every context, its policy and the policy's YAML nodes alive)."""
+        table = self._tables.get((direction, protocol))
+        if table is None:
+            table = self._tables[(direction, protocol)] = Table(self.ruleset.rules_for(direction), protocol)
+        return table
 
     # -- verdicts
 
