@@ -22,18 +22,26 @@ PORT_MIN = 0
 PORT_MAX = 65535
 
 
-class Action(enum.Enum):
+class _FastEnum(enum.Enum):
+    """Members are singletons compared by identity, so they hash by identity too: Enum's
+    own ``__hash__`` is a Python-level call, paid on every dict or set lookup keyed by a
+    member (tens of thousands per build). No output depends on hash order."""
+
+    __hash__ = object.__hash__
+
+
+class Action(_FastEnum):
     ALLOW = "allow"
     DENY = "deny"
     MONITOR = "monitor"
 
 
-class Direction(enum.Enum):
+class Direction(_FastEnum):
     IN = "in"
     OUT = "out"
 
 
-class Protocol(enum.Enum):
+class Protocol(_FastEnum):
     TCP = "tcp"
     UDP = "udp"
 

@@ -25,7 +25,10 @@ _HEX_OR_OCTAL = re.compile(r"0[xXoO][0-9a-fA-F_]+")
 _NUMBERISH = re.compile(r"[-+0-9._:]+")
 
 _BOTH = (Protocol.TCP, Protocol.UDP)
-_PROTOCOL = {p.value: p for p in Protocol}  # a dict lookup is far cheaper than Enum(value)
+# dict lookups are far cheaper than Enum(value)
+_PROTOCOL = {p.value: p for p in Protocol}
+_ACTION = {a.value: a for a in Action}
+_DIRECTION = {d.value: d for d in Direction}
 
 Pair = tuple[Protocol, PortRange]
 
@@ -111,7 +114,7 @@ def _service_pairs(
 def resolve_ports(rule: PolicyRule, registry: Registry) -> dict[Protocol, tuple[PortRange, ...]]:
     """The rule's ports per protocol, merged; protocols it does not cover are absent."""
     rule_protocol = rule.protocol.value if rule.protocol else None
-    default_protocols = (Protocol(rule_protocol),) if rule_protocol in ("tcp", "udp") else _BOTH
+    default_protocols = (_PROTOCOL[rule_protocol],) if rule_protocol in ("tcp", "udp") else _BOTH
     pairs: list[Pair] = []
     if rule.ports is not None:
         for entry in rule.ports:
@@ -155,9 +158,9 @@ def resolve_rule(rule: PolicyRule, registry: Registry) -> ir.Rule:
         index=rule.index,
         name=rule.name,
         location=rule.location,
-        action=Action(rule.action),
+        action=_ACTION[rule.action],
         log=rule.log,
-        direction=Direction(rule.direction),
+        direction=_DIRECTION[rule.direction],
         ports=tuple(ports.items()),
         remote_v4=remote_v4,
         remote_v6=remote_v6,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fwgen import render as rendering
 from fwgen import sanitize
-from fwgen.ir import ALL_PORTS, Action, Direction, PortRange, Protocol, Rule, Ruleset
+from fwgen.ir import PORT_MAX, PORT_MIN, PROTOCOLS, Action, Direction, PortRange, Rule, Ruleset
 from fwgen.lowering import Run, merge_adjacent, plan
 from fwgen.targets import TargetOutput
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
@@ -60,7 +60,7 @@ def port_chunks(ranges: tuple[PortRange, ...] | list[PortRange]) -> list[str]:
     """Port match options, each within multiport's 15 slots (a range takes two)."""
     if len(ranges) == 1:
         r = ranges[0]
-        if r == ALL_PORTS[0]:
+        if r.lo == PORT_MIN and r.hi == PORT_MAX:
             return [""]
         return [f"--dport {r.lo}" if r.lo == r.hi else f"--dport {r.lo}:{r.hi}"]
     chunks: list[list[str]] = [[]]
@@ -150,19 +150,23 @@ class _Lowering:
         ruleset = self.ruleset
         lines: list[str] = []
         target_of = {rule.index: _target(ruleset, rule) for rule in run.rules}
-        for proto in (Protocol.TCP, Protocol.UDP):
+        for proto in PROTOCOLS:
             by_target: dict[str, tuple[list[PortRange], list[Rule]]] = {}
             for ports, target, owners in merge_adjacent(run.partition(proto), lambda r: target_of[r.index]):
-                ranges, rules = by_target.setdefault(str(target), ([], []))
-                ranges.append(ports)
+                group = by_target.get(str(target))
+                if group is None:
+                    by_target[str(target)] = ([ports], list(owners))
+                    continue
+                group[0].append(ports)
+                rules = group[1]
                 for owner in owners:
-                    if not rules or rules[-1] is not owner:
+                    if rules[-1] is not owner:
                         rules.append(owner)
+            protocol = f"-p {proto.value}"
             for target, (ranges, rules) in by_target.items():
                 comment = self.comment_of(rules)
                 for match in port_chunks(ranges):
-                    lines.append(line(base, f"-p {proto.value} {match}" if match else f"-p {proto.value}",
-                                      target, comment))
+                    lines.append(line(base, f"{protocol} {match}" if match else protocol, target, comment))
         self.runs[(base, id(run))] = (run, lines)  # keeping the run keeps its id unique
         return lines
 
