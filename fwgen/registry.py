@@ -15,8 +15,8 @@ Semantics worth knowing (see the data README for the full list of quirks):
 * One name may cover several ports (``http-alt`` is 591, 8008 and 8080) and a row may be
   a range (``x11`` is 6000-6063).
 
-Loading is cheap: the bundle is one JSON document whose records stay plain lists;
-``Record`` objects and the lookup indexes are built on first use.
+Loading is cheap: the bundle is one JSON document whose records stay plain lists; they
+are parsed, and ``Record`` objects and the lookup indexes built, on first use.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import functools
 import gc
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,12 +64,24 @@ def _fuzzy_key(name: str) -> str:
 class Registry:
     """All records of one registry edition, with name and port lookups."""
 
-    def __init__(self, edition: str, sha256: str, source_name: str, rows: Sequence[Sequence[Any]]):
-        """``rows`` are sequences in ``COLUMNS`` order (the bundle's and the parsers' form)."""
+    def __init__(
+        self, edition: str, sha256: str, source_name: str,
+        rows: Sequence[Sequence[Any]] | Callable[[], Sequence[Sequence[Any]]],
+    ):
+        """``rows`` are sequences in ``COLUMNS`` order (the bundle's and the parsers' form),
+        or a function returning them, called on first use: a build whose policy names no
+        service needs only the edition and hash, never the 14,000 rows."""
         self.edition = edition
         self.sha256 = sha256
         self.source_name = source_name
-        self._rows = rows
+        if callable(rows):
+            self._read_rows = rows
+        else:
+            self.__dict__["_rows"] = rows
+
+    @functools.cached_property
+    def _rows(self) -> Sequence[Sequence[Any]]:
+        return self._read_rows()
 
     def __repr__(self) -> str:
         return f"<Registry {self.source_name} edition {self.edition}, {len(self._rows)} records>"
@@ -221,23 +233,34 @@ class Registry:
 
 @functools.cache
 def bundled() -> Registry:
-    """The registry packaged with fwgen (cached)."""
+    """The registry packaged with fwgen (cached). Its rows are parsed on first use."""
     with open(BUNDLE_PATH, "rb") as f:
         data = f.read()
+    # The bundle's first line is the whole document but its records, so the edition is
+    # known without parsing them (see registry_sources.bundle_bytes).
+    head = data.partition(b"\n")[0]
+    try:
+        header = json.loads(head + b"]}") if head.endswith(b'"records":[') else _parse(data)
+    except ValueError:
+        header = _parse(data)
+    if header.get("format") != BUNDLE_FORMAT or tuple(header.get("columns", ())) != COLUMNS:
+        raise RuntimeError(f"{BUNDLE_PATH}: unsupported bundle format; rebuild it with "
+                           "python -m fwgen.registry bundle XML_PATH")
+    meta = header["meta"]
+    return Registry(meta["edition"], meta["sha256"], meta["source_name"], lambda: _parse(data)["records"])
+
+
+def _parse(data: bytes) -> dict[str, Any]:
     # The bundle is ~130,000 small objects; pausing the cyclic GC while they are created
     # roughly halves the load time (none of them can be part of a cycle).
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        doc = json.loads(data)
+        doc: dict[str, Any] = json.loads(data)
     finally:
         if gc_was_enabled:
             gc.enable()
-    if doc.get("format") != BUNDLE_FORMAT or tuple(doc.get("columns", ())) != COLUMNS:
-        raise RuntimeError(f"{BUNDLE_PATH}: unsupported bundle format; rebuild it with "
-                           "python -m fwgen.registry bundle XML_PATH")
-    meta = doc["meta"]
-    return Registry(meta["edition"], meta["sha256"], meta["source_name"], doc["records"])
+    return doc
 
 
 def load(path: str) -> Registry:

@@ -297,7 +297,9 @@ def parse_csv(data: bytes, path: str, digest: str, name: str) -> Parsed:
 
 
 def bundle_bytes(parsed: Parsed) -> bytes:
-    """The bundle: UTF-8 JSON, one record per line (so registry updates diff well).
+    """The bundle: UTF-8 JSON, one record per line (so registry updates diff well). The
+    first line is everything but the records, ending in ``"records":[``, so ``bundled()``
+    reads the edition without parsing the records.
 
     Deterministic: keys sorted, no timestamps, nothing but the parsed data.
     """

@@ -7,6 +7,7 @@ tests read only files in the repository (fwgen/data), never ../shared.
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -512,3 +513,17 @@ def test_minimal_xml_and_csv(tmp_path: Path) -> None:
     c = registry.load(str(csv))
     assert c.edition == "2020-03-04 (csv)"
     assert c.records == (Record("Foo", 10, 12, "tcp", "a\nb", "P_Q", "", ""),)
+
+
+def test_bundled_reads_the_edition_without_parsing_the_records():
+    """The header line alone gives edition and hash; the rows are parsed on first use and
+    are exactly the document's records."""
+    registry.bundled.cache_clear()
+    reg = registry.bundled()
+    assert "_rows" not in reg.__dict__
+    doc = json.loads((DATA / "registry.json").read_bytes())
+    assert (reg.edition, reg.sha256, reg.source_name) == (
+        doc["meta"]["edition"], doc["meta"]["sha256"], doc["meta"]["source_name"]
+    )
+    assert len(reg) == len(doc["records"]) > 10000
+    assert reg.pairs("mpshrsv") == [("tcp", 1261, 1261), ("udp", 1261, 1261)]
