@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 from fwgen.ir import Ruleset
 from fwgen.policy import load_policy
@@ -29,8 +29,7 @@ def _targets() -> dict[str, ModuleType]:
 TARGET_NAMES = ("iptables", "nftables", "windows")
 
 
-@dataclass
-class BuildResult:
+class BuildResult(NamedTuple):
     ruleset: Ruleset
     files: dict[str, str]  # relative path -> text, in a stable order
     warnings: list[str]

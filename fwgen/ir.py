@@ -12,6 +12,7 @@ import enum
 import functools
 import ipaddress
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from fwgen.errors import Location
 
@@ -49,14 +50,20 @@ class Protocol(_FastEnum):
 PROTOCOLS = (Protocol.TCP, Protocol.UDP)
 
 
-@dataclass(frozen=True, order=True)
-class PortRange:
+class _Span(NamedTuple):
     lo: int
     hi: int
 
-    def __post_init__(self) -> None:
-        if not PORT_MIN <= self.lo <= self.hi <= PORT_MAX:
-            raise ValueError(f"bad port range {self.lo}-{self.hi}")
+
+class PortRange(_Span):
+    """Ports ``lo``..``hi``, inclusive: an immutable (lo, hi) pair, ordered as one."""
+
+    __slots__ = ()
+
+    def __new__(cls, lo: int, hi: int) -> PortRange:
+        if not PORT_MIN <= lo <= hi <= PORT_MAX:
+            raise ValueError(f"bad port range {lo}-{hi}")
+        return super().__new__(cls, lo, hi)
 
     def __str__(self) -> str:
         return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
@@ -123,8 +130,7 @@ class Rule:
         return ()
 
 
-@dataclass(frozen=True)
-class Defaults:
+class Defaults(NamedTuple):
     inbound: Action  # ALLOW or DENY
     outbound: Action  # ALLOW or DENY
     reject: bool  # deny: reject (True) or drop (False)
@@ -133,15 +139,13 @@ class Defaults:
         return self.inbound if direction is Direction.IN else self.outbound
 
 
-@dataclass(frozen=True)
-class MonitorSettings:
+class MonitorSettings(NamedTuple):
     log_prefix: str
     rate: int
     per: str  # second | minute | hour
 
 
-@dataclass(frozen=True)
-class SourceInfo:
+class SourceInfo(NamedTuple):
     """Where the IR came from; goes into every output header (no absolute paths)."""
 
     filename: str  # basename only

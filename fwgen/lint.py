@@ -21,6 +21,7 @@ import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import yaml
 
@@ -39,8 +40,7 @@ _SIZE = {4: 1 << 32, 6: 1 << 128}
 SEVERITIES = ("error", "warning")
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     id: str
     severity: str  # error | warning
     location: Location
@@ -54,8 +54,7 @@ class Finding:
         return (self.location.line, self.location.col, self.id, self.message)
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     """One kind of finding: ``run`` yields (location, message) pairs."""
 
     id: str

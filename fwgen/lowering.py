@@ -14,6 +14,7 @@ import bisect
 import functools
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from fwgen.ir import Direction, PortRange, Protocol, Rule, Ruleset
 
@@ -36,8 +37,7 @@ class Run:
         return partition
 
 
-@dataclass(frozen=True)
-class Single:
+class Single(NamedTuple):
     """A rule that restricts addresses, kept in its place."""
 
     rule: Rule

@@ -12,6 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -36,8 +37,7 @@ _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True)
-class Text:
+class Text(NamedTuple):
     """A scalar's source text and where it was written."""
 
     value: str

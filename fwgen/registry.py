@@ -26,8 +26,7 @@ import gc
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 BUNDLE_PATH = os.path.join(DATA_DIR, "registry.json")
@@ -42,8 +41,7 @@ TCP_UDP = ("tcp", "udp")
 _PROTO_ORDER = {"tcp": 0, "udp": 1, "sctp": 2, "dccp": 3, "": 4}
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One registry row (one ``<record>`` of the XML, one line of the CSV)."""
 
     name: str  # '' for unnamed rows (Unassigned/Reserved)

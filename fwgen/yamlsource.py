@@ -8,7 +8,7 @@ each scalar's source text and its position.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import yaml
 
@@ -20,8 +20,7 @@ except AttributeError:  # pragma: no cover - depends on how PyYAML was built
     _Loader = yaml.SafeLoader
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     path: str  # as the user gave it: error messages echo it
     text: str
 
@@ -30,8 +29,7 @@ class Source:
         return Location(self.path, mark.line + 1, mark.column + 1)
 
 
-@dataclass(frozen=True)
-class Document:
+class Document(NamedTuple):
     """A composed policy file: its nodes, and the source their marks point into."""
 
     source: Source

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass
-class TargetOutput:
+class TargetOutput(NamedTuple):
     files: dict[str, str]  # path relative to the output directory -> text
-    warnings: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] | list[str] = ()

@@ -15,7 +15,7 @@ replaces every filter rule of that family on the host (Docker's included). Shape
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fwgen import render as rendering
 from fwgen import sanitize
@@ -30,8 +30,7 @@ REJECT_CHAIN = "fwgen-reject"
 _PER = {"second": "second", "minute": "minute", "hour": "hour"}
 
 
-@dataclass(frozen=True)
-class Family:
+class Family(NamedTuple):
     number: int
     filename: str
     icmp_unreachable: str

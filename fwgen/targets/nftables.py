@@ -19,7 +19,7 @@ Shape of the output:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fwgen import render as rendering
 from fwgen import sanitize
@@ -42,8 +42,7 @@ _ICMPV6_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class NftSet:
+class NftSet(NamedTuple):
     name: str
     type: str
     lines: tuple[str, ...]  # element lines: comma-separated, each but the last ending in ","
@@ -54,8 +53,7 @@ def nft_rule(text: str, comment: str = "") -> str:
     return f'{text} comment "{comment}"' if comment else text
 
 
-@dataclass(frozen=True)
-class NftChain:
+class NftChain(NamedTuple):
     name: str
     base: str  # "" for regular chains, else "type filter hook input priority filter; policy drop;"
     rules: tuple[str, ...]  # rule lines

@@ -16,6 +16,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from fwgen import render as _render
 from fwgen.intervals import merge_spans
@@ -52,8 +53,7 @@ ALLOW = "allow"
 _VERDICT_ORDER = {BLOCK: 0, ALLOW: 1}
 
 
-@dataclass(frozen=True)
-class WinRule:
+class WinRule(NamedTuple):
     """One ``netsh advfirewall firewall add rule`` line."""
 
     direction: Direction
@@ -106,8 +106,7 @@ def _verdict(rule: Rule) -> str:
 #    all regions are gathered into ports x addresses products, one per netsh rule.
 
 
-@dataclass(frozen=True)
-class _Group:
+class _Group(NamedTuple):
     """A ports x addresses product, all of it decided with one verdict."""
 
     verdict: str
