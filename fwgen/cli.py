@@ -95,7 +95,7 @@ def build(
     if check and to_stdout:
         raise click.UsageError("--check and --stdout exclude each other")
     try:
-        result = run_build(policy, _registry(registry_path), targets or TARGETS, lint_errors=True)
+        result = run_build(policy, _registry(registry_path), targets or TARGETS, lint_errors=True, parallel=True)
     except PolicyError as error:
         _fail(error)
         return

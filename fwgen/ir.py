@@ -107,7 +107,7 @@ class Rule:
     remote_v6: tuple[IPv6Network, ...] | None
     comment: str = ""
 
-    @functools.cached_property
+    @property
     def logged(self) -> bool:
         """Monitor rules always log; allow and deny rules log when ``log: true``."""
         return self.action is Action.MONITOR or self.log

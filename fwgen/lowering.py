@@ -11,30 +11,16 @@ addresses keep their place in the order between such runs.
 from __future__ import annotations
 
 import bisect
-import functools
-from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import NamedTuple
 
 from fwgen.ir import Direction, PortRange, Protocol, Rule, Ruleset
 
 
-@dataclass(frozen=True)
-class Run:
+class Run(NamedTuple):
     """Consecutive rules without address restrictions."""
 
     rules: tuple[Rule, ...]
-
-    @functools.cached_property
-    def _partitions(self) -> dict[Protocol, list[tuple[PortRange, Rule]]]:
-        return {}
-
-    def partition(self, protocol: Protocol) -> list[tuple[PortRange, Rule]]:
-        """``first_match_partition(self.rules, protocol)``, computed once per run."""
-        partition = self._partitions.get(protocol)
-        if partition is None:
-            partition = self._partitions[protocol] = first_match_partition(self.rules, protocol)
-        return partition
 
 
 class Single(NamedTuple):
@@ -60,14 +46,31 @@ def segments(rules: tuple[Rule, ...]) -> Iterator[Run | Single]:
 def plan(ruleset: Ruleset, direction: Direction, family: int | None = None) -> tuple[Run | Single, ...]:
     """``segments(ruleset.rules_for(direction, family))``, made once per ruleset for each
     distinct rule list: iptables' two families and nftables' inet table usually select
-    the same rules, so they share the runs and, through ``Run.partition``, the
-    partitions (the costly part for thousands of rules)."""
+    the same rules, so they share the runs."""
     rules = ruleset.rules_for(direction, family)
     key = ("plan", direction, tuple(rule.index for rule in rules))
     memo = ruleset.derived
     found = memo.get(key)
     if found is None:
         found = memo[key] = tuple(segments(rules))
+    return found  # type: ignore[return-value]
+
+
+def partition(ruleset: Ruleset, rules: Iterable[Rule], protocol: Protocol) -> list[tuple[PortRange, Rule]]:
+    """``first_match_partition`` of those of ``rules`` (rules of ``ruleset``, in order)
+    that have ports in ``protocol``, made once per ruleset for each distinct list: every
+    target asks for the same ones, and for thousands of rules it is the costly part."""
+    rules = tuple(rules)
+    memo = ruleset.derived
+    asked = ("partition", protocol, tuple(rule.index for rule in rules))
+    found = memo.get(asked)
+    if found is None:
+        relevant = tuple(rule for rule in rules if rule.port_ranges(protocol))
+        key = ("partition", protocol, tuple(rule.index for rule in relevant))
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = first_match_partition(relevant, protocol)
+        memo[asked] = found
     return found  # type: ignore[return-value]
 
 

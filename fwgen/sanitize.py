@@ -12,6 +12,15 @@ from __future__ import annotations
 import re
 
 
+def _unchanged(text: str, limit: int, unsafe: re.Pattern[str]) -> bool:
+    """True when sanitizing would return ``text`` as it is (the common case, checked
+    with a few C-level scans): short printable ASCII, single-spaced, nothing unsafe."""
+    return (
+        len(text) <= limit and text.isascii() and text.isprintable() and "  " not in text
+        and text[:1] != " " and text[-1:] != " " and unsafe.search(text) is None
+    )
+
+
 def _one_line(text: str) -> str:
     if not text.isprintable():  # rare: only then look at each character
         text = "".join(c if c.isprintable() else " " for c in text)
@@ -25,8 +34,13 @@ def _truncate_bytes(text: str, limit: int) -> str:
     return raw[:limit].decode("utf-8", errors="ignore").rstrip()
 
 
+_NFT_UNSAFE = re.compile(r'"')
+
+
 def nft_comment(text: str) -> str:
     """nft comments: double-quoted, no escape for ``"`` inside, at most 128 bytes."""
+    if _unchanged(text, 128, _NFT_UNSAFE):
+        return text
     return _truncate_bytes(_one_line(text).replace('"', "'"), 128)
 
 
@@ -36,6 +50,8 @@ _IPT_UNSAFE = re.compile(r"[\"'\\`$]")
 def iptables_comment(text: str) -> str:
     """iptables-restore comments: no quotes or backslashes (its tokenizer reads them),
     no newline, at most 255 bytes (the kernel's limit)."""
+    if _unchanged(text, 255, _IPT_UNSAFE):
+        return text
     return _truncate_bytes(_IPT_UNSAFE.sub("_", _one_line(text)), 255)
 
 

@@ -131,3 +131,38 @@ def test_merge_ranges_is_canonical() -> None:
 
     assert merge_ranges([PortRange(5, 9), PortRange(1, 3), PortRange(4, 4), PortRange(20, 30),
                          PortRange(25, 26)]) == (PortRange(1, 9), PortRange(20, 30))
+
+
+TRICKY_SCALARS = [
+    "yes", "no", "on", "off", "true", "False", "~", "null", "", "0", "010", "0x50", "0o17", "1_000",
+    "20:21", "1:2:3", "-1", "+1", ".5", "1e3", ".inf", "-.Inf", ".nan", "2001-12-14", "=", "<<",
+    "http", "ssh/tcp", "x11", "10.0.0.0/8", "::1", "a b", "1-2", "mpshrsv",
+]
+
+
+def test_policy_loader_tags_every_scalar_as_the_safe_loader_does():
+    """fwgen's loader remembers each distinct scalar's tag; it must resolve exactly as
+    PyYAML's safe loader, for plain and quoted scalars, seen once or many times."""
+    import yaml
+
+    from fwgen.yamlsource import Source, compose
+
+    items = [*TRICKY_SCALARS, *TRICKY_SCALARS]  # each twice: the second is remembered
+    lines = ["plain:"] + [f"  - {s}" for s in items if s] + ["quoted:"]
+    lines += [f"  - '{s}'" for s in items] + ['  - "' + s + '"' for s in items]
+    lines += ["keys:"] + [f"  {s or 'empty'}: {s}" for s in dict.fromkeys(TRICKY_SCALARS) if s != "<<"]
+    text = "\n".join(lines) + "\n"
+
+    def tags(node):
+        if isinstance(node, yaml.ScalarNode):
+            return [(node.tag, node.value, node.start_mark.line)]
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
+        return [(node.tag, None, node.start_mark.line)] + [t for child in children for t in tags(child)]
+
+    ours = tags(compose(Source("t.yaml", text)))
+    theirs = tags(yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    assert ours == theirs
+    assert {tag for tag, _, _ in ours} >= {
+        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:null", "tag:yaml.org,2002:str",
+        "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp",
+    }

@@ -701,7 +701,8 @@ def test_random_policies_match_first_match_semantics(rs, seed):
 )
 def test_paint_gives_each_port_its_first_matching_rule(spec):
     port_lists = {rid: merge_spans(ranges) for rid, ranges in enumerate(spec)}
-    runs = windows._paint(tuple(port_lists), port_lists)
+    rs = ruleset(*(rule(rid + 1, ALLOW, tcp=ports(*spans)) for rid, spans in port_lists.items()))
+    runs = windows._paint(rs, tuple(port_lists), TCP)
     assert runs == sorted(runs)
     # disjoint, and touching runs belong to different rules
     assert all(a[1] < b[0] and (a[1] + 1 < b[0] or a[2] != b[2]) for a, b in itertools.pairwise(runs))

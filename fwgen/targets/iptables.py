@@ -20,7 +20,7 @@ from typing import NamedTuple
 from fwgen import render as rendering
 from fwgen import sanitize
 from fwgen.ir import PORT_MAX, PORT_MIN, PROTOCOLS, Action, Direction, PortRange, Rule, Ruleset
-from fwgen.lowering import Run, merge_adjacent, plan
+from fwgen.lowering import Run, merge_adjacent, partition, plan
 from fwgen.targets import TargetOutput
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
 
@@ -96,6 +96,8 @@ class _Lowering:
         self.comments: dict[int, str] = {}
         self.identity: dict[int, list[str]] = {}
         self.runs: dict[tuple[str, int], tuple[Run, list[str]]] = {}  # (base, id(run)) -> (run, lines)
+        monitor = ruleset.monitor
+        self.limit = f"-m limit --limit {monitor.rate}/{_PER[monitor.per]} --limit-burst {log_burst(ruleset)}"
 
     def comment(self, rule: Rule) -> str:
         text = self.comments.get(rule.index)
@@ -114,15 +116,10 @@ class _Lowering:
         """A logged rule's own chain: the rate-limited LOG, then the verdict."""
         lines = self.identity.get(rule.index)
         if lines is None:
-            ruleset, own = self.ruleset, chain_name(rule)
-            monitor = ruleset.monitor
+            own = chain_name(rule)
             lines = self.identity[rule.index] = [
-                line(
-                    own,
-                    f"-m limit --limit {monitor.rate}/{_PER[monitor.per]} --limit-burst {log_burst(ruleset)}",
-                    f'LOG --log-prefix "{log_tag(ruleset, rule)}"',
-                ),
-                line(own, "", _verdict(ruleset, rule.action), self.comment(rule)),
+                line(own, self.limit, f'LOG --log-prefix "{log_tag(self.ruleset, rule)}"'),
+                line(own, "", _verdict(self.ruleset, rule.action), self.comment(rule)),
             ]
         return lines
 
@@ -151,7 +148,8 @@ class _Lowering:
         target_of = {rule.index: _target(ruleset, rule) for rule in run.rules}
         for proto in PROTOCOLS:
             by_target: dict[str, tuple[list[PortRange], list[Rule]]] = {}
-            for ports, target, owners in merge_adjacent(run.partition(proto), lambda r: target_of[r.index]):
+            cells = partition(ruleset, run.rules, proto)
+            for ports, target, owners in merge_adjacent(cells, lambda r: target_of[r.index]):
                 group = by_target.get(str(target))
                 if group is None:
                     by_target[str(target)] = ([ports], list(owners))

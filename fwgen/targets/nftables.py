@@ -24,7 +24,7 @@ from typing import NamedTuple
 from fwgen import render as rendering
 from fwgen import sanitize
 from fwgen.ir import ALL_PORTS, Action, Direction, Protocol, Rule, Ruleset
-from fwgen.lowering import Run, merge_adjacent, plan
+from fwgen.lowering import Run, merge_adjacent, partition, plan
 from fwgen.targets import TargetOutput
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
 
@@ -161,7 +161,7 @@ def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet],
     each port interval to its first-match rule's verdict."""
     maps = {
         proto: [(str(pr), verdict) for pr, verdict, _ in merge_adjacent(
-            run.partition(proto), _dispatch)]
+            partition(ruleset, run.rules, proto), _dispatch)]
         for proto in (Protocol.TCP, Protocol.UDP)
     }
     sets: list[NftSet] = []

@@ -31,6 +31,7 @@ from fwgen.ir import (
     Rule,
     Ruleset,
 )
+from fwgen.lowering import partition
 from fwgen.sanitize import windows_text
 from fwgen.targets import TargetOutput
 
@@ -97,11 +98,9 @@ def _verdict(rule: Rule) -> str:
 #    the rules' networks. Every address cell is covered by a fixed list of rules; cells
 #    covered by the same list form one ``_Region`` (rule ids are indexes into
 #    ``ruleset.rules``, so a list in id order is a list in policy order).
-# 2. Paint (``_paint``): a region's port space is cut at every edge of its rules' port
-#    ranges. Taking the rules in policy order, each rule paints the elementary port
-#    intervals of its ranges that no earlier rule painted: the first match. A
-#    union-find "next unpainted interval" pointer skips painted intervals, so every
-#    interval is painted once. The result is a list of runs (lo, hi, rule id).
+# 2. Paint (``_paint``): a region's first-match partition of the port space (each port
+#    interval with the first of the region's rules covering it), as a list of runs
+#    (lo, hi, rule id). It is ``lowering.partition``, which the Linux targets share.
 # 3. Group (``_group_by_ports`` / ``_group_by_addresses``): for each verdict, the runs of
 #    all regions are gathered into ports x addresses products, one per netsh rule.
 
@@ -168,45 +167,18 @@ def _address_cells(
     return cells
 
 
-def _paint(rule_ids: tuple[int, ...], ports: dict[int, list[Interval]]) -> list[Run]:
-    """First match over the port space for rules ``rule_ids`` (in policy order)."""
-    # Elementary intervals: piece k is edges[k] .. edges[k + 1] - 1.
-    bounds = {PORT_MIN, PORT_MAX + 1}
-    for rid in rule_ids:
-        for lo, hi in ports[rid]:
-            bounds.add(lo)
-            bounds.add(hi + 1)
-    edges = sorted(bounds)
-    index = {edge: k for k, edge in enumerate(edges)}
-    pieces = len(edges) - 1
-    owner = [-1] * pieces  # the rule that painted each piece; -1: none (yet)
-    # nxt[k] leads to the first unpainted piece >= k (``pieces`` when there is none).
-    nxt = list(range(pieces + 1))
-
-    def first_unpainted(k: int) -> int:
-        root = k
-        while nxt[root] != root:
-            root = nxt[root]
-        while nxt[k] != root:  # path compression
-            nxt[k], k = root, nxt[k]
-        return root
-
-    for rid in rule_ids:
-        for lo, hi in ports[rid]:
-            k, end = first_unpainted(index[lo]), index[hi + 1]
-            while k < end:
-                owner[k] = rid
-                nxt[k] = k + 1
-                k = first_unpainted(k + 1)
-
+def _paint(ruleset: Ruleset, rule_ids: tuple[int, ...], protocol: Protocol) -> list[Run]:
+    """First match over the port space for rules ``rule_ids`` (in policy order): the
+    shared partition (``lowering.partition``, also what the Linux targets use), its
+    touching intervals of the same rule joined into runs."""
+    rules = ruleset.rules
     runs: list[Run] = []
-    for k, rid in enumerate(owner):
-        if rid < 0:
-            continue
-        if k and owner[k - 1] == rid:  # the run of the piece before goes on
-            runs[-1] = (runs[-1][0], edges[k + 1] - 1, rid)
+    for ports, rule in partition(ruleset, (rules[rid] for rid in rule_ids), protocol):
+        rid = rule.index - 1
+        if runs and runs[-1][2] == rid and runs[-1][1] + 1 == ports.lo:
+            runs[-1] = (runs[-1][0], ports.hi, rid)
         else:
-            runs.append((edges[k], edges[k + 1] - 1, rid))
+            runs.append((ports.lo, ports.hi, rid))
     return runs
 
 
@@ -250,7 +222,7 @@ def _regions(ruleset: Ruleset, direction: Direction, protocol: Protocol) -> list
             if region is None:
                 active = tuple(sorted(everywhere + list(covering)))
                 if active not in maps:
-                    maps[active] = _port_map(_paint(active, ports), verdicts)
+                    maps[active] = _port_map(_paint(ruleset, active, protocol), verdicts)
                 region = by_key[covering] = _Region(family, [], maps[active])
             region.cells.append(cell)
         regions += [r for r in by_key.values() if r.map.runs]
