@@ -87,8 +87,7 @@ def merge_ranges(ranges: list[PortRange] | tuple[PortRange, ...]) -> tuple[PortR
     return tuple(merged)
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One policy rule, resolved.
 
     ``ports`` lists only the protocols the rule covers, each with its merged ranges.
@@ -96,7 +95,7 @@ class Rule:
     tuple means the rule does not apply to that family at all.
     """
 
-    index: int  # 1-based position in the policy
+    index: int  # type: ignore[assignment]  # 1-based position in the policy (shadows tuple.index)
     name: str
     location: Location
     action: Action
@@ -170,8 +169,12 @@ class Ruleset:
         return {}
 
     def rules_for(self, direction: Direction, family: int | None = None) -> tuple[Rule, ...]:
-        return tuple(
-            r
-            for r in self.rules
-            if r.direction is direction and (family is None or r.applies_to(family))
-        )
+        """The rules of one direction (and, given a family, those that apply to it), in
+        order; made once per ruleset (every target asks for the same ones)."""
+        key = ("rules_for", direction, family)
+        found = self.derived.get(key)
+        if found is None:
+            found = self.derived[key] = tuple(
+                r for r in self.rules if r.direction is direction and (family is None or r.applies_to(family))
+            )
+        return found  # type: ignore[return-value]

@@ -7,7 +7,6 @@ the ``Finding::`` line it produces (tests/test_lint.py runs every example).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import ipaddress
@@ -295,7 +294,7 @@ def _by_entry(ctx: Context, source: PolicyRule, hits: list[Hit]) -> dict[Locatio
         where = source.port_range.location if source.port_range else source.location
         return {where: hits} if hits else {}
     entries = [
-        (entry.location, resolve_ports(dataclasses.replace(source, ports=(entry,)), ctx.registry))
+        (entry.location, resolve_ports(source._replace(ports=(entry,)), ctx.registry))
         for entry in source.ports
     ]
     out: dict[Location, list[Hit]] = {}

@@ -10,7 +10,6 @@ addresses keep their place in the order between such runs.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import NamedTuple
 
@@ -83,6 +82,7 @@ def first_match_partition(rules: tuple[Rule, ...], protocol: Protocol) -> list[t
     """
     ranges = [(rule, pr) for rule in rules for pr in rule.port_ranges(protocol)]
     cuts = sorted({edge for _, pr in ranges for edge in (pr.lo, pr.hi + 1)})
+    position = {edge: i for i, edge in enumerate(cuts)}
     owner: list[Rule | None] = [None] * max(len(cuts) - 1, 0)
     following = list(range(len(cuts)))  # following[i]: first unpainted interval >= i
 
@@ -94,13 +94,16 @@ def first_match_partition(rules: tuple[Rule, ...], protocol: Protocol) -> list[t
             following[i], i = root, following[i]
         return root
 
-    for rule, pr in ranges:
-        i = unpainted(bisect.bisect_left(cuts, pr.lo))
-        end = bisect.bisect_left(cuts, pr.hi + 1)
+    for rule, (lo, hi) in ranges:
+        i, end = position[lo], position[hi + 1]
+        if following[i] != i:
+            i = unpainted(i)
         while i < end:
             owner[i] = rule
             following[i] = i + 1
-            i = unpainted(i + 1)
+            i += 1
+            if following[i] != i:
+                i = unpainted(i)
     return [
         (PortRange(cuts[i], cuts[i + 1] - 1), rule) for i, rule in enumerate(owner) if rule is not None
     ]

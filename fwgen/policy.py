@@ -44,9 +44,8 @@ class Text(NamedTuple):
     location: Location
 
 
-@dataclass(frozen=True)
-class PolicyRule:
-    index: int
+class PolicyRule(NamedTuple):
+    index: int  # type: ignore[assignment]  # 1-based position in the policy (shadows tuple.index)
     name: str
     location: Location  # the rule's first line
     action: str  # allow | deny | monitor
