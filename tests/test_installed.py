@@ -23,11 +23,14 @@ def test_installed_fwgen_builds_from_another_directory(tmp_path: Path) -> None:
     exe = shutil.which("fwgen")
     assert exe, "fwgen is not installed: run the README's test command (bash .ci/run)"
     where = subprocess.run(
-        [sys.executable, "-c", "import fwgen, fwgen.render; print(fwgen.__file__); print(fwgen.render.template_dir())"],
+        [sys.executable, "-c", "import fwgen, fwgen.render as r; print(fwgen.__file__); print(r.template_dir()); "
+         "print(*(r.environment().get_template(t).filename for t in r.TEMPLATES))"],
         cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, check=True,
     ).stdout.split()
     assert not Path(where[0]).resolve().is_relative_to(ROOT), "fwgen imported from the checkout, not installed"
     assert not Path(where[1]).resolve().is_relative_to(ROOT), "templates found in the checkout, not the package"
+    for loaded in where[2:]:  # the wheel carries the compiled templates, and they are current
+        assert Path(loaded).parent.name == "compiled_templates", loaded
 
     version = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
     assert version.strip() == f"fwgen, version {fwgen.__version__}"
