@@ -23,7 +23,7 @@ class _Loader(_SafeLoader):  # type: ignore[misc]
 
     Resolving runs a Python call and a few regexes per scalar, a quarter of the time of
     reading a policy of thousands of rules. With no path resolvers (the safe loader has
-    none) a scalar's tag depends only on its text and on whether it was plain or quoted,
+    none) a plain scalar's tag depends only on its text, any other scalar is a string,
     and policies repeat the same keys and values on every rule.
     """
 
@@ -32,15 +32,16 @@ class _Loader(_SafeLoader):  # type: ignore[misc]
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        self._tags: dict[tuple[str, tuple[bool, bool]], str] = {}
+        self._plain: dict[str, str] = {}  # plain scalar -> its tag
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
         if kind is not yaml.ScalarNode:  # an untagged list or mapping (no path resolvers)
             return str(self.DEFAULT_SEQUENCE_TAG if kind is yaml.SequenceNode else self.DEFAULT_MAPPING_TAG)
-        key = (value, implicit)
-        tag = self._tags.get(key)
+        if not implicit[0]:  # not plain (quoted or block): always a string
+            return str(self.DEFAULT_SCALAR_TAG)
+        tag = self._plain.get(value)
         if tag is None:
-            tag = self._tags[key] = super().resolve(kind, value, implicit)
+            tag = self._plain[value] = super().resolve(kind, value, implicit)
         return tag
 
 

@@ -151,6 +151,7 @@ def test_policy_loader_tags_every_scalar_as_the_safe_loader_does():
     lines = ["plain:"] + [f"  - {s}" for s in items if s] + ["quoted:"]
     lines += [f"  - '{s}'" for s in items] + ['  - "' + s + '"' for s in items]
     lines += ["keys:"] + [f"  {s or 'empty'}: {s}" for s in dict.fromkeys(TRICKY_SCALARS) if s != "<<"]
+    lines += ["block: |", "  yes", "folded: >", "  10", "bang: ! 10", "tagged: !!str 10", "null-key:"]
     text = "\n".join(lines) + "\n"
 
     def tags(node):
