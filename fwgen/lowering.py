@@ -64,23 +64,28 @@ def partition(ruleset: Ruleset, rules: Iterable[Rule], protocol: Protocol) -> li
     asked = ("partition", protocol, tuple(rule.index for rule in rules))
     found = memo.get(asked)
     if found is None:
-        relevant = tuple(rule for rule in rules if rule.port_ranges(protocol))
-        key = ("partition", protocol, tuple(rule.index for rule in relevant))
+        covering = [(rule, ranges) for rule in rules if (ranges := rule.port_ranges(protocol))]
+        key = ("partition", protocol, tuple(rule.index for rule, _ in covering))
         found = memo.get(key)
         if found is None:
-            found = memo[key] = first_match_partition(relevant, protocol)
+            found = memo[key] = _paint(covering)
         memo[asked] = found
     return found  # type: ignore[return-value]
 
 
 def first_match_partition(rules: tuple[Rule, ...], protocol: Protocol) -> list[tuple[PortRange, Rule]]:
-    """Disjoint, sorted port intervals, each with the first rule (in order) covering it.
+    """Disjoint, sorted port intervals, each with the first rule (in order) covering it."""
+    return _paint([(rule, rule.port_ranges(protocol)) for rule in rules])
+
+
+def _paint(covering: list[tuple[Rule, tuple[PortRange, ...]]]) -> list[tuple[PortRange, Rule]]:
+    """The first-match partition of rules given in order with their port ranges.
 
     "Paint once": cut the port line at every range edge; then walk the rules in order and
     give each still-unpainted elementary interval inside a rule's range to that rule. A
     union-find "next unpainted" pointer skips painted intervals, so each is visited once.
     """
-    ranges = [(rule, pr) for rule in rules for pr in rule.port_ranges(protocol)]
+    ranges = [(rule, pr) for rule, prs in covering for pr in prs]
     cuts = sorted({edge for _, pr in ranges for edge in (pr.lo, pr.hi + 1)})
     position = {edge: i for i, edge in enumerate(cuts)}
     owner: list[Rule | None] = [None] * max(len(cuts) - 1, 0)

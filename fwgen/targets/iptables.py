@@ -20,7 +20,7 @@ from typing import NamedTuple
 from fwgen import render as rendering
 from fwgen import sanitize
 from fwgen.ir import PORT_MAX, PORT_MIN, PROTOCOLS, Action, Direction, PortRange, Rule, Ruleset
-from fwgen.lowering import Run, merge_adjacent, partition, plan
+from fwgen.lowering import Run, partition, plan
 from fwgen.targets import TargetOutput
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
 
@@ -117,9 +117,9 @@ class _Lowering:
         lines = self.identity.get(rule.index)
         if lines is None:
             own = chain_name(rule)
-            lines = self.identity[rule.index] = [
-                line(own, self.limit, f'LOG --log-prefix "{log_tag(self.ruleset, rule)}"'),
-                line(own, "", _verdict(self.ruleset, rule.action), self.comment(rule)),
+            lines = self.identity[rule.index] = [  # as line() writes them
+                f'-A {own} {self.limit} -j LOG --log-prefix "{log_tag(self.ruleset, rule)}"',
+                f'-A {own} -m comment --comment "{self.comment(rule)}" -j {_verdict(self.ruleset, rule.action)}',
             ]
         return lines
 
@@ -147,23 +147,25 @@ class _Lowering:
         lines: list[str] = []
         target_of = {rule.index: _target(ruleset, rule) for rule in run.rules}
         for proto in PROTOCOLS:
+            # target -> (its intervals, touching ones joined; the rules owning them)
             by_target: dict[str, tuple[list[PortRange], list[Rule]]] = {}
-            cells = partition(ruleset, run.rules, proto)
-            for ports, target, owners in merge_adjacent(cells, lambda r: target_of[r.index]):
-                group = by_target.get(str(target))
+            for ports, rule in partition(ruleset, run.rules, proto):
+                target = target_of[rule.index]
+                group = by_target.get(target)
                 if group is None:
-                    by_target[str(target)] = ([ports], list(owners))
+                    by_target[target] = ([ports], [rule])
                     continue
-                group[0].append(ports)
-                rules = group[1]
-                for owner in owners:
-                    if rules[-1] is not owner:
-                        rules.append(owner)
-            protocol = f"-p {proto.value}"
+                ranges, rules = group
+                if ranges[-1].hi + 1 == ports.lo:  # the interval before, same target
+                    ranges[-1] = PortRange(ranges[-1].lo, ports.hi)
+                else:
+                    ranges.append(ports)
+                if rules[-1] is not rule:
+                    rules.append(rule)
+            head = f"-A {base} -p {proto.value}"
             for target, (ranges, rules) in by_target.items():
-                comment = self.comment_of(rules)
-                for match in port_chunks(ranges):
-                    lines.append(line(base, f"{protocol} {match}" if match else protocol, target, comment))
+                tail = f' -m comment --comment "{self.comment_of(rules)}" -j {target}'  # as line() writes it
+                lines.extend(f"{head} {match}{tail}" if match else head + tail for match in port_chunks(ranges))
         self.runs[(base, id(run))] = (run, lines)  # keeping the run keeps its id unique
         return lines
 
