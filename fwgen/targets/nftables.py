@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 from fwgen import render as rendering
 from fwgen import sanitize
-from fwgen.ir import ALL_PORTS, Action, Direction, Protocol, Rule, Ruleset
-from fwgen.lowering import Run, merge_adjacent, partition, plan
+from fwgen.ir import ALL_PORTS, PROTOCOLS, Action, Direction, Protocol, Rule, Ruleset
+from fwgen.lowering import Run, partition, plan
 from fwgen.targets import TargetOutput
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
 
@@ -94,15 +94,12 @@ def _comment(ruleset: Ruleset, rule: Rule) -> str:
     return sanitize.nft_comment(rule_summary(ruleset, rule) + (f": {rule.comment}" if rule.comment else ""))
 
 
-def _identity_chain(ruleset: Ruleset, rule: Rule) -> NftChain:
+def _identity_chain(ruleset: Ruleset, rule: Rule, limit: str) -> NftChain:
+    """``limit``: the rate limit statement every log line starts with."""
     obj = object_name(rule)
     body: list[str] = []
     if rule.logged:
-        monitor = ruleset.monitor
-        body.append(nft_rule(
-            f"limit rate {monitor.rate}/{monitor.per} burst {log_burst(ruleset)} packets "
-            f'log prefix "{log_tag(ruleset, rule)}"'
-        ))
+        body.append(f'{limit} log prefix "{log_tag(ruleset, rule)}"')
     body.append(nft_rule(f"counter name {obj} {_verdict(ruleset, rule.action)}", _comment(ruleset, rule)))
     return NftChain(obj, "", tuple(body))
 
@@ -159,11 +156,18 @@ def _run_comment(ruleset: Ruleset, run: Run) -> str:
 def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet], list[str]]:
     """Consecutive address-free rules: one verdict map lookup per protocol group, mapping
     each port interval to its first-match rule's verdict."""
-    maps = {
-        proto: [(str(pr), verdict) for pr, verdict, _ in merge_adjacent(
-            partition(ruleset, run.rules, proto), _dispatch)]
-        for proto in (Protocol.TCP, Protocol.UDP)
-    }
+    dispatch = {rule.index: _dispatch(rule) for rule in run.rules}
+    maps: dict[Protocol, list[tuple[str, str]]] = {}
+    for proto in PROTOCOLS:
+        # each interval with its verdict; touching intervals with the same verdict joined
+        merged: list[tuple[int, int, str]] = []
+        for ports, rule in partition(ruleset, run.rules, proto):
+            verdict = dispatch[rule.index]
+            if merged and merged[-1][2] == verdict and merged[-1][1] + 1 == ports.lo:
+                merged[-1] = (merged[-1][0], ports.hi, verdict)
+            else:
+                merged.append((ports.lo, ports.hi, verdict))
+        maps[proto] = [(str(lo) if lo == hi else f"{lo}-{hi}", verdict) for lo, hi, verdict in merged]
     sets: list[NftSet] = []
     rules: list[str] = []
     for l4, suffix in _port_groups(maps[Protocol.TCP], maps[Protocol.UDP]):
@@ -228,6 +232,8 @@ def lower(ruleset: Ruleset) -> dict[str, object]:
             ))
         base_chains.append(NftChain(hook, f"type filter hook {hook} priority filter; policy {policy};", tuple(rules)))
     identities = [rule for rule in ruleset.rules if has_identity(rule)]
+    monitor = ruleset.monitor
+    limit = f"limit rate {monitor.rate}/{monitor.per} burst {log_burst(ruleset)} packets"
     defaults_deny = [
         direction for direction in Direction if ruleset.defaults.for_direction(direction) is Action.DENY
     ]
@@ -242,7 +248,7 @@ def lower(ruleset: Ruleset) -> dict[str, object]:
         + [f"default_{'input' if d is Direction.IN else 'output'}" for d in defaults_deny],
         "sets": sets,
         "reject_chain": REJECT_CHAIN if uses_reject else "",
-        "rule_chains": [_identity_chain(ruleset, rule) for rule in identities],
+        "rule_chains": [_identity_chain(ruleset, rule, limit) for rule in identities],
         "maps": maps,
         "base_chains": base_chains,
     }
