@@ -80,11 +80,6 @@ Interval = tuple[int, int]
 
 
 
-def _rule_ports(rule: Rule, protocol: Protocol) -> list[Interval]:
-    ranges = [(r.lo, r.hi) for r in rule.port_ranges(protocol)]
-    return ranges if len(ranges) < 2 else merge_spans(ranges)
-
-
 def _verdict(rule: Rule) -> str:
     return ALLOW if rule.accepts else BLOCK
 
@@ -196,11 +191,7 @@ def _port_map(runs: list[Run], verdicts: dict[int, str]) -> _PortMap:
 def _regions(ruleset: Ruleset, direction: Direction, protocol: Protocol) -> list[_Region]:
     """Every address cell of both families with its first-match port map."""
     rules = ruleset.rules
-    ports = {
-        i: p
-        for i, r in enumerate(rules)
-        if r.direction is direction and (p := _rule_ports(r, protocol))
-    }
+    ports = [i for i, r in enumerate(rules) if r.direction is direction and r.port_ranges(protocol)]
     verdicts = {i: _verdict(rules[i]) for i in ports}
     maps: dict[tuple[int, ...], _PortMap] = {}  # rule ids -> port map, for both families
     regions: list[_Region] = []
