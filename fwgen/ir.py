@@ -77,6 +77,8 @@ ALL_PORTS = (PortRange(PORT_MIN, PORT_MAX),)
 
 def merge_ranges(ranges: list[PortRange] | tuple[PortRange, ...]) -> tuple[PortRange, ...]:
     """Sort and merge overlapping or adjacent ranges: the canonical form of a port set."""
+    if len(ranges) == 1:
+        return tuple(ranges)
     merged: list[PortRange] = []
     for r in sorted(ranges):
         if merged and r.lo <= merged[-1].hi + 1:

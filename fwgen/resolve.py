@@ -56,6 +56,8 @@ def _port_number(text: str, entry: Text) -> int:
 def parse_number_or_range(body: str, entry: Text) -> PortRange | None:
     """A decimal port or ``N-M`` range, or None when the text is not numeric at all
     (then it is a service name). Numeric-looking text that is neither is an error."""
+    if body[:1].isalpha():  # none of the numeric forms below starts with a letter
+        return None
     if _DECIMAL.fullmatch(body):
         port = _port_number(body, entry)
         return PortRange(port, port)
