@@ -1,0 +1,92 @@
+"""``fwgen build`` renders nftables and Windows in a forked child (fwgen/forked.py): the
+output must be exactly the serial output, and any failure of the child must leave the
+parent to do the work itself, with errors raised in the parent as usual."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fwgen import build as build_module
+from fwgen import forked
+from fwgen.build import build
+from fwgen.registry import bundled
+
+POLICIES = sorted(Path(__file__).resolve().parent.parent.joinpath("policies").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parallel path runs only with two or more CPUs: make sure it is taken."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
+def test_parallel_build_equals_serial_build(policy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    children: list[forked.Child | None] = []
+    real_start = forked.start
+    monkeypatch.setattr(forked, "start", lambda compute: children.append(real_start(compute)) or children[-1])
+    serial = build(str(policy), bundled(), lint_errors=True)
+    parallel = build(str(policy), bundled(), lint_errors=True, parallel=True)
+    assert parallel.files == serial.files
+    assert list(parallel.files) == list(serial.files)  # same order
+    assert parallel.warnings == serial.warnings
+    assert len(children) == 1 and children[0] is not None  # one child, in the parallel build only
+
+
+def test_the_child_computes_in_another_process() -> None:
+    child = forked.start(lambda: [os.getpid(), {"a": "b"}])
+    assert child is not None
+    pid, value = child.result()  # type: ignore[misc]
+    assert pid != os.getpid() and value == {"a": "b"}
+
+
+def test_a_failing_child_reports_none() -> None:
+    def fail() -> object:
+        raise RuntimeError("in the child")
+
+    child = forked.start(fail)
+    assert child is not None
+    assert child.result() is None
+
+
+def test_a_failing_child_leaves_the_work_to_the_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = str(POLICIES[0])
+    serial = build(policy, bundled())
+    monkeypatch.setattr(forked, "start", lambda compute: _DeadChild())
+    assert build(policy, bundled(), parallel=True).files == serial.files
+
+
+def test_an_error_in_the_parent_stops_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[forked.Child] = []
+    real_start = forked.start
+
+    def start(compute):  # type: ignore[no-untyped-def]
+        child = real_start(compute)
+        assert child is not None
+        started.append(child)
+        return child
+
+    def broken_render(ruleset):  # type: ignore[no-untyped-def]
+        raise ValueError("iptables failed")
+
+    monkeypatch.setattr(forked, "start", start)
+    table = build_module._targets()
+    monkeypatch.setattr(table["iptables"], "render", broken_render)
+    with pytest.raises(ValueError, match="iptables failed"):
+        build(str(POLICIES[0]), bundled(), parallel=True)
+    assert len(started) == 1
+    with pytest.raises(ChildProcessError):  # reaped: no such child any more
+        os.waitpid(started[0].pid, os.WNOHANG)
+
+
+class _DeadChild(forked.Child):
+    """A child that died without a result."""
+
+    def __init__(self) -> None:
+        pass
+
+    def result(self) -> object | None:
+        return None
