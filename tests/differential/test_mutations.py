@@ -62,7 +62,7 @@ def _problems(labs: tuple[dict[str, Lab], KernelLog], target: str, ruleset: Rule
 
 
 def _with_rules(ruleset: Ruleset, **change: object) -> Ruleset:
-    return dataclasses.replace(ruleset, rules=tuple(dataclasses.replace(r, **change) for r in ruleset.rules))
+    return dataclasses.replace(ruleset, rules=tuple(r._replace(**change) for r in ruleset.rules))
 
 
 @pytest.mark.parametrize("target", ["iptables", "nftables"])
@@ -81,7 +81,7 @@ def test_nftables_dropping_destination_ports_is_caught(labs, subject) -> None:
     """Capirca's released nftables generator: the port match silently disappears."""
     ruleset, _, explainer = subject
     portless = dataclasses.replace(ruleset, rules=tuple(
-        dataclasses.replace(r, ports=tuple((proto, ALL_PORTS) for proto, _ in r.ports)) for r in ruleset.rules))
+        r._replace(ports=tuple((proto, ALL_PORTS) for proto, _ in r.ports)) for r in ruleset.rules))
     files = nftables.render(portless).files
     problems = _problems(labs, "nftables", ruleset, files, explainer)
     assert any("explain says deny" in p or "explain says allow" in p for p in problems), problems
