@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import NamedTuple
 
 from fwgen import forked
+from fwgen import render as rendering
 from fwgen.ir import Ruleset
 from fwgen.policy import load_policy
 from fwgen.registry import Registry
@@ -69,7 +70,10 @@ def _render(ruleset: Ruleset, names: list[str], parallel: bool) -> list[Rendered
         return [(output.files, list(output.warnings)) for output in outputs]
 
     first, rest = names[:1], names[1:]
-    child = forked.start(lambda: render(rest)) if parallel and rest and (os.cpu_count() or 1) > 1 else None
+    child = None
+    if parallel and rest and (os.cpu_count() or 1) > 1:
+        rendering.preload()  # the child then imports nothing
+        child = forked.start(lambda: render(rest))
     if child is None:
         return render(names)
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import marshal
 import os
 import signal
+import sys
 from collections.abc import Callable
 
 
@@ -46,8 +47,11 @@ class Child:
 
 
 def start(compute: Callable[[], object]) -> Child | None:
-    """Fork a child computing ``compute()``; None when this platform cannot fork."""
-    if not hasattr(os, "fork"):
+    """Fork a child computing ``compute()``; None when this platform cannot fork, or when
+    this process runs other threads (a lock one of them holds would stay held forever in
+    the child: the CLI has no threads, an embedding program may)."""
+    threading = sys.modules.get("threading")
+    if not hasattr(os, "fork") or (threading is not None and threading.active_count() > 1):
         return None
     read_fd, write_fd = os.pipe()
     try:

@@ -78,6 +78,12 @@ def render(template: str, **context: object) -> str:
     return environment().get_template(template).render(**context)
 
 
+def preload() -> None:
+    """Load every template now (before a fork, so the child has nothing to import)."""
+    for template in TEMPLATES:
+        environment().get_template(template)
+
+
 def compiled_module(template: str) -> str:
     """The text of ``fwgen/compiled_templates/NAME.py`` for one template."""
     env = environment()

@@ -90,3 +90,18 @@ class _DeadChild(forked.Child):
 
     def result(self) -> object | None:
         return None
+
+
+def test_no_fork_while_other_threads_run() -> None:
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert forked.start(lambda: 1) is None
+    finally:
+        stop.set()
+        thread.join()
+    child = forked.start(lambda: 1)
+    assert child is not None and child.result() == 1
