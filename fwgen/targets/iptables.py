@@ -198,23 +198,18 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
         default = ruleset.defaults.for_direction(direction)
         chains[base] = "ACCEPT" if default is Action.ALLOW else "DROP"
         lines.extend(_prologue(family, base))
-        segments = plan(ruleset, direction, family.number)
-        for segment in segments:
+        rules = ruleset.rules_for(direction, family.number)
+        for segment in plan(ruleset, direction, family.number):
             if isinstance(segment, Run):
                 lines.extend(shared.run(segment, base))
-                for rule in segment.rules:
-                    if rule.logged:
-                        rule_lines.extend(shared.identity_chain(rule))
-                    uses_reject |= rule.action is Action.DENY and ruleset.defaults.reject
             else:
-                rule = segment.rule
-                lines.extend(shared.single(rule, family, base))
-                if rule.logged:
-                    rule_lines.extend(shared.identity_chain(rule))
-                uses_reject |= rule.action is Action.DENY and ruleset.defaults.reject
+                lines.extend(shared.single(segment.rule, family, base))
+        rule_lines.extend(text for rule in rules if rule.logged for text in shared.identity_chain(rule))
         if default is Action.DENY:
             lines.append(line(base, "", _verdict(ruleset, Action.DENY), f"default: {direction.value}bound deny"))
-            uses_reject |= ruleset.defaults.reject
+        uses_reject |= ruleset.defaults.reject and (
+            default is Action.DENY or any(rule.action is Action.DENY for rule in rules)
+        )
     user_chains = ([REJECT_CHAIN] if uses_reject else []) + [
         chain_name(rule) for rule in ruleset.rules if rule.logged and rule.applies_to(family.number)
     ]
