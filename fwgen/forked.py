@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import signal
 import sys
 from collections.abc import Callable
 
@@ -38,6 +37,8 @@ class Child:
 
     def cancel(self) -> None:
         """Stop and reap the child (the parent failed; its value is not wanted)."""
+        import signal  # only on this error path
+
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
