@@ -51,6 +51,16 @@ def run_process(
     return ProcResult(argv, wall, usage.ru_maxrss, cpu, proc.returncode, text)
 
 
+def speed_probe(iterations: int = 1_000_000) -> float:
+    """Seconds this process takes for a fixed pure-Python loop: a gauge of how fast the
+    machine is at the moment (shared, virtualized cores drift by tens of percent)."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(iterations):
+        total += i
+    return time.perf_counter() - start
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

@@ -137,6 +137,7 @@ class CaseResults:
         self.aerleon_terms = 0
         self.warnings: set[str] = set()
         self.acknowledge: tuple[str, ...] = ()  # lint finding ids fwgen asked to acknowledge
+        self.probe: list[float] = []  # measure.speed_probe() before each timed run
 
 
 def run_case(name: str, runs: int, seed: int, fwgen: Fwgen, kernel: bool, keep: bool
@@ -154,6 +155,8 @@ def run_case(name: str, runs: int, seed: int, fwgen: Fwgen, kernel: bool, keep: 
             definitions = os.path.join(workdir, "aerleon", "def")
 
             # --- timed: fwgen (all three targets, one process), then Aerleon per target
+            if timed:
+                res.probe.append(measure.speed_probe())
             out = os.path.join(workdir, "out-fwgen")
             r = fwgen.build(fw_policy, out, os.path.join(workdir, "fwgen.stderr"))
             if not timed and r.returncode == 1:
@@ -348,6 +351,12 @@ def report(results: list[CaseResults], args: argparse.Namespace, info: list[tupl
       f"{max(help_times) * 1000:.1f}), peak RSS {mib(max(help_rss))} MiB; for reference, "
       f"the bare interpreter (`python -c pass`, same environment) takes {bare_python * 1000:.1f} ms.")
     w("")
+    probes = [p for r in results for p in r.probe]
+    if probes:
+        w(f"Machine speed during the runs: a fixed 1,000,000-iteration Python loop, timed before "
+          f"each run, took {min(probes) * 1000:.0f}-{max(probes) * 1000:.0f} ms (median "
+          f"{med(probes) * 1000:.0f}): every time above can be off by that ratio, for both tools alike.")
+        w("")
 
     w("### fwgen outputs (median over runs; longest line = max over runs)")
     w("")
