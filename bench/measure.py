@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -51,14 +52,11 @@ def run_process(
     return ProcResult(argv, wall, usage.ru_maxrss, cpu, proc.returncode, text)
 
 
-def speed_probe(iterations: int = 1_000_000) -> float:
-    """Seconds this process takes for a fixed pure-Python loop: a gauge of how fast the
-    machine is at the moment (shared, virtualized cores drift by tens of percent)."""
-    start = time.perf_counter()
-    total = 0
-    for i in range(iterations):
-        total += i
-    return time.perf_counter() - start
+def speed_probe(env: dict[str, str] | None = None) -> float:
+    """Seconds a bare interpreter (``python -c pass``) takes to start and exit: a gauge of
+    how fast the machine is at the moment for what a short build spends most of its time
+    on (process start, imports, page faults). Shared virtual cores drift a lot."""
+    return run_process([sys.executable, "-c", "pass"], env=env).wall
 
 
 def median(values: list[float]) -> float:
