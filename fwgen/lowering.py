@@ -10,10 +10,12 @@ addresses keep their place in the order between such runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple, TypeVar
 
 from fwgen.ir import Direction, PortRange, Protocol, Rule, Ruleset
+
+K = TypeVar("K")
 
 
 class Run(NamedTuple):
@@ -114,17 +116,15 @@ def _paint(covering: list[tuple[Rule, tuple[PortRange, ...]]]) -> list[tuple[Por
     ]
 
 
-def merge_adjacent(
-    partition: list[tuple[PortRange, Rule]], key: Callable[[Rule], Hashable]
-) -> list[tuple[PortRange, Hashable, tuple[Rule, ...]]]:
-    """Join touching intervals whose rules have the same ``key`` (the verdict a target
-    writes for them): the canonical, deterministic form of a verdict map."""
-    merged: list[tuple[PortRange, Hashable, tuple[Rule, ...]]] = []
-    for pr, rule in partition:
+def join_touching(partition: list[tuple[PortRange, Rule]], key: Callable[[Rule], K]) -> list[tuple[int, int, K]]:
+    """(lo, hi, key) for each run of touching intervals whose rules have the same
+    ``key`` (the verdict a target writes for them): the canonical, deterministic form of
+    a verdict map."""
+    joined: list[tuple[int, int, K]] = []
+    for ports, rule in partition:
         k = key(rule)
-        if merged and merged[-1][1] == k and merged[-1][0].hi + 1 == pr.lo:
-            last, _, owners = merged[-1]
-            merged[-1] = (PortRange(last.lo, pr.hi), k, owners if owners[-1] is rule else owners + (rule,))
+        if joined and joined[-1][2] == k and joined[-1][1] + 1 == ports.lo:
+            joined[-1] = (joined[-1][0], ports.hi, k)
         else:
-            merged.append((pr, k, (rule,)))
-    return merged
+            joined.append((ports.lo, ports.hi, k))
+    return joined

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from fwgen.errors import Location
 from fwgen.ir import Action, Direction, PortRange, Protocol, Rule, merge_ranges
-from fwgen.lowering import Run, Single, first_match_partition, merge_adjacent, segments
+from fwgen.lowering import Run, Single, first_match_partition, join_touching, segments
 
 T, U = Protocol.TCP, Protocol.UDP
 
@@ -38,14 +38,14 @@ def test_partition_equals_brute_force_first_match(spec: list) -> None:
             expected = next((r for r in rules if any(port in pr for pr in r.port_ranges(proto))), None)
             assert owner.get(port) is expected, (proto, port)
         assert all(a.hi < b.lo for (a, _), (b, _) in zip(partition, partition[1:], strict=False))
-        merged = merge_adjacent(partition, lambda r: r.action)
-        covered = {port for pr, _, _ in merged for port in range(pr.lo, pr.hi + 1)}
+        joined = join_touching(partition, lambda r: r.action)
+        covered = {port for lo, hi, _ in joined for port in range(lo, hi + 1)}
         assert covered == set(owner)
-        for pr, action, owners in merged:
-            assert all(owner[p].action == action for p in range(pr.lo, pr.hi + 1))
-            assert set(owners) <= {owner[p] for p in range(pr.lo, pr.hi + 1)}
-        pairs = zip(merged, merged[1:], strict=False)
-        assert all(not (a.hi + 1 == b.lo and ka == kb) for (a, ka, _), (b, kb, _) in pairs)
+        for lo, hi, action in joined:
+            assert all(owner[p].action == action for p in range(lo, hi + 1))
+        pairs = list(zip(joined, joined[1:], strict=False))
+        assert all(a_hi < b_lo for (_, a_hi, _), (b_lo, _, _) in pairs)
+        assert all(not (a_hi + 1 == b_lo and ka == kb) for (_, a_hi, ka), (b_lo, _, kb) in pairs)
 
 
 def test_segments_keep_address_rules_in_place() -> None:
@@ -59,5 +59,5 @@ def test_full_range_and_edges() -> None:
     rules = (_rule(1, {T: [(0, 65535)]}), _rule(2, {T: [(65535, 65535)]}))
     partition = first_match_partition(rules, T)
     assert [(pr, r.name) for pr, r in partition] == [(PortRange(0, 65534), "r1"), (PortRange(65535, 65535), "r1")]
-    assert [(pr, k) for pr, k, _ in merge_adjacent(partition, lambda r: r.name)] == [(PortRange(0, 65535), "r1")]
+    assert join_touching(partition, lambda r: r.name) == [(0, 65535, "r1")]
     assert first_match_partition(rules, U) == []

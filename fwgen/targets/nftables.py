@@ -24,7 +24,7 @@ from typing import NamedTuple
 from fwgen import render as rendering
 from fwgen import sanitize
 from fwgen.ir import ALL_PORTS, PROTOCOLS, Action, Direction, Protocol, Rule, Ruleset
-from fwgen.lowering import Run, partition, plan
+from fwgen.lowering import Run, join_touching, partition, plan
 from fwgen.targets import TargetOutput
 from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
 
@@ -157,17 +157,11 @@ def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet],
     """Consecutive address-free rules: one verdict map lookup per protocol group, mapping
     each port interval to its first-match rule's verdict."""
     dispatch = {rule.index: _dispatch(rule) for rule in run.rules}
-    maps: dict[Protocol, list[tuple[str, str]]] = {}
-    for proto in PROTOCOLS:
-        # each interval with its verdict; touching intervals with the same verdict joined
-        merged: list[tuple[int, int, str]] = []
-        for ports, rule in partition(ruleset, run.rules, proto):
-            verdict = dispatch[rule.index]
-            if merged and merged[-1][2] == verdict and merged[-1][1] + 1 == ports.lo:
-                merged[-1] = (merged[-1][0], ports.hi, verdict)
-            else:
-                merged.append((ports.lo, ports.hi, verdict))
-        maps[proto] = [(str(lo) if lo == hi else f"{lo}-{hi}", verdict) for lo, hi, verdict in merged]
+    maps = {
+        proto: [(str(lo) if lo == hi else f"{lo}-{hi}", verdict) for lo, hi, verdict in join_touching(
+            partition(ruleset, run.rules, proto), lambda rule: dispatch[rule.index])]
+        for proto in PROTOCOLS
+    }
     sets: list[NftSet] = []
     rules: list[str] = []
     for l4, suffix in _port_groups(maps[Protocol.TCP], maps[Protocol.UDP]):

@@ -31,7 +31,7 @@ from fwgen.ir import (
     Rule,
     Ruleset,
 )
-from fwgen.lowering import partition
+from fwgen.lowering import join_touching, partition
 from fwgen.sanitize import windows_text
 from fwgen.targets import TargetOutput
 
@@ -167,14 +167,8 @@ def _paint(ruleset: Ruleset, rule_ids: tuple[int, ...], protocol: Protocol) -> l
     shared partition (``lowering.partition``, also what the Linux targets use), its
     touching intervals of the same rule joined into runs."""
     rules = ruleset.rules
-    runs: list[Run] = []
-    for ports, rule in partition(ruleset, (rules[rid] for rid in rule_ids), protocol):
-        rid = rule.index - 1
-        if runs and runs[-1][2] == rid and runs[-1][1] + 1 == ports.lo:
-            runs[-1] = (runs[-1][0], ports.hi, rid)
-        else:
-            runs.append((ports.lo, ports.hi, rid))
-    return runs
+    cells = partition(ruleset, (rules[rid] for rid in rule_ids), protocol)
+    return join_touching(cells, lambda rule: rule.index - 1)  # the rule's id: its place in ruleset.rules
 
 
 def _port_map(runs: list[Run], verdicts: dict[int, str]) -> _PortMap:
