@@ -1,5 +1,7 @@
-"""IR -> IR passes shared by the Linux targets: find the runs of rules that match on
-ports alone, and compute their first-match partition of the port space.
+"""IR -> IR passes shared by the targets: find the runs of rules that match on ports
+alone, and compute their first-match partition of the port space (made once per
+ruleset: ``plan`` and ``partition`` remember what they made in ``Ruleset.derived``, so
+iptables, nftables and Windows share it).
 
 Rules that do not restrict addresses decide on (protocol, port) only, so a run of them
 is equivalent to a map from disjoint port intervals to the first rule covering each one.
