@@ -33,12 +33,13 @@ REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.yaml"))
 RANDOM_POLICIES = int(os.environ.get("FWGEN_RANDOM_POLICIES", "50"))
 
 # Share of random policies that must show each feature, so the generator cannot drift
-# towards easy policies. About a third of the shares seen over 500 policies: hypothesis
-# does not draw uniformly (its early examples favour the first choice: 12 of 50 runs
-# with reject once, 277 of 500 over the long run), so tighter bounds would be flaky.
+# towards easy policies. About half the lowest share seen in runs of 50: hypothesis does
+# not draw uniformly (its early examples favour the first choice: reject came up in 11
+# to 36 of 50, 277 of 500 over a long run; before the generator added a shadowed rule
+# on purpose, shadowed came up in 3 of 50 once), so tighter bounds would be flaky.
 MINIMUM_COVERAGE = {
-    "overlapping": 0.30, "shadowed": 0.10, "mixed_families": 0.15, "multi_port_name": 0.30,
-    "restricted_in": 0.30, "restricted_out": 0.08, "reject": 0.15, "monitor": 0.40,
+    "overlapping": 0.20, "shadowed": 0.15, "mixed_families": 0.15, "multi_port_name": 0.20,
+    "restricted_in": 0.30, "restricted_out": 0.08, "reject": 0.10, "monitor": 0.40,
 }
 
 
