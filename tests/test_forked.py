@@ -24,6 +24,7 @@ def forking_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     it is taken here, even after the kernel tests left their (idle) log-drain thread."""
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(build_module, "PARALLEL_MIN_RULES", 1)  # the example policies are small
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
@@ -106,3 +107,9 @@ def test_no_fork_while_other_threads_run(monkeypatch: pytest.MonkeyPatch) -> Non
     finally:
         stop.set()
         thread.join()
+
+
+def test_small_policies_render_without_a_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_module, "PARALLEL_MIN_RULES", 1000)
+    monkeypatch.setattr(forked, "start", lambda compute: pytest.fail("forked for a small policy"))
+    assert build(str(POLICIES[0]), bundled(), parallel=True).files == build(str(POLICIES[0]), bundled()).files
