@@ -176,10 +176,7 @@ class Ruleset:
         key = ("rules_for", direction, family)
         found = self.derived.get(key)
         if found is None:
-            rules = [r for r in self.rules if r.direction is direction]
-            if family == 4:
-                rules = [r for r in rules if r.remote_v4 is None or r.remote_v4]
-            elif family == 6:
-                rules = [r for r in rules if r.remote_v6 is None or r.remote_v6]
-            found = self.derived[key] = tuple(rules)
+            found = self.derived[key] = tuple(
+                r for r in self.rules if r.direction is direction and (family is None or r.applies_to(family))
+            )
         return found  # type: ignore[return-value]

@@ -185,15 +185,15 @@ def _port_map(runs: list[Run], verdicts: dict[int, str]) -> _PortMap:
 def _regions(ruleset: Ruleset, direction: Direction, protocol: Protocol) -> list[_Region]:
     """Every address cell of both families with its first-match port map."""
     rules = ruleset.rules
-    ports = [i for i, r in enumerate(rules) if r.direction is direction and r.port_ranges(protocol)]
-    verdicts = {i: _verdict(rules[i]) for i in ports}
+    with_ports = [i for i, r in enumerate(rules) if r.direction is direction and r.port_ranges(protocol)]
+    verdicts = {i: _verdict(rules[i]) for i in with_ports}
     maps: dict[tuple[int, ...], _PortMap] = {}  # rule ids -> port map, for both families
     regions: list[_Region] = []
     for family in (4, 6):
         # Rules for any address cover every cell: only the others cut the address space.
         everywhere: list[int] = []
         addresses: dict[int, list[Interval]] = {}
-        for i in ports:
+        for i in with_ports:
             remote = rules[i].remote(family)
             if remote is None:
                 everywhere.append(i)
