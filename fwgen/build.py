@@ -7,6 +7,8 @@ error never leaves a half-written or partly updated output directory.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import NamedTuple
 
 from fwgen import forked
 from fwgen import render as rendering
+from fwgen.errors import PolicyError
 from fwgen.ir import Ruleset
 from fwgen.policy import load_policy
 from fwgen.registry import Registry
@@ -103,25 +106,86 @@ def _checked_ruleset(policy_path: str, registry: Registry, lint_errors: bool) ->
 
 def write_atomically(outdir: str | os.PathLike[str], files: dict[str, str]) -> list[Path]:
     """Write every file through a temporary file in its own directory and rename it
-    into place: readers (and config management) never see a partial file."""
-    written: list[Path] = []
+    into place: readers (and config management) never see a partial file.
+
+    All or nothing: every file is staged before the first is renamed into place, and a
+    rename that fails puts back the files already replaced. Any OS error is one
+    unlocated ``PolicyError``, ``fwgen: cannot write PATH: REASON``; directories this
+    call created are removed again."""
     staged: list[tuple[str, Path]] = []
+    created: list[Path] = []  # directories made here, outermost first
     try:
         for relative, text in files.items():
             target = Path(outdir) / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            staged.append((tmp, target))
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-        for tmp, target in staged:
-            os.replace(tmp, target)
-            written.append(target)
+            try:
+                _stage(target, text, staged, created)
+            except OSError as exc:
+                raise _write_error(target, exc) from None
+        return _replace_all(staged)
+    except BaseException:
+        _unlink_staged(staged)
+        for directory in reversed(created):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
     finally:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return written
+        _unlink_staged(staged)
+
+
+def _unlink_staged(staged: list[tuple[str, Path]]) -> None:
+    for tmp, _ in staged:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _write_error(target: Path, exc: OSError) -> PolicyError:
+    return PolicyError(None, f"fwgen: cannot write {target}: {exc.strerror or exc}")
+
+
+def _stage(target: Path, text: str, staged: list[tuple[str, Path]], created: list[Path]) -> None:
+    """Write ``text`` to a temporary file beside ``target`` (making its directories)."""
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+    missing = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    created.extend(reversed(missing))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    staged.append((tmp, target))
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)
+
+
+def _replace_all(staged: list[tuple[str, Path]]) -> list[Path]:
+    """Rename every staged file into place; when one rename fails, undo the earlier ones
+    (each replaced file was kept as a hard link beside it until all renames are done)."""
+    done: list[tuple[Path, str | None]] = []  # (target, the old file's hard link, if any)
+    try:
+        for tmp, target in staged:
+            kept = None
+            try:
+                if target.exists():
+                    kept = f"{tmp}.old"
+                    os.link(target, kept)
+                os.replace(tmp, target)
+            except OSError as exc:
+                if kept is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(kept)
+                raise _write_error(target, exc) from None
+            done.append((target, kept))
+    except BaseException:
+        for target, kept in reversed(done):
+            with contextlib.suppress(OSError):
+                if kept is None:
+                    os.unlink(target)
+                else:
+                    os.replace(kept, target)
+        raise
+    for _, kept in done:
+        if kept is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(kept)
+    return [target for _, target in staged]

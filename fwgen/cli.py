@@ -111,7 +111,12 @@ def build(
     if check:
         _check_outputs(policy, outdir, targets, result.files)
         return
-    for path in write_atomically(outdir, result.files):
+    try:
+        written = write_atomically(outdir, result.files)
+    except PolicyError as error:
+        _fail(error)
+        return
+    for path in written:
         click.echo(f"wrote {path}")
 
 
@@ -168,9 +173,11 @@ def schema() -> None:
     from importlib.resources import files
 
     data = files("fwgen.data").joinpath("policy.schema.json").read_bytes()
-    stream = click.get_binary_stream("stdout")
-    stream.write(data)
-    stream.flush()
+    # The bytes as shipped, through the binary layer under sys.stdout (click's own
+    # get_binary_stream is deprecated from click 8.5).
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 @main.command()

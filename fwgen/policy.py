@@ -192,7 +192,13 @@ def parse_policy(source: Source, sha256: str) -> Policy:
         raise PolicyError(reader.at(root), "missing 'version' (this fwgen reads 'version: 1')")
     version = top["version"][1]
     if not (isinstance(version, yaml.ScalarNode) and version.tag == INT_TAG and version.value == "1"):
-        raise reader.fail(version, f"unsupported version '{version.value}': this fwgen reads 'version: 1'")
+        if isinstance(version, yaml.ScalarNode) and version.tag == STR_TAG and version.value.strip() == "1":
+            raise reader.fail(
+                version,
+                f"version must be the number 1, not the text '{version.value}': write version: 1 without quotes",
+            )
+        found = shorten(str(version.value))
+        raise reader.fail(version, f"unsupported version '{found}': this fwgen reads 'version: 1'")
 
     if "name" in top:
         name = reader.pattern(top["name"][1], "policy name", POLICY_NAME, "[a-z0-9][a-z0-9_-]{0,19}")
@@ -360,6 +366,15 @@ def _parse_rule(reader: _Reader, node: yaml.Node, index: int) -> PolicyRule:
     )
 
 
+def list_hint(text: str) -> str:
+    """For a value that holds several items written without brackets (``from:
+    192.0.2.0/24, 10.0.0.0/8`` is one plain scalar in YAML): how to write a list."""
+    items = [item for item in re.split(r"[,\s]+", text.strip()) if item]
+    if len(items) < 2:
+        return ""
+    return f"; to give several, write a YAML list: [{', '.join(items)}]"
+
+
 def _parse_network(reader: _Reader, node: yaml.Node) -> Network:
     if not isinstance(node, yaml.ScalarNode) or node.tag not in (STR_TAG, INT_TAG):
         raise reader.fail(node, f"an address must be an IP address or CIDR network, got {describe(node)}")
@@ -370,7 +385,9 @@ def _parse_network(reader: _Reader, node: yaml.Node) -> Network:
         try:
             loose = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise reader.fail(node, f"'{shorten(text)}' is not an IP address or CIDR network") from None
+            raise reader.fail(
+                node, f"'{shorten(text)}' is not an IP address or CIDR network{list_hint(text)}"
+            ) from None
         raise reader.fail(
             node, f"'{text}' has host bits set: write the network {loose} (or the host address alone)"
         ) from None

@@ -111,7 +111,7 @@ def parse_file(path: str) -> Parsed:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise PolicyError(Location(path, 1, 1), f"cannot read registry file: {e.strerror or e}") from None
+        raise PolicyError(None, f"fwgen: cannot read registry {path}: {e.strerror or e}") from None
     return parse_bytes(data, path)
 
 

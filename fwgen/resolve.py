@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from fwgen import ir
 from fwgen.errors import PolicyError, shorten
 from fwgen.ir import Action, Direction, PortRange, Protocol
-from fwgen.policy import RANGES, Policy, PolicyRule, Text
+from fwgen.policy import RANGES, Policy, PolicyRule, Text, list_hint
 from fwgen.registry import Registry
 
 _DECIMAL = re.compile(r"[0-9]+")
@@ -127,6 +127,12 @@ def resolve_ports(rule: PolicyRule, registry: Registry) -> dict[Protocol, tuple[
                     f"'{entry.value}' contradicts the rule's protocol '{rule_protocol}'",
                 )
             protocols = (suffix,) if suffix else default_protocols
+            hint = list_hint(entry.value)  # no service name holds a comma or a space
+            if hint:
+                raise PolicyError(
+                    entry.location,
+                    f"'{shorten(entry.value)}' is not a port number, \"N-M\" range or service name{hint}",
+                )
             port_range = parse_number_or_range(body, entry)
             if port_range is not None:
                 pairs.extend((proto, port_range) for proto in protocols)

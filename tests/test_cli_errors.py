@@ -29,7 +29,15 @@ CASES = [
     ("version2.yaml", "version: 2\n",
      "version2.yaml:1:10: unsupported version '2': this fwgen reads 'version: 1'"),
     ("version_text.yaml", "version: '1'\n",
-     "version_text.yaml:1:10: unsupported version '1': this fwgen reads 'version: 1'"),
+     "version_text.yaml:1:10: version must be the number 1, not the text '1': write version: 1 without quotes"),
+    ("version_float.yaml", "version: 1.0\n",
+     "version_float.yaml:1:10: unsupported version '1.0': this fwgen reads 'version: 1'"),
+    ("from_unbracketed.yaml", "version: 1\nrules:\n  - action: deny\n    from: 192.0.2.0/24, 10.0.0.0/8\n",
+     "from_unbracketed.yaml:4:11: '192.0.2.0/24, 10.0.0.0/8' is not an IP address or CIDR network; "
+     "to give several, write a YAML list: [192.0.2.0/24, 10.0.0.0/8]"),
+    ("ports_unbracketed.yaml", "version: 1\nrules:\n  - action: deny\n    ports: ssh, 8080\n",
+     "ports_unbracketed.yaml:4:12: 'ssh, 8080' is not a port number, \"N-M\" range or service name; "
+     "to give several, write a YAML list: [ssh, 8080]"),
     ("unknown_service.yaml", "version: 1\nrules:\n  - action: monitor\n    ports: [mpshrv]\n",
      "unknown_service.yaml:4:13: unknown service 'mpshrv' (did you mean 'mpshrsv'?)"),
     ("port_high.yaml", "version: 1\nrules:\n  - action: deny\n    ports: [70000]\n",
@@ -148,3 +156,111 @@ def test_missing_policy_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     result = CliRunner().invoke(main, ["build", "nope.yaml"])
     assert result.exit_code == 1
     assert result.stderr == "nope.yaml: cannot read policy: No such file or directory\n"
+
+
+# ---------------------------------------------------------------------- OS errors on output
+
+POLICY = "version: 1\nrules:\n  - action: allow\n    ports: [ssh]\n"
+
+
+def _build(tmp_path: Path, out: str) -> object:
+    (tmp_path / "edge.yaml").write_text(POLICY, encoding="utf-8")
+    return CliRunner().invoke(main, ["build", "edge.yaml", "-o", out])
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_output_under_a_regular_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("mine\n", encoding="utf-8")
+    result = _build(tmp_path, "afile")
+    assert result.exit_code == 1  # type: ignore[attr-defined]
+    assert result.stderr == "fwgen: cannot write afile/iptables/rules.v4: Not a directory\n"  # type: ignore[attr-defined]
+    assert result.stdout == ""  # type: ignore[attr-defined]
+    assert Path("afile").read_text(encoding="utf-8") == "mine\n"
+
+
+def test_a_failing_file_replaces_nothing_of_the_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fourth file cannot be written: the three before it keep their old bytes, and
+    directories made for the new files are removed again."""
+    monkeypatch.chdir(tmp_path)
+    assert _build(tmp_path, "out").exit_code == 0  # type: ignore[attr-defined]
+    (tmp_path / "out" / "windows" / "edge.cmd").unlink()
+    (tmp_path / "out" / "windows" / "edge.cmd").mkdir()
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"old " + path.name.encode())
+    before = _files(tmp_path / "out")
+    result = _build(tmp_path, "out")
+    assert result.exit_code == 1  # type: ignore[attr-defined]
+    assert result.stderr == "fwgen: cannot write out/windows/edge.cmd: Is a directory\n"  # type: ignore[attr-defined]
+    assert _files(tmp_path / "out") == before
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == sorted(
+        ["iptables", "nftables", "windows", "rules.v4", "rules.v6", "edge.nft", "edge.cmd"])
+
+    fresh = tmp_path / "fresh"
+    (fresh / "windows").mkdir(parents=True)
+    (fresh / "windows" / "edge.cmd").mkdir()
+    result = _build(tmp_path, "fresh")
+    assert result.exit_code == 1  # type: ignore[attr-defined]
+    assert sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*")) == ["windows", "windows/edge.cmd"]
+
+
+def test_a_failing_rename_puts_back_the_files_already_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from fwgen import build as building
+
+    monkeypatch.chdir(tmp_path)
+    assert _build(tmp_path, "out").exit_code == 0  # type: ignore[attr-defined]
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"old " + path.name.encode())
+    before = _files(tmp_path / "out")
+    renames: list[str] = []
+    real_replace = os.replace
+
+    def replace(src: str, dst: object) -> None:
+        if str(dst).endswith(".cmd") and not str(src).endswith(".old"):
+            raise OSError(5, "Input/output error")
+        renames.append(str(dst))
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(building.os, "replace", replace)
+    result = _build(tmp_path, "out")
+    assert result.exit_code == 1  # type: ignore[attr-defined]
+    assert result.stderr == "fwgen: cannot write out/windows/edge.cmd: Input/output error\n"  # type: ignore[attr-defined]
+    assert len(renames) == 6  # three files replaced, then put back
+    assert _files(tmp_path / "out") == before
+    assert not [p for p in (tmp_path / "out").rglob(".*")]  # no temporary file or kept link left
+
+
+def test_output_error_in_a_real_process(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(POLICY, encoding="utf-8")
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fwgen", "build", "p.yaml", "-o", "afile/x"],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == "fwgen: cannot write afile/x/iptables/rules.v4: Not a directory\n"
+
+
+@pytest.mark.parametrize("registry,reason", [
+    ("nowhere/registry.csv", "No such file or directory"),
+    ("afile/registry.csv", "Not a directory"),
+])
+def test_unreadable_registry_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         registry: str, reason: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("", encoding="utf-8")
+    Path("edge.yaml").write_text(POLICY, encoding="utf-8")
+    for argv in (["build", "edge.yaml"], ["ports", "22"], ["lint", "edge.yaml"]):
+        result = CliRunner().invoke(main, [*argv, "--registry", registry])
+        assert result.exit_code == 1, argv
+        assert result.stderr == f"fwgen: cannot read registry {registry}: {reason}\n"
+    assert not Path("out").exists()
