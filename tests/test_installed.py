@@ -28,7 +28,7 @@ def test_installed_fwgen_builds_from_another_directory(tmp_path: Path) -> None:
         cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, check=True,
     ).stdout.split()
     # (the environment .ci/run installs into may itself live inside the checkout)
-    assert not Path(where[0]).resolve().is_relative_to(ROOT / "fwgen"), "fwgen imported from the checkout, not installed"
+    assert not Path(where[0]).resolve().is_relative_to(ROOT / "fwgen"), "fwgen imported from the checkout"
     assert not Path(where[1]).resolve().is_relative_to(ROOT / "templates"), "templates found in the checkout"
     assert Path(where[0]).resolve().parent.parent.name == "site-packages", where[0]
     for loaded in where[2:]:  # the wheel carries the compiled templates, and they are current
