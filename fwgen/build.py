@@ -55,7 +55,7 @@ def build(
     unacknowledged error-level lint finding, as ``fwgen build`` does (docs/lint.md).
     ``parallel``: render the targets after the first in a forked child meanwhile (see
     ``fwgen.forked``; the output is the same)."""
-    ruleset = _checked_ruleset(policy_path, registry, lint_errors)
+    ruleset = _checked_ruleset(policy_path, registry, lint_errors, targets)
     outputs = _render(ruleset, [name for name in TARGET_NAMES if name in targets], parallel)
     files: dict[str, str] = {}
     warnings: list[str] = []
@@ -91,7 +91,7 @@ def _render(ruleset: Ruleset, names: list[str], parallel: bool) -> list[Rendered
     return mine + (theirs if isinstance(theirs, list) else render(rest))
 
 
-def _checked_ruleset(policy_path: str, registry: Registry, lint_errors: bool) -> Ruleset:
+def _checked_ruleset(policy_path: str, registry: Registry, lint_errors: bool, targets: tuple[str, ...]) -> Ruleset:
     """The policy (and the YAML nodes lint locates findings in) is released when this
     returns, before the targets render: for thousands of rules the nodes would otherwise
     add a fifth to peak memory."""
@@ -100,7 +100,7 @@ def _checked_ruleset(policy_path: str, registry: Registry, lint_errors: bool) ->
     if lint_errors:
         from fwgen.lint import check_errors
 
-        check_errors(policy, ruleset, registry)
+        check_errors(policy, ruleset, registry, tuple(name for name in TARGET_NAMES if name in targets))
     return ruleset
 
 

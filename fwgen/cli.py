@@ -99,6 +99,13 @@ def build(
     except PolicyError as error:
         _fail(error)
         return
+    written: list[Path] = []
+    if not (to_stdout or check):
+        try:
+            written = write_atomically(outdir, result.files)
+        except PolicyError as error:  # an OS error: that line alone, not the warnings too
+            _fail(error)
+            return
     for warning in result.warnings:
         click.echo(f"{policy}: warning: {warning}", err=True)
     if to_stdout:
@@ -110,11 +117,6 @@ def build(
         return
     if check:
         _check_outputs(policy, outdir, targets, result.files)
-        return
-    try:
-        written = write_atomically(outdir, result.files)
-    except PolicyError as error:
-        _fail(error)
         return
     for path in written:
         click.echo(f"wrote {path}")
@@ -182,9 +184,13 @@ def schema() -> None:
 
 @main.command()
 @click.argument("policy", type=click.Path(dir_okay=False))
+@click.option(
+    "-t", "--target", "targets", multiple=True, type=click.Choice(TARGETS),
+    help="The targets the policy is built for (repeatable; some findings depend on them). Default: all three.",
+)
 @click.option("--strict", is_flag=True, help="Count warnings as errors (exit status 1).")
 @registry_option
-def lint(policy: str, strict: bool, registry_path: str | None) -> None:
+def lint(policy: str, targets: tuple[str, ...], strict: bool, registry_path: str | None) -> None:
     """Report likely mistakes in POLICY: shadowed, redundant and partly overridden
     rules, ports with reported unauthorized use, an SSH lockout, traffic the defaults
     break (DNS, NTP, DHCP) and more (see docs/lint.md).
@@ -197,7 +203,7 @@ def lint(policy: str, strict: bool, registry_path: str | None) -> None:
     from fwgen.lint import exit_status, lint_file
 
     try:
-        findings = lint_file(policy, _registry(registry_path))
+        findings = lint_file(policy, _registry(registry_path), tuple(t for t in TARGETS if t in targets) or TARGETS)
     except PolicyError as error:
         _fail(error)
         return

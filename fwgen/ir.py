@@ -135,6 +135,7 @@ class Defaults(NamedTuple):
     inbound: Action  # ALLOW or DENY
     outbound: Action  # ALLOW or DENY
     reject: bool  # deny: reject (True) or drop (False)
+    forward: Action = Action.DENY  # routed traffic, where a target governs it (iptables' FORWARD)
 
     def for_direction(self, direction: Direction) -> Action:
         return self.inbound if direction is Direction.IN else self.outbound
@@ -144,6 +145,13 @@ class MonitorSettings(NamedTuple):
     log_prefix: str
     rate: int
     per: str  # second | minute | hour
+
+
+class Options(NamedTuple):
+    """Host-wide settings that are not rules."""
+
+    antispoof: bool = True  # drop packets failing the reverse-path check (rpfilter / fib)
+    windows_exclusive: bool = False  # Windows: the default deny as explicit block rules
 
 
 class SourceInfo(NamedTuple):
@@ -163,6 +171,7 @@ class Ruleset:
     monitor: MonitorSettings
     rules: tuple[Rule, ...]
     source: SourceInfo
+    options: Options = Options()
 
     @functools.cached_property
     def derived(self) -> dict[object, object]:

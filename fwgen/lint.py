@@ -35,6 +35,8 @@ from fwgen.resolve import compile_policy
 from fwgen.yamlsource import Source
 
 Decider = int | None  # the deciding rule's index in the policy; None = the default
+TARGETS = ("iptables", "nftables", "windows")
+LINUX_TARGETS = ("iptables", "nftables")
 Span = tuple[int, int]  # an inclusive integer interval: ports or addresses
 _SIZE = {4: 1 << 32, 6: 1 << 128}
 SEVERITIES = ("error", "warning")
@@ -216,10 +218,13 @@ class Table:
 class Context:
     """Everything a check reads: the policy, its IR, the registry, the model, locations."""
 
-    def __init__(self, policy: Policy, ruleset: ir.Ruleset, registry: Registry) -> None:
+    def __init__(
+        self, policy: Policy, ruleset: ir.Ruleset, registry: Registry, targets: tuple[str, ...] = TARGETS
+    ) -> None:
         self.policy = policy
         self.ruleset = ruleset
         self.registry = registry
+        self.targets = targets  # the outputs the policy is built for: some findings depend on them
         self.rule = {r.index: r for r in ruleset.rules}
         self.source_rule = {r.index: r for r in policy.rules}
         self.raised: set[str] = set()  # ids found by the other checks (for ``after`` checks)
@@ -358,10 +363,11 @@ def finding_ids() -> tuple[str, ...]:
 
 def lint(
     policy: Policy, registry: Registry, ruleset: ir.Ruleset | None = None,
-    severities: tuple[str, ...] = SEVERITIES,
+    severities: tuple[str, ...] = SEVERITIES, targets: tuple[str, ...] = TARGETS,
 ) -> list[Finding]:
-    """The findings ``acknowledge:`` does not silence, sorted by position."""
-    ctx = Context(policy, ruleset or compile_policy(policy, registry), registry)
+    """The findings ``acknowledge:`` does not silence, sorted by position, for a policy
+    built for ``targets``."""
+    ctx = Context(policy, ruleset or compile_policy(policy, registry), registry, targets)
     acknowledged = set(policy.acknowledge)
     found: list[Finding] = []
     selected = [c for c in checks() if c.severity in severities]
@@ -375,15 +381,17 @@ def lint(
     return sorted((f for f in found if f.id not in acknowledged), key=Finding.sort_key)
 
 
-def lint_file(path: str, registry: Registry) -> list[Finding]:
+def lint_file(path: str, registry: Registry, targets: tuple[str, ...] = TARGETS) -> list[Finding]:
     """Load, compile and lint; ``PolicyError`` when the policy does not load."""
-    return lint(load_policy(path), registry)
+    return lint(load_policy(path), registry, targets=targets)
 
 
-def check_errors(policy: Policy, ruleset: ir.Ruleset, registry: Registry) -> None:
+def check_errors(
+    policy: Policy, ruleset: ir.Ruleset, registry: Registry, targets: tuple[str, ...] = TARGETS
+) -> None:
     """For ``fwgen build``: the first unacknowledged error-level finding, as a located
     ``PolicyError``."""
-    errors = lint(policy, registry, ruleset, severities=("error",))
+    errors = lint(policy, registry, ruleset, severities=("error",), targets=targets)
     if errors:
         first = errors[0]
         raise PolicyError(first.location, f"{first.message} [{first.id}]")
@@ -405,7 +413,7 @@ DOC_HEADER = """\
      python -m fwgen.lint > docs/lint.md -->
 
 ```
-fwgen lint POLICY [--strict] [--registry FILE]
+fwgen lint POLICY [-t iptables|nftables|windows]... [--strict] [--registry FILE]
 ```
 
 Reports what a careful reviewer would flag in a policy that compiles: one line per
@@ -428,6 +436,12 @@ silences every finding with that id in that policy:
 ```yaml
 acknowledge: [ssh-lockout, dhcpv4-client]
 ```
+
+Some findings depend on the targets the policy is built for (`-t`, as for `fwgen build`;
+default all three): the lockout check is about SSH when iptables or nftables is built,
+and about RDP and WinRM when Windows alone is; a deny that only repeats a deny default
+is not redundant where Windows is built, since there an explicit block beats other
+software's allow rules, which the default does not.
 
 Rule analysis is exact: per direction and protocol, over every port and every IPv4 and
 IPv6 remote address, with the same first-match semantics as `fwgen explain`. A verdict
@@ -457,6 +471,8 @@ def _doc_body(doc: str) -> str:
     for i, block in enumerate(blocks):
         if block in ("Example::", "Finding::"):
             out.append("For example:" if block == "Example::" else "reports:")
+        elif block.startswith("Targets:: "):
+            out.append(f"built with `{' '.join(f'-t {name}' for name in block.split()[1:])}`")
         elif block.startswith("    ") and i and blocks[i - 1] == "Finding::":
             out.append(f"```console\n{_unwrap(block)}\n```")
         elif block.startswith("    "):
@@ -474,12 +490,14 @@ def _unwrap(block: str) -> str:
     return " ".join(line.strip() for line in block.splitlines())
 
 
-def doc_examples(check: Check) -> tuple[str, str]:
-    """The (policy text, finding line) of a check's docstring example."""
+def doc_examples(check: Check) -> tuple[str, str, tuple[str, ...]]:
+    """The (policy text, finding line, targets) of a check's docstring example; the
+    targets are all three unless a ``Targets:: NAME ...`` paragraph names them."""
     blocks = check.doc.split("\n\n")
     policy = blocks[blocks.index("Example::") + 1]
     finding = blocks[blocks.index("Finding::") + 1]
-    return _dedent(policy) + "\n", _unwrap(finding)
+    named = [block.split()[1:] for block in blocks if block.startswith("Targets:: ")]
+    return _dedent(policy) + "\n", _unwrap(finding), tuple(named[0]) if named else TARGETS
 
 
 if __name__ == "__main__":

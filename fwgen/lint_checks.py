@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from fwgen.errors import Location, shorten
 from fwgen.intervals import merge_spans
 from fwgen.ir import Action, Direction, Protocol
-from fwgen.lint import Check, Context, Decider, Span, count_ports, format_ports
+from fwgen.lint import LINUX_TARGETS, Check, Context, Decider, Span, count_ports, format_ports
 from fwgen.policy import PolicyRule
 from fwgen.registry import Registry
 from fwgen.resolve import resolve_ports
@@ -162,7 +162,9 @@ def redundant(ctx: Context) -> Yield:
 
     Typical: an allow for an address range followed by the same allow for everyone, or a
     deny that only repeats `inbound: deny`. A shadowed rule is reported as shadowed
-    instead.
+    instead. Where Windows is among the targets, a deny that repeats a deny default is
+    not reported: on Windows the explicit block rule beats other software's allow rules,
+    which the default does not (unless `windows: {exclusive: true}`).
 
     Example::
 
@@ -174,14 +176,21 @@ def redundant(ctx: Context) -> Yield:
           - name: no-telnet
             action: deny
             ports: [telnet]
+        windows:
+          exclusive: true
 
     Finding::
 
         example.yaml:6:5: warning: rule 'no-telnet' is redundant: without it the same traffic gets the same
         verdict from the default inbound deny [redundant]
     """
+    # On Windows a deny default is the profile's block setting, which other software's
+    # allow rules override; an explicit deny is a block rule, which beats them.
+    windows_needs_denies = "windows" in ctx.targets and not ctx.ruleset.options.windows_exclusive
     for rule in ctx.ruleset.rules:
         facts = ctx.facts[rule.index]
+        if windows_needs_denies and rule.action is Action.DENY and None in facts.takers:
+            continue
         if facts.reached and not facts.changes:
             takers = sorted(facts.takers, key=lambda d: (d is None, d or 0))
             names = ", ".join(ctx.name_line(d, rule.direction) for d in takers)
@@ -349,6 +358,8 @@ def ssh_lockout(ctx: Context) -> Yield:
         applying this policy locks out SSH; allow ssh from your admin networks, or acknowledge ssh-lockout
         [ssh-lockout]
     """
+    if not set(ctx.targets) & set(LINUX_TARGETS):
+        return  # a Windows host: rdp-lockout
     deciders = _denied_everywhere(ctx, IN, TCP, 22)
     if deciders is not None:
         location, by = _blame(ctx, IN, deciders)
@@ -356,6 +367,53 @@ def ssh_lockout(ctx: Context) -> Yield:
             f"inbound tcp 22 (ssh) is denied from every address, {by}: "
             "applying this policy locks out SSH; allow ssh from your admin networks, or acknowledge ssh-lockout"
         )
+
+
+REMOTE_ADMIN_WINDOWS = ((3389, "3389 (RDP)"), (5985, "5985 (WinRM)"), (5986, "5986 (WinRM over HTTPS)"))
+
+
+@check("rdp-lockout", "error")
+def rdp_lockout(ctx: Context) -> Yield:
+    """Built for Windows alone, the policy denies inbound tcp 3389 (RDP), 5985 and 5986
+    (WinRM) from every address: it locks out remote administration of the host.
+
+    The Windows counterpart of `ssh-lockout`, checked when `windows` is the only target
+    (`fwgen build -t windows`, `fwgen lint -t windows`). An error: `fwgen build` refuses
+    the policy. Allow RDP or WinRM from the admin networks, or add
+    `acknowledge: [rdp-lockout]` for a host managed another way.
+
+    Example::
+
+        version: 1
+        rules:
+          - name: smb
+            action: allow
+            protocol: tcp
+            ports: [microsoft-ds]
+            from: [10.0.0.0/8]
+
+    Targets:: windows
+
+    Finding::
+
+        example.yaml:1:1: error: inbound tcp 3389 (RDP), 5985 (WinRM) and 5986 (WinRM over HTTPS) are denied from
+        every address, by the default inbound deny: applying this policy on Windows locks out remote
+        administration; allow RDP or WinRM from your admin networks, or acknowledge rdp-lockout [rdp-lockout]
+    """
+    if "windows" not in ctx.targets or set(ctx.targets) & set(LINUX_TARGETS):
+        return
+    deciders: list[Decider] = []
+    for port, _ in REMOTE_ADMIN_WINDOWS:
+        denied = _denied_everywhere(ctx, IN, TCP, port)
+        if denied is None:
+            return
+        deciders += [d for d in denied if d not in deciders]
+    location, by = _blame(ctx, IN, deciders)
+    ports = ", ".join(label for _, label in REMOTE_ADMIN_WINDOWS[:-1]) + f" and {REMOTE_ADMIN_WINDOWS[-1][1]}"
+    yield location, (
+        f"inbound tcp {ports} are denied from every address, {by}: applying this policy on Windows locks out "
+        "remote administration; allow RDP or WinRM from your admin networks, or acknowledge rdp-lockout"
+    )
 
 
 # ---------------------------------------------------------------------- traffic the defaults break
@@ -503,6 +561,81 @@ def dhcpv4_client(ctx: Context) -> Yield:
         yield location, (
             f"inbound udp 68 (bootpc) is denied from every IPv4 address, {by}: if this host uses DHCP, "
             "replies to its broadcasts are not established/related; allow udp 68 from your DHCP servers"
+        )
+
+
+DHCPV6_SERVERS = ipaddress.IPv6Address("ff02::1:2")  # All_DHCP_Relay_Agents_and_Servers
+
+
+@check("dhcpv4-renew")
+def dhcpv4_renew(ctx: Context) -> Yield:
+    """Outbound udp 67 (bootps) is denied to every IPv4 address: a DHCP client cannot
+    renew its lease.
+
+    A client renews by unicast to its server's port 67 over an ordinary udp socket,
+    which the firewall filters (only the first broadcast of some clients bypasses it, on
+    a raw socket), so the lease runs out and the host loses its address. Usually
+    `outbound: deny` without a rule for it. Allow udp 67 to the DHCP servers if the host
+    uses DHCP, or acknowledge it for a host with a static address.
+
+    Example::
+
+        version: 1
+        defaults: {outbound: deny}
+        acknowledge: [no-dns-out, no-ntp-out, dhcpv6-solicit]
+        rules:
+          - name: ssh
+            action: allow
+            ports: [ssh/tcp]
+
+    Finding::
+
+        example.yaml:2:22: warning: outbound udp 67 (bootps) is denied to every IPv4 address, by the default
+        outbound deny: if this host uses DHCP, its lease renewals (unicast to the server) fail; allow udp 67 to
+        your DHCP servers [dhcpv4-renew]
+    """
+    deciders = _denied_everywhere(ctx, OUT, UDP, 67, family=4)
+    if deciders is not None:
+        location, by = _blame(ctx, OUT, deciders)
+        yield location, (
+            f"outbound udp 67 (bootps) is denied to every IPv4 address, {by}: if this host uses DHCP, "
+            "its lease renewals (unicast to the server) fail; allow udp 67 to your DHCP servers"
+        )
+
+
+@check("dhcpv6-solicit")
+def dhcpv6_solicit(ctx: Context) -> Yield:
+    """Outbound udp 547 (dhcpv6-server) is denied to ff02::1:2: a DHCPv6 client cannot
+    ask for an address.
+
+    A DHCPv6 client sends its Solicit, Request, Renew and Rebind to the multicast group
+    ff02::1:2 (All_DHCP_Relay_Agents_and_Servers), port 547. Usually `outbound: deny`
+    without a rule for it. Allow udp 547 to ff02::1:2 if the host uses DHCPv6, or
+    acknowledge it.
+
+    Example::
+
+        version: 1
+        defaults: {outbound: deny}
+        acknowledge: [no-dns-out, no-ntp-out, dhcpv4-renew]
+        rules:
+          - name: ssh
+            action: allow
+            ports: [ssh/tcp]
+
+    Finding::
+
+        example.yaml:2:22: warning: outbound udp 547 (dhcpv6-server) is denied to ff02::1:2, by the default
+        outbound deny: a DHCPv6 client sends its Solicit and Request there; if this host uses DHCPv6, allow
+        udp 547 to ff02::1:2 [dhcpv6-solicit]
+    """
+    group = int(DHCPV6_SERVERS)
+    deciders = _denied_everywhere(ctx, OUT, UDP, 547, family=6, within=(group, group))
+    if deciders is not None:
+        location, by = _blame(ctx, OUT, deciders)
+        yield location, (
+            f"outbound udp 547 (dhcpv6-server) is denied to {DHCPV6_SERVERS}, {by}: a DHCPv6 client sends its "
+            f"Solicit and Request there; if this host uses DHCPv6, allow udp 547 to {DHCPV6_SERVERS}"
         )
 
 

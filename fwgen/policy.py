@@ -72,6 +72,9 @@ class Policy:
     rate_per: str
     rules: tuple[PolicyRule, ...]
     acknowledge: tuple[str, ...] = ()  # lint finding ids the reviewers accepted (docs/lint.md)
+    forward: str = "deny"  # allow | deny: routed traffic (iptables' FORWARD policy)
+    antispoof: bool = True
+    windows_exclusive: bool = False
     # The nodes it was read from, so lint can locate keys Policy keeps no location for.
     document: Document | None = field(default=None, compare=False, repr=False)
 
@@ -172,8 +175,11 @@ def load_policy(path: str) -> Policy:
     return parse_policy(Source(path, text), hashlib.sha256(raw).hexdigest())
 
 
-TOP_KEYS = ("version", "name", "description", "defaults", "monitor", "rules", "acknowledge")
-DEFAULT_KEYS = ("inbound", "outbound", "deny")
+TOP_KEYS = (
+    "version", "name", "description", "defaults", "monitor", "rules", "acknowledge", "antispoof", "windows",
+)
+DEFAULT_KEYS = ("inbound", "outbound", "deny", "forward")
+WINDOWS_KEYS = ("exclusive",)
 MONITOR_KEYS = ("log_prefix", "rate")
 RULE_KEYS = (
     "name", "action", "log", "direction", "protocol", "ports", "range", "from", "to", "comment",
@@ -202,7 +208,7 @@ def parse_policy(source: Source, sha256: str) -> Policy:
 
     if "name" in top:
         name = reader.pattern(top["name"][1], "policy name", POLICY_NAME, "[a-z0-9][a-z0-9_-]{0,19}")
-        _check_table_name(name, reader.at(top["name"][1]), "")
+        _check_table_name(name, reader.at(top["name"][1]), from_file=False)
     else:
         name = Path(source.path).stem
         if not POLICY_NAME.fullmatch(name):
@@ -211,10 +217,10 @@ def parse_policy(source: Source, sha256: str) -> Policy:
                 f"the file name '{name}' is not a valid policy name ([a-z0-9][a-z0-9_-]{{0,19}}); "
                 "add a 'name:' key",
             )
-        _check_table_name(name, start, " (from the file name); add a 'name:' key")
+        _check_table_name(name, start, from_file=True)
     description = reader.text(top["description"][1], "description") if "description" in top else ""
 
-    inbound, outbound, deny = "deny", "allow", "drop"
+    inbound, outbound, deny, forward = "deny", "allow", "drop", "deny"
     if "defaults" in top:
         defaults = reader.mapping(top["defaults"][1], "defaults", DEFAULT_KEYS)
         if "inbound" in defaults:
@@ -223,6 +229,14 @@ def parse_policy(source: Source, sha256: str) -> Policy:
             outbound = reader.choice(defaults["outbound"][1], "defaults.outbound", ("allow", "deny"))
         if "deny" in defaults:
             deny = reader.choice(defaults["deny"][1], "defaults.deny", ("drop", "reject"))
+        if "forward" in defaults:
+            forward = reader.choice(defaults["forward"][1], "defaults.forward", ("allow", "deny"))
+    antispoof = reader.boolean(top["antispoof"][1], "antispoof") if "antispoof" in top else True
+    windows_exclusive = False
+    if "windows" in top:
+        windows = reader.mapping(top["windows"][1], "windows", WINDOWS_KEYS)
+        if "exclusive" in windows:
+            windows_exclusive = reader.boolean(windows["exclusive"][1], "windows.exclusive")
 
     prefix, rate, per = "fwgen", 10, "minute"
     if "monitor" in top:
@@ -263,6 +277,7 @@ def parse_policy(source: Source, sha256: str) -> Policy:
         path=source.path, sha256=sha256, name=name, description=description,
         inbound=inbound, outbound=outbound, deny=deny,
         log_prefix=prefix, rate=rate, rate_per=per, rules=tuple(rules), acknowledge=acknowledge,
+        forward=forward, antispoof=antispoof, windows_exclusive=windows_exclusive,
         document=Document(source, root),
     )
 
@@ -293,16 +308,23 @@ def _parse_acknowledge(reader: _Reader, node: yaml.Node) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def _check_table_name(name: str, location: Location, how: str) -> None:
+def _check_table_name(name: str, location: Location, from_file: bool) -> None:
     """The policy name becomes nft's ``table inet NAME``, which nft cannot quote."""
-    from fwgen.targets.nft_keywords import NFT_KEYWORDS
+    from fwgen.targets.nft_keywords import NFT_KEYWORDS, OTHER_TABLES
 
+    what = f"policy name '{name}'" + (" (from the file name)" if from_file else "")
+    fix = "; add a 'name:' key" if from_file else ""
     if name[0].isdigit():
-        raise PolicyError(
-            location, f"policy name '{name}'{how} cannot name an nftables table: it must start with a letter"
-        )
+        raise PolicyError(location, f"{what} cannot name an nftables table: it must start with a letter{fix}")
     if name in NFT_KEYWORDS:
-        raise PolicyError(location, f"policy name '{name}'{how} is an nftables keyword and cannot name a table")
+        raise PolicyError(location, f"{what} is an nftables keyword and cannot name a table{fix}")
+    if name in OTHER_TABLES:
+        raise PolicyError(
+            location,
+            f"{what} is the name of a table of {OTHER_TABLES[name]}: fwgen's nftables file replaces "
+            f"table inet {name}, so loading it could delete that table; "
+            + ("add a 'name:' key" if from_file else "choose another name"),
+        )
 
 
 def _name_location(reader: _Reader, rule_node: yaml.Node) -> Location:

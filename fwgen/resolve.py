@@ -185,6 +185,7 @@ def compile_policy(policy: Policy, registry: Registry) -> ir.Ruleset:
             inbound=Action(policy.inbound),
             outbound=Action(policy.outbound),
             reject=policy.deny == "reject",
+            forward=_ACTION[policy.forward],
         ),
         monitor=ir.MonitorSettings(policy.log_prefix, policy.rate, policy.rate_per),
         rules=tuple(resolve_rule(rule, registry) for rule in policy.rules),
@@ -194,4 +195,5 @@ def compile_policy(policy: Policy, registry: Registry) -> ir.Ruleset:
             registry_edition=registry.edition,
             registry_sha256=registry.sha256,
         ),
+        options=ir.Options(antispoof=policy.antispoof, windows_exclusive=policy.windows_exclusive),
     )

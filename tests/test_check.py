@@ -138,8 +138,11 @@ def test_targets_limit_what_is_checked(built: tuple[Path, Path]) -> None:
     code, stdout, stderr = _run("build", "--check", str(policy), "-o", str(out), "-t", "iptables", "-t", "nftables")
     assert (code, stdout) == (1, f"stale: {out / 'iptables/rules.v6'}\n")
     assert f"-o {out} -t iptables -t nftables" in stderr
-    code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out), "-t", "windows")
+    code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out), "-t", "nftables", "-t", "windows")
     assert (code, stdout) == (1, f"missing: {out / 'windows/edge.cmd'}\n")
+    # built for Windows alone, the policy would lock out RDP and WinRM (rdp-lockout)
+    code, stdout, stderr = _run("build", "--check", str(policy), "-o", str(out), "-t", "windows")
+    assert (code, stdout) == (1, "") and stderr.endswith("[rdp-lockout]\n")
 
 
 def test_a_target_built_alone_checks_alone(tmp_path: Path) -> None:

@@ -96,6 +96,15 @@ CASES = [
      "bad_name_key.yaml:2:7: policy name 'Edge' is not valid: it must match [a-z0-9][a-z0-9_-]{0,19}"),
     ("nft_keyword.yaml", "version: 1\nname: accept\n",
      "nft_keyword.yaml:2:7: policy name 'accept' is an nftables keyword and cannot name a table"),
+    ("nft_keyword_esp.yaml", "version: 1\nname: esp\n",
+     "nft_keyword_esp.yaml:2:7: policy name 'esp' is an nftables keyword and cannot name a table"),
+    ("firewalld.yaml", "version: 1\n",
+     "firewalld.yaml:1:1: policy name 'firewalld' (from the file name) is the name of a table of firewalld: "
+     "fwgen's nftables file replaces table inet firewalld, so loading it could delete that table; add a 'name:' key"),
+    ("other_table.yaml", "version: 1\nname: filter\n",
+     "other_table.yaml:2:7: policy name 'filter' is the name of a table of Debian's stock /etc/nftables.conf "
+     "(table inet filter) and iptables-nft: fwgen's nftables file replaces table inet filter, so loading it could "
+     "delete that table; choose another name"),
     ("bad_prefix.yaml", "version: 1\nmonitor:\n  log_prefix: \"x y\"\n",
      "bad_prefix.yaml:3:15: monitor.log_prefix 'x y' is not valid: it must match [A-Za-z0-9_.-]{1,16}"),
     ("bad_rate.yaml", "version: 1\nmonitor:\n  rate: 10/fortnight\n",

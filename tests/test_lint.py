@@ -75,12 +75,16 @@ def run(*args: str) -> tuple[int, list[str], str]:
     return result.exit_code, result.stdout.splitlines(), result.stderr
 
 
-def findings(path: str) -> list[str]:
-    return [str(f) for f in lint_file(path, bundled())]
+LINUX = ("iptables", "nftables")
+ALL = ("iptables", "nftables", "windows")
 
 
-def with_id(path: str, finding_id: str) -> list[str]:
-    return [f for f in findings(path) if f.endswith(f"[{finding_id}]")]
+def findings(path: str, targets: tuple[str, ...] = ALL) -> list[str]:
+    return [str(f) for f in lint_file(path, bundled(), targets)]
+
+
+def with_id(path: str, finding_id: str, targets: tuple[str, ...] = ALL) -> list[str]:
+    return [f for f in findings(path, targets) if f.endswith(f"[{finding_id}]")]
 
 
 DHCP4 = ("warning: inbound udp 68 (bootpc) is denied from every IPv4 address, by the default inbound deny: "
@@ -101,7 +105,16 @@ def test_examples_exact_findings() -> None:
 
     locked = example("locked-down")
     inbound = at(locked, "inbound: deny", "deny")
-    assert findings(locked) == [f"{inbound}: {DHCP4}", f"{inbound}: {DHCP6}"]
+    outbound = at(locked, "outbound: deny", "deny")
+    assert findings(locked) == [
+        f"{inbound}: {DHCP4}", f"{inbound}: {DHCP6}",
+        f"{outbound}: warning: outbound udp 67 (bootps) is denied to every IPv4 address, by the default outbound "
+        "deny: if this host uses DHCP, its lease renewals (unicast to the server) fail; allow udp 67 to your DHCP "
+        "servers [dhcpv4-renew]",
+        f"{outbound}: warning: outbound udp 547 (dhcpv6-server) is denied to ff02::1:2, by the default outbound "
+        "deny: a DHCPv6 client sends its Solicit and Request there; if this host uses DHCPv6, allow udp 547 to "
+        "ff02::1:2 [dhcpv6-solicit]",
+    ]
 
     dormant = example("dormant-ports")
     watch = line_of(dormant, "- name: watch-dormant")
@@ -193,10 +206,43 @@ def test_redundant_repeating_the_default() -> None:
     path = example("locked-down", append(
         "  - name: no-telnet-out\n    action: deny\n    direction: out\n    ports: [telnet]\n"
     ))
-    assert with_id(path, "redundant") == [
+    expected = [
         f"{at(path, 'name: no-telnet-out')}: warning: rule 'no-telnet-out' is redundant: without it the same "
         "traffic gets the same verdict from the default outbound deny [redundant]"
     ]
+    assert with_id(path, "redundant", LINUX) == expected
+    # built for Windows too, the explicit block beats other software's allow rules: keep it
+    assert with_id(path, "redundant", ALL) == with_id(path, "redundant", ("windows",)) == []
+    exclusive = example("locked-down", append(
+        "  - name: no-telnet-out\n    action: deny\n    direction: out\n    ports: [telnet]\n"
+        "windows:\n  exclusive: true\n"
+    ))
+    assert with_id(exclusive, "redundant", ALL) == expected
+
+
+def test_lockout_follows_the_targets() -> None:
+    path = example("edge", replace("ports: [ssh]", "ports: [telnet]"))
+    ssh = with_id(path, "ssh-lockout", LINUX)
+    assert len(ssh) == 1 and with_id(path, "ssh-lockout", ALL) == ssh
+    assert with_id(path, "ssh-lockout", ("windows",)) == []
+    rdp = with_id(path, "rdp-lockout", ("windows",))
+    assert rdp == [
+        f"{at(path, 'inbound: deny', 'deny')}: error: inbound tcp 3389 (RDP), 5985 (WinRM) and 5986 (WinRM over "
+        "HTTPS) are denied from every address, by the default inbound deny: applying this policy on Windows locks "
+        "out remote administration; allow RDP or WinRM from your admin networks, or acknowledge rdp-lockout "
+        "[rdp-lockout]"
+    ]
+    assert with_id(path, "rdp-lockout", ALL) == with_id(path, "rdp-lockout", LINUX) == []
+    winrm = example("edge", append("  - name: winrm\n    action: allow\n    ports: [5986/tcp]\n"
+                                   "    from: [10.0.0.0/8]\n"), as_name="winrm.yaml")
+    assert with_id(winrm, "rdp-lockout", ("windows",)) == []
+    # fwgen build asks for the acknowledgement that fits the targets
+    code, out, err = run("build", path, "-t", "windows", "--stdout")
+    assert code == 1 and err.endswith("[rdp-lockout]\n")
+    code, out, err = run("build", path, "-t", "nftables", "--stdout")
+    assert code == 1 and err.endswith("[ssh-lockout]\n")
+    locked = example("edge", replace("version: 1", "version: 1\nacknowledge: [rdp-lockout]"), as_name="ack.yaml")
+    assert run("build", locked, "-t", "windows", "--stdout")[0] == 0
 
 
 def test_logging_deny_is_not_redundant_with_the_default() -> None:
@@ -469,9 +515,9 @@ def test_findings_sorted_by_position() -> None:
 
 def test_every_documented_example_gives_its_finding() -> None:
     for check in lint_module.checks():
-        policy, expected = doc_examples(check)
+        policy, expected, targets = doc_examples(check)
         Path("example.yaml").write_text(policy, encoding="utf-8")
-        assert expected in findings("example.yaml"), check.id
+        assert expected in findings("example.yaml", targets), check.id
 
 
 def test_docs_are_generated_from_the_checks() -> None:

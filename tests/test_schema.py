@@ -23,7 +23,7 @@ from fwgen.build import compile_file
 from fwgen.cli import main
 from fwgen.errors import PolicyError
 from fwgen.registry import bundled
-from fwgen.targets.nft_keywords import NFT_KEYWORDS
+from fwgen.targets.nft_keywords import NFT_KEYWORDS, OTHER_TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "fwgen" / "data" / "policy.schema.json"
@@ -77,7 +77,13 @@ INVALID = [
     ("version-text", "version: '1'\n"),
     ("unknown-top-key", HEAD + "default:\n  inbound: deny\n"),
     ("unknown-rule-key", HEAD + "rules:\n  - action: allow\n    prots: [22]\n"),
-    ("unknown-defaults-key", HEAD + "defaults:\n  forward: deny\n"),
+    ("unknown-defaults-key", HEAD + "defaults:\n  routed: deny\n"),
+    ("bad-forward", HEAD + "defaults:\n  forward: drop\n"),
+    ("antispoof-text", HEAD + "antispoof: 'no'\n"),
+    ("unknown-windows-key", HEAD + "windows:\n  exclusiv: true\n"),
+    ("windows-exclusive-text", HEAD + "windows:\n  exclusive: 'true'\n"),
+    ("other-tools-table", "version: 1\nname: firewalld\n"),
+    ("nft-keyword-esp", "version: 1\nname: esp\n"),
     ("unknown-monitor-key", HEAD + "monitor:\n  prefix: x\n"),
     ("bad-action", HEAD + "rules:\n  - action: permit\n"),
     ("no-action", HEAD + "rules:\n  - name: x\n    ports: [22]\n"),
@@ -145,7 +151,10 @@ VALID = [
     ("no-rules", HEAD + "rules: []\n"),
     ("name-20", "version: 1\nname: a" + "b" * 19 + "\n"),
     ("name-chars", "version: 1\nname: a0_-z\n"),
-    ("all-defaults", HEAD + "defaults:\n  inbound: allow\n  outbound: deny\n  deny: reject\n"),
+    ("all-defaults", HEAD + "defaults:\n  inbound: allow\n  outbound: deny\n  deny: reject\n  forward: allow\n"),
+    ("antispoof-off", HEAD + "antispoof: false\n"),
+    ("windows-exclusive", HEAD + "windows:\n  exclusive: true\n"),
+    ("windows-empty", HEAD + "windows: {}\n"),
     ("monitor", HEAD + "monitor:\n  log_prefix: My_fw.1-2\n  rate: 10000/hour\n"),
     ("rate-1", HEAD + "monitor:\n  rate: 1/second\n"),
     ("acknowledge", HEAD + "acknowledge: [ssh-lockout, no-ntp-out]\n"),
@@ -187,10 +196,12 @@ def test_keys_match_the_loader() -> None:
     assert set(SCHEMA["properties"]) == set(loader.TOP_KEYS)
     assert set(SCHEMA["properties"]["defaults"]["properties"]) == set(loader.DEFAULT_KEYS)
     assert set(SCHEMA["properties"]["monitor"]["properties"]) == set(loader.MONITOR_KEYS)
+    assert set(SCHEMA["properties"]["windows"]["properties"]) == set(loader.WINDOWS_KEYS)
     assert set(_rule_schema()["properties"]) == set(loader.RULE_KEYS)
     assert SCHEMA["required"] == ["version"]
     assert _rule_schema()["required"] == ["action"]
-    for where in (SCHEMA, SCHEMA["properties"]["defaults"], SCHEMA["properties"]["monitor"], _rule_schema()):
+    for where in (SCHEMA, SCHEMA["properties"]["defaults"], SCHEMA["properties"]["monitor"],
+                  SCHEMA["properties"]["windows"], _rule_schema()):
         assert where["additionalProperties"] is False
 
 
@@ -205,9 +216,10 @@ def test_patterns_match_the_loader() -> None:
 
 def test_nft_keywords_match() -> None:
     """Policy names that are nft keywords are refused; the schema carries the same list."""
-    (keywords,) = [part["not"]["enum"] for part in SCHEMA["properties"]["name"]["allOf"] if "enum" in part["not"]]
+    keywords, tables = [part["not"]["enum"] for part in SCHEMA["properties"]["name"]["allOf"] if "enum" in part["not"]]
     expected = sorted(k for k in NFT_KEYWORDS if loader.POLICY_NAME.fullmatch(k) and not k[0].isdigit())
     assert keywords == expected, "fwgen/targets/nft_keywords.py changed: update policy.schema.json"
+    assert tables == sorted(OTHER_TABLES), "fwgen/targets/nft_keywords.py changed: update policy.schema.json"
 
 
 def test_acknowledge_ids_match_the_linter() -> None:

@@ -221,12 +221,12 @@ class WinModel:
 
 
 ADD_LINE = re.compile(
-    r'^netsh advfirewall firewall add rule name="(?P<name>fwgen-[a-z0-9_-]+)" '
+    r'^netsh advfirewall firewall add rule name="(?P<name>fwgen-[a-z0-9_-]+)\.new" '
     r"dir=(?P<dir>in|out) action=(?P<action>allow|block) protocol=(?P<proto>tcp|udp)"
     r"(?: (?P<portopt>localport|remoteport)=(?P<ports>[0-9,-]+))?"
     r"(?: remoteip=(?P<remote>[0-9a-f.:/,-]+))?"
     r' profile=any enable=yes description="(?P<desc>[A-Za-z0-9 _.,:/()+=@#-]*)"'
-    r" \|\| exit /b 1$"
+    r" \|\| goto :failed$"
 )
 
 
@@ -277,6 +277,9 @@ def probe_addresses(rs: Ruleset, rng: random.Random, extra: int = 10) -> list:
                 ints.update({lo - 1, lo, lo + 1, hi - 1, hi, hi + 1})
         ints.update(rng.randint(0, top) for _ in range(extra))
         pts.update(cls(i) for i in ints if 0 <= i <= top)
+    # :: and ::1 are never the remote address of a connection Windows Firewall filters
+    # (and [MS-FASP] keeps them out of rules): fwgen leaves them out of its address lists
+    pts -= {ipaddress.IPv6Address(0), ipaddress.IPv6Address(1)}
     return sorted(pts, key=lambda a: (a.version, a))
 
 
@@ -324,7 +327,7 @@ def test_allow_from_network_then_deny_same_port():
             (
                 "0.0.0.0-9.255.255.255",
                 "11.0.0.0-255.255.255.255",
-                "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                "::2-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
             ),
             "fwgen web: rule r2 (p.yaml:12) deny",
         ),
@@ -463,7 +466,7 @@ def test_monitor_and_logging_degradations():
     )
     out = windows.render(rs)
     text = out.files["windows/web.cmd"]
-    assert len(out.warnings) == 3
+    assert len(out.warnings) == 4  # reject, monitor, logged deny, the default deny (below)
     assert all(w.startswith("windows: ") and "\n" not in w for w in out.warnings)
     assert any("reject" in w for w in out.warnings)
     assert any("monitor" in w for w in out.warnings)
@@ -475,10 +478,22 @@ def test_monitor_and_logging_degradations():
 
 
 def test_no_degradation_notes_when_not_needed():
-    out = windows.render(ruleset(rule(1, ALLOW, tcp=ports(22)), rule(2, DENY, tcp=ports(23))))
+    out = windows.render(ruleset(rule(1, ALLOW, tcp=ports(22)), rule(2, DENY, tcp=ports(23)), inbound=ALLOW))
     text = out.files["windows/web.cmd"]
     assert out.warnings == []
-    assert "logging" not in text and "reject" not in text.lower()
+    assert "logging" not in text and "reject" not in text.lower() and "other software" not in text
+
+
+def test_a_deny_default_says_other_allow_rules_beat_it():
+    for inbound, outbound, which in ((DENY, ALLOW, "inbound"), (ALLOW, DENY, "outbound"),
+                                      (DENY, DENY, "inbound and outbound")):
+        out = windows.render(ruleset(rule(1, ALLOW, tcp=ports(22)), inbound=inbound, outbound=outbound))
+        assert [w for w in out.warnings if "other software" in w] == [
+            f"windows: the default {which} deny is the block setting of the profiles, which every allow rule "
+            "of other software (File and Printer Sharing, WinRM, rules users allowed) overrides; set exclusive: "
+            "true under windows: to write it as block rules that beat them"
+        ]
+        assert f"rem The default {which} deny is the block setting" in out.files["windows/web.cmd"]
 
 
 # --------------------------------------------------------------------------------------
@@ -496,20 +511,23 @@ def test_script_structure():
     assert text.count("\n") == text.count("\r\n") and "\r\r" not in text
     lines = text.split("\r\n")[:-1]
     assert lines[0] == "@echo off" and lines[1] == "setlocal"
+    clear = 'netsh advfirewall firewall delete rule name="fwgen-web.new" >nul 2>&1'
     delete = 'netsh advfirewall firewall delete rule name="fwgen-web" >nul 2>&1'
-    assert lines.count(delete) == 1
-    first_add = next(i for i, l in enumerate(lines) if "add rule" in l)
-    assert lines.index(delete) < first_add
-    assert all(l.startswith("rem ") for l in lines[2 : lines.index(delete)] if l)
-    assert [l for l in lines if l][-1] == "exit /b 0"
-    for l in lines:
-        if l.startswith("netsh") and l != delete:
+    rename = 'netsh advfirewall firewall set rule name="fwgen-web.new" new name="fwgen-web" || exit /b 1'
+    assert lines.count(clear) == 2 and lines.count(delete) == 1 and lines.count(rename) == 1
+    adds = [i for i, l in enumerate(lines) if "add rule" in l]
+    settings = [i for i, l in enumerate(lines) if l.startswith("netsh advfirewall set allprofiles")]
+    # clear a staging set, add the new rules, delete the old ones, rename, then the settings
+    assert lines.index(clear) < adds[0] and adds[-1] < lines.index(delete) < lines.index(rename) < settings[0]
+    assert all(l.startswith("rem ") for l in lines[2 : lines.index(clear)] if l)
+    ending = [l for l in lines[settings[-1] + 1:] if l and not l.startswith("rem ")]
+    assert ending == ["exit /b 0", ":failed", clear, "exit /b 1"]
+    for i, l in enumerate(lines):
+        if i in adds:
+            assert l.endswith(" || goto :failed"), l
+            assert ' name="fwgen-web.new" ' in l and " profile=any enable=yes " in l
+        elif i in settings:
             assert l.endswith(" || exit /b 1"), l
-            assert l.startswith(
-                ("netsh advfirewall firewall add rule ", "netsh advfirewall set allprofiles ")
-            ), l
-        if "add rule" in l:
-            assert ' name="fwgen-web" ' in l and " profile=any enable=yes " in l
         assert len(l) < CMD_LIMIT
         assert l.isascii() and "%" not in l
     assert text.encode("ascii")
@@ -550,8 +568,9 @@ HOSTILE = (
 )
 
 SAFE_LINE = re.compile(
-    r'^(@echo off|setlocal|exit /b 0|rem [A-Za-z0-9 _.,:/()+=@#-]*|'
-    r'netsh advfirewall firewall delete rule name="fwgen-web" >nul 2>&1|'
+    r'^(@echo off|setlocal|exit /b [01]|:failed|rem [A-Za-z0-9 _.,:/()+=@#-]*|'
+    r'netsh advfirewall firewall delete rule name="fwgen-web(\.new)?" >nul 2>&1|'
+    r'netsh advfirewall firewall set rule name="fwgen-web\.new" new name="fwgen-web" \|\| exit /b 1|'
     r"netsh advfirewall set allprofiles [a-z ,]+ \|\| exit /b 1|)$"
 )
 
@@ -571,7 +590,8 @@ def test_hostile_text_cannot_create_a_command():
         if ADD_LINE.match(line):
             assert line.count('"') == 4
     assert not any(l.lstrip().startswith("netsh advfirewall reset") for l in lines)
-    assert "%" not in text and "^" not in text and "|" not in text.replace("|| exit /b 1", "")
+    assert "%" not in text and "^" not in text and "|" not in text.replace("|| exit /b 1", "").replace(
+        "|| goto :failed", "")
     assert "&" not in text.replace(">nul 2>&1", "")
     descriptions = [w.description for w in lower(rs)]
     safe = re.compile(r"[A-Za-z0-9 _.,:/()+=@#-]*")
@@ -605,7 +625,7 @@ def test_long_lists_are_chunked_below_cmd_limit():
     adds = [l for l in lines if "add rule" in l]
     assert len(adds) > 3  # had to be chunked
     assert max(len(l) for l in lines) < CMD_LIMIT
-    assert all(' name="fwgen-web" ' in l for l in adds)
+    assert all(' name="fwgen-web.new" ' in l for l in adds)
     assert all(ADD_LINE.match(l) for l in adds)
     assert any(" part 1/" in l for l in adds)
     assert_equivalent(rs, random.Random(7), max_pairs=2500)

@@ -1,9 +1,12 @@
 """iptables target: ``iptables/rules.v4`` and ``iptables/rules.v6`` for iptables-restore.
 
-Each file is a complete ``filter`` table, as iptables-persistent loads it: loading one
-replaces every filter rule of that family on the host (Docker's included). Shape:
-- INPUT/OUTPUT start with the always-rules (invalid, established, loopback, and the
-  ICMPv6 IPv6 needs); then consecutive rules that match on ports alone become their
+Each file is a complete ``filter`` and ``raw`` table, as iptables-persistent loads it:
+loading one replaces every filter and raw rule of that family on the host (Docker's
+included). FORWARD drops routed traffic unless ``defaults.forward: allow``; the raw
+table holds the reverse-path check (``antispoof``). Shape:
+- INPUT/OUTPUT start with the always-rules (loopback addresses only from lo, the
+  link-local control messages of ICMPv6 and IGMP, invalid, established, loopback); then
+  consecutive rules that match on ports alone become their
   first-match partition of the port space, grouped by target (ACCEPT, DROP, the reject
   chain, or a logged rule's chain) into as few multiport lines as possible; a rule that
   restricts addresses keeps its place, one line per (network, port chunk);
@@ -22,7 +25,7 @@ from fwgen import sanitize
 from fwgen.ir import PORT_MAX, PORT_MIN, PROTOCOLS, Action, Direction, PortRange, Rule, Ruleset
 from fwgen.lowering import Run, partition, plan
 from fwgen.targets import TargetOutput
-from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
+from fwgen.targets.common import ICMPV6_CONTROL, IGMP, LOOPBACK, log_burst, log_tag, rule_summary
 
 NAME = "iptables"
 MULTIPORT_SLOTS = 15
@@ -171,19 +174,34 @@ class _Lowering:
 
 
 def _prologue(family: Family, base: str) -> list[str]:
-    iface = "-i lo" if base == "INPUT" else "-o lo"
-    lines = [
+    """The always-rules: loopback destinations only from lo; link-local control messages
+    (ICMPv6 neighbour discovery and MLD, IGMP) before conntrack's INVALID drop, which would
+    take some of them; then established and related traffic, and loopback."""
+    inbound = base == "INPUT"
+    lines = []
+    if inbound:
+        lines.append(line(base, f"! -i lo -d {LOOPBACK[family.number]}", "DROP",
+                          "always: loopback addresses arriving on another interface"))
+    if family.number == 6:
+        for icmp_type, hoplimit, what in ICMPV6_CONTROL:
+            lines.append(line(base, f"-p ipv6-icmp --icmpv6-type {icmp_type} -m hl --hl-eq {hoplimit}", "ACCEPT",
+                              f"always: ICMPv6 {what} (RFC 4890)"))
+    else:
+        lines.append(line(base, f"-p {IGMP} -m ttl --ttl-eq 1", "ACCEPT", "always: IGMP, link-local (TTL 1)"))
+    lines += [
         line(base, "-m conntrack --ctstate INVALID", "DROP", "always: invalid packets"),
         line(base, "-m conntrack --ctstate RELATED,ESTABLISHED", "ACCEPT", "always: established and related"),
-        line(base, iface, "ACCEPT", "always: loopback"),
+        line(base, "-i lo" if inbound else "-o lo", "ACCEPT", "always: loopback"),
     ]
-    if family.number == 6:
-        for icmp_type, code, hoplimit, what in ICMPV6_ESSENTIAL:
-            match = f"-p ipv6-icmp --icmpv6-type {icmp_type}" + (f"/{code}" if code is not None else "")
-            if hoplimit is not None:
-                match += f" -m hl --hl-eq {hoplimit}"
-            lines.append(line(base, match, "ACCEPT", f"always: ICMPv6 {what} (RFC 4890)"))
     return lines
+
+
+def _raw_lines(ruleset: Ruleset) -> list[str]:
+    """The raw table's PREROUTING: the reverse-path check, unless ``antispoof: false``."""
+    if not ruleset.options.antispoof:
+        return []
+    return [line("PREROUTING", "-m rpfilter --invert", "DROP",
+                 "antispoof: the source is not routed back through the arrival interface")]
 
 
 def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> dict[str, object]:
@@ -224,7 +242,13 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
         ],
         "description": sanitize.shell_comment(ruleset.description, 500),
         "policy": ruleset.name,
-        "builtin": [("INPUT", chains["INPUT"]), ("FORWARD", "ACCEPT"), ("OUTPUT", chains["OUTPUT"])],
+        "forward": "ACCEPT" if ruleset.defaults.forward is Action.ALLOW else "DROP",
+        "builtin": [
+            ("INPUT", chains["INPUT"]),
+            ("FORWARD", "ACCEPT" if ruleset.defaults.forward is Action.ALLOW else "DROP"),
+            ("OUTPUT", chains["OUTPUT"]),
+        ],
+        "raw": "\n".join(_raw_lines(ruleset)),
         "user_chains": user_chains,
         # every -A line, in order, one per line (thousands of them: joined here, not by
         # a template loop, which costs more than building them)

@@ -26,7 +26,15 @@ from fwgen import sanitize
 from fwgen.ir import ALL_PORTS, PROTOCOLS, Action, Direction, Protocol, Rule, Ruleset
 from fwgen.lowering import Run, join_touching, partition, plan
 from fwgen.targets import TargetOutput
-from fwgen.targets.common import ICMPV6_ESSENTIAL, log_burst, log_tag, rule_summary
+from fwgen.targets.common import (
+    ANTISPOOF_EXEMPT_ICMPV6,
+    ICMPV6_CONTROL,
+    IGMP,
+    LOOPBACK,
+    log_burst,
+    log_tag,
+    rule_summary,
+)
 
 NAME = "nftables"
 ELEMENTS_PER_LINE = 12
@@ -174,31 +182,44 @@ def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet],
 
 
 def _prologue(direction: Direction) -> list[str]:
-    iface = "iif" if direction is Direction.IN else "oif"
-    rules = [
+    """The always-rules, as iptables writes them (see ``iptables._prologue``)."""
+    inbound = direction is Direction.IN
+    rules = []
+    if inbound:
+        rules += [
+            nft_rule(f'iif != "lo" {l3} daddr {LOOPBACK[family]} drop',
+                     "always: loopback addresses arriving on another interface")
+            for family, l3 in ((4, "ip"), (6, "ip6"))
+        ]
+    # RFC 4890's list, one rule per hop limit.
+    by_hoplimit: dict[int, list[int]] = {}
+    for icmp_type, hoplimit, _ in ICMPV6_CONTROL:
+        by_hoplimit.setdefault(hoplimit, []).append(icmp_type)
+    for hoplimit, types in by_hoplimit.items():
+        names = ", ".join(_ICMPV6_NAMES.get(t, str(t)) for t in types)
+        rules.append(nft_rule(
+            f"icmpv6 type {{ {names} }} ip6 hoplimit {hoplimit} accept",
+            "always: ICMPv6 link-local control IPv6 needs (RFC 4890)",
+        ))
+    rules += [
+        nft_rule(f"ip protocol {IGMP} ip ttl 1 accept", "always: IGMP, link-local (TTL 1)"),
         nft_rule("ct state invalid drop", "always: invalid packets"),
         nft_rule("ct state established,related accept", "always: established and related traffic"),
-        nft_rule(f'{iface} "lo" accept', "always: loopback"),
+        nft_rule(f'{"iif" if inbound else "oif"} "lo" accept', "always: loopback"),
     ]
-    # RFC 4890's list, grouped into one rule per (code, hop limit) shape.
-    groups: dict[tuple[int | None, int | None], list[int]] = {}
-    for icmp_type, code, hoplimit, _ in ICMPV6_ESSENTIAL:
-        groups.setdefault((code, hoplimit), []).append(icmp_type)
-    by_code: list[str] = []
-    for (code, hoplimit), types in groups.items():
-        names = ", ".join(_ICMPV6_NAMES.get(t, str(t)) for t in types)
-        if code is not None:
-            by_code.append(f"{names} . {code}")
-            continue
-        text = f"icmpv6 type {{ {names} }}"
-        if hoplimit is not None:
-            text += f" ip6 hoplimit {hoplimit}"
-        rules.append(nft_rule(f"{text} accept", "always: ICMPv6 IPv6 needs (RFC 4890)"))
-    rules.append(nft_rule(
-        f"icmpv6 type . icmpv6 code {{ {', '.join(by_code)} }} accept",
-        "always: ICMPv6 errors IPv6 needs (RFC 4890)",
-    ))
     return rules
+
+
+def _antispoof_chain(ruleset: Ruleset) -> list[NftChain]:
+    """The reverse-path check, in its own base chain before conntrack (priority raw)."""
+    if not ruleset.options.antispoof:
+        return []
+    exempt = ", ".join(_ICMPV6_NAMES[t] for t in ANTISPOOF_EXEMPT_ICMPV6)
+    return [NftChain("prerouting", "type filter hook prerouting priority raw; policy accept;", (
+        nft_rule(f"icmpv6 type {{ {exempt} }} accept", "antispoof: neighbour discovery, which DAD sends from ::"),
+        nft_rule("fib saddr . iif oif missing drop",
+                 "antispoof: the source is not routed back through the arrival interface"),
+    ))]
 
 
 def lower(ruleset: Ruleset) -> dict[str, object]:
@@ -225,6 +246,7 @@ def lower(ruleset: Ruleset) -> dict[str, object]:
                 f"default: {direction.value}bound deny",
             ))
         base_chains.append(NftChain(hook, f"type filter hook {hook} priority filter; policy {policy};", tuple(rules)))
+    base_chains = _antispoof_chain(ruleset) + base_chains
     identities = [rule for rule in ruleset.rules if has_identity(rule)]
     monitor = ruleset.monitor
     limit = f"limit rate {monitor.rate}/{monitor.per} burst {log_burst(ruleset)} packets"

@@ -12,6 +12,7 @@ default get no rule at all: the profile default (``firewallpolicy``) handles the
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -19,8 +20,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from fwgen import render as _render
+from fwgen.errors import Location
 from fwgen.intervals import merge_spans
 from fwgen.ir import (
+    ALL_PORTS,
     PORT_MAX,
     PORT_MIN,
     PROTOCOLS,
@@ -70,6 +73,12 @@ def rule_name(ruleset: Ruleset) -> str:
     if not _POLICY_NAME.match(ruleset.name):
         raise ValueError(f"policy name {ruleset.name!r} is not valid for a Windows rule name")
     return f"fwgen-{ruleset.name}"
+
+
+def staging_name(ruleset: Ruleset) -> str:
+    """The name the script adds the new rules under before they replace the old ones
+    (``.`` never occurs in a policy name, so no policy's rules are called this)."""
+    return f"{rule_name(ruleset)}.new"
 
 
 # ---------------------------------------------------------------------------------------
@@ -323,15 +332,33 @@ def _address_token(family: int, lo: int, hi: int) -> str:
     return f"{cls(lo)}-{cls(hi)}"
 
 
+# [MS-FASP] 2.2.10 FW_IPV6_ADDRESS_RANGE: "Begin and End MUST NOT contain either an
+# unspecified or a loopback address"; 2.2.6 FW_IPV6_SUBNET: the address "SHOULD NOT be an
+# unspecified address ... and it MUST not be a loopback address". Neither :: nor ::1 is
+# ever the remote address of a connection Windows Firewall filters (loopback traffic is
+# not filtered; :: is no peer), so they are left out of every IPv6 address list.
+_IPV6_NEVER_REMOTE = (0, 1)  # ::, ::1
+
+
+def _without_unspecified_and_loopback(spans: tuple[Interval, ...]) -> list[Interval]:
+    first_allowed = _IPV6_NEVER_REMOTE[-1] + 1
+    return [(max(lo, first_allowed), hi) for lo, hi in spans if hi >= first_allowed]
+
+
 def _remote_tokens(group: _Group) -> tuple[str, ...] | None:
+    """netsh remoteip tokens: None for any address; an empty tuple when the group's
+    addresses are only ones no connection can come from."""
     if group.v4 == ((0, _FAMILY_MAX[4]),) and group.v6 == ((0, _FAMILY_MAX[6]),):
         return None
     return tuple(
-        _address_token(f, lo, hi) for f in (4, 6) for lo, hi in group.addresses(f)
+        [_address_token(4, lo, hi) for lo, hi in group.v4]
+        + [_address_token(6, lo, hi) for lo, hi in _without_unspecified_and_loopback(group.v6)]
     )
 
 
 def _mention(rule: Rule) -> str:
+    if rule.location.line == 0:  # exclusive mode's stand-in for a deny default
+        return rule.name
     # basename only: output must not depend on the path fwgen was given
     return f"{rule.name} ({os.path.basename(rule.location.path)}:{rule.location.line}) {rule.action.value}"
 
@@ -436,6 +463,8 @@ def _emit(
     port_objects = {str(r): r for r in (PortRange(lo, hi) for lo, hi in group.ports)}
     port_tokens = None if group.ports == ((PORT_MIN, PORT_MAX),) else list(port_objects)
     remote = _remote_tokens(group)
+    if remote == ():
+        return []
     remote_tokens = list(remote) if remote is not None else None
     description = _description(ruleset.name, [ruleset.rules[i] for i in sorted(group.deciders)])
     sizing = WinRule(
@@ -464,6 +493,23 @@ def _emit(
     return out
 
 
+def _with_explicit_defaults(ruleset: Ruleset) -> Ruleset:
+    """``windows: {exclusive: true}``: the ruleset with each deny default as a last rule
+    that denies every tcp and udp port to and from every address, so that what the
+    default decides becomes block rules (which beat other software's allow rules)."""
+    denying = [d for d in Direction if ruleset.defaults.for_direction(d) is Action.DENY]
+    extra = tuple(
+        Rule(  # indexes after the policy's rules (ids are positions); line 0 marks them
+            index=len(ruleset.rules) + n, name=f"default {direction.value}bound deny",
+            location=Location(ruleset.source.filename, 0, 0), action=Action.DENY, log=False,
+            direction=direction, ports=tuple((protocol, ALL_PORTS) for protocol in PROTOCOLS),
+            remote_v4=None, remote_v6=None,
+        )
+        for n, direction in enumerate(denying, start=1)
+    )
+    return dataclasses.replace(ruleset, rules=ruleset.rules + extra) if extra else ruleset
+
+
 def lower(ruleset: Ruleset) -> list[WinRule]:
     """The exact, order-free Windows rule set of a first-match policy.
 
@@ -472,6 +518,8 @@ def lower(ruleset: Ruleset) -> list[WinRule]:
     share a rule) and the one giving fewer netsh rules is kept.
     """
     rule_name(ruleset)  # validates the policy name
+    if ruleset.options.windows_exclusive:
+        ruleset = _with_explicit_defaults(ruleset)
     out: list[WinRule] = []
     for direction in (Direction.IN, Direction.OUT):
         for protocol in PROTOCOLS:
@@ -526,6 +574,14 @@ def _degradations(ruleset: Ruleset) -> tuple[list[str], list[str]]:
             f"windows: log on {len(logged_denies)} deny rule(s) becomes logging of all "
             "dropped connections for all profiles (no per-rule logging)"
         )
+    denying = [d.value + "bound" for d in Direction if ruleset.defaults.for_direction(d) is Action.DENY]
+    if denying and not ruleset.options.windows_exclusive:
+        warnings.append(
+            f"windows: the default {' and '.join(denying)} deny is the block setting of the profiles, "
+            "which every allow rule of other software (File and Printer Sharing, WinRM, rules users "
+            "allowed) overrides; set exclusive: true under windows: to write it as block rules that "
+            "beat them"
+        )
     if monitors or logged_allows:
         commands.append("netsh advfirewall set allprofiles logging allowedconnections enable")
     if logged_denies:
@@ -538,7 +594,7 @@ def _sentences(text: str) -> str:
 
 
 def render(ruleset: Ruleset) -> TargetOutput:
-    name = rule_name(ruleset)
+    name, staging = rule_name(ruleset), staging_name(ruleset)
     rules = lower(ruleset)
     warnings, logging_commands = _degradations(ruleset)
     d = ruleset.defaults
@@ -561,7 +617,15 @@ def render(ruleset: Ruleset) -> TargetOutput:
         f"block {counts[(ALLOW, Direction.OUT)]} allow). Defaults: {inbound},{outbound}.",
         "Windows core-networking allow rules still apply to traffic the policy leaves to "
         "the default.",
+        f"The script adds the new rules as {staging}, then deletes the old {name} rules and "
+        f"renames the new ones, so there is no moment without rules. If an add fails, it deletes "
+        f"the {staging} rules, keeps the old rules and exits 1.",
     ]
+    if ruleset.options.windows_exclusive:
+        header.append(
+            "windows exclusive: what the deny defaults decide for tcp and udp is written as "
+            "block rules, which beat every allow rule of other software too."
+        )
     header += [_sentences(w.removeprefix("windows: ")) for w in warnings]
     if logging_commands:
         header.append(
@@ -569,16 +633,18 @@ def render(ruleset: Ruleset) -> TargetOutput:
             "(pfirewall.log) does not name the rule."
         )
 
-    commands = [add_rule_command(name, r) for r in rules]
-    commands.append(f"netsh advfirewall set allprofiles firewallpolicy {inbound},{outbound}")
+    settings = [f"netsh advfirewall set allprofiles firewallpolicy {inbound},{outbound}"]
     # The policy means nothing while the firewall is off.
-    commands.append("netsh advfirewall set allprofiles state on")
-    commands += logging_commands
+    settings.append("netsh advfirewall set allprofiles state on")
+    settings += logging_commands
     text = _render.render(
         TEMPLATE,
         header=[windows_text(line, 1000) for line in header],
-        delete_command=f'netsh advfirewall firewall delete rule name="{name}"',
-        commands=commands,
+        delete_staging=f'netsh advfirewall firewall delete rule name="{staging}"',
+        adds=[add_rule_command(staging, r) for r in rules],
+        delete_old=f'netsh advfirewall firewall delete rule name="{name}"',
+        rename=f'netsh advfirewall firewall set rule name="{staging}" new name="{name}"' if rules else "",
+        settings=settings,
     )
     if "\r" in text:
         raise AssertionError("carriage return in rendered Windows script")

@@ -28,7 +28,7 @@ from fwgen.explain import Explainer
 from fwgen.registry import bundled
 from tests.differential.harness import Lab, Report, check_policy, choose_cases, concurrently
 from tests.differential.policygen import FEATURES, Coverage, features, mentions_multi_port_name, policy, to_yaml
-from tests.differential.windows_check import windows_cases, windows_problems
+from tests.differential.windows_check import exclusive_problems, windows_cases, windows_problems
 from tests.kernel.netns import KernelLog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +59,8 @@ def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path,
     windows = Report("windows")
     script = result.files[f"windows/{result.ruleset.name}.cmd"]
     wcases = windows_cases(result.ruleset, cases)
-    windows.problems = windows_problems(script, explainer, wcases, previous_windows)
+    windows.problems = windows_problems(script, explainer, wcases, previous_windows) + exclusive_problems(
+        result.ruleset, explainer, wcases)
     windows.outcomes = [None] * len(wcases)  # type: ignore[list-item]
     return result, [*reports.values(), windows]
 

@@ -91,12 +91,12 @@ def _check(labs: dict[str, Lab], tmp: Path, data: dict[str, Any], baseline: dict
     windows = result.files[f"windows/{name}.cmd"]
     for line in windows.split("\r\n"):
         assert len(line) < 8191
-        allowed = r"(@echo off|setlocal|rem [ -~]*|exit /b 0|netsh advfirewall [ -~]+)"
+        allowed = r"(@echo off|setlocal|rem [ -~]*|exit /b [01]|:failed|netsh advfirewall [ -~]+)"
         assert line == "" or re.fullmatch(allowed, line), line
     # every netsh line keeps its quotes balanced and carries no cmd.exe metacharacter
     for line in windows.split("\r\n"):
         if line.startswith("netsh"):
-            body = line.removesuffix(" || exit /b 1").removesuffix(" >nul 2>&1")
+            body = line.removesuffix(" || exit /b 1").removesuffix(" || goto :failed").removesuffix(" >nul 2>&1")
             assert body.count('"') % 2 == 0 and not set(body) & set("%&|<>^"), line
 
 

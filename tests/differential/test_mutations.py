@@ -117,7 +117,7 @@ def test_naive_one_to_one_windows_rules_are_caught(subject) -> None:
                 str(n) for n in (*(rule.remote_v4 or ()), *(rule.remote_v6 or ())))
             win = WinRule(rule.direction, "block" if rule.action is Action.DENY else "allow", proto,
                           None if ranges == ALL_PORTS else ranges, remote, f"naive {rule.name}")
-            naive.append(add_rule_command("fwgen-mutant", win) + " || exit /b 1")
+            naive.append(add_rule_command("fwgen-mutant.new", win) + " || goto :failed")
     script = "\r\n".join(real[: adds[0]] + naive + real[adds[-1] + 1 :])
     problems = windows_problems(script, explainer, windows_cases(ruleset, choose_cases(ruleset, seed=7)))
     assert any("198.51.100" in p and "model block" in p for p in problems), problems

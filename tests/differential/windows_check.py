@@ -4,12 +4,14 @@ comparison is on the fate alone: allow and monitor must be allowed, deny blocked
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 from fwgen.explain import Explainer
 from fwgen.ir import Ruleset
+from fwgen.targets import windows
 from tests.differential.harness import Case
-from tests.winmodel.model import RuleStore, run_script
+from tests.winmodel.model import RuleStore, can_be_remote, parse_rule, run_script
 
 
 def windows_problems(script: str, explainer: Explainer, cases: list[Case],
@@ -36,6 +38,32 @@ def windows_problems(script: str, explainer: Explainer, cases: list[Case],
     return problems
 
 
+# Allow rules other software keeps: between them they allow every tcp and udp connection.
+FOREIGN_ALLOW_ALL = tuple(
+    parse_rule(f"name=Other-{d}-{p} dir={d} action=allow protocol={p}") for d in ("in", "out") for p in ("tcp", "udp")
+)
+
+
+def exclusive_problems(ruleset: Ruleset, explainer: Explainer, cases: list[Case]) -> list[str]:
+    """``windows: {exclusive: true}``: the same policy's script, run in a store whose other
+    software allows everything, must still give exactly explain's verdicts."""
+    script = windows.render(dataclasses.replace(
+        ruleset, options=ruleset.options._replace(windows_exclusive=True))).files[f"windows/{ruleset.name}.cmd"]
+    store = RuleStore()
+    for rule in FOREIGN_ALLOW_ALL:
+        store.add(rule)
+    if run_script(script, store) != 0:
+        return ["windows exclusive: script failed"]
+    problems = []
+    for case in cases:
+        expected = explainer.verdict(case.direction, case.protocol, case.port, case.remote)
+        got = store.verdict(case.direction, case.protocol, case.port, case.remote)
+        if got != ("block" if expected.action == "deny" else "allow"):
+            problems.append(f"windows exclusive: {case}: explain says {expected.action} (rule {expected.rule}), "
+                            f"model {got} beside other software's allow rules")
+    return problems
+
+
 def windows_cases(ruleset: Ruleset, kernel_cases: list[Case]) -> list[Case]:
     """The kernel cases' ports, each also at every policy network's edges (first and last
     address, and one beyond each): the model costs nothing per probe, so it gets them all."""
@@ -47,7 +75,8 @@ def windows_cases(ruleset: Ruleset, kernel_cases: list[Case]) -> list[Case]:
                 first, last = int(net.network_address), int(net.broadcast_address)
                 for value in (first - 1, first, last, last + 1):
                     if 0 <= value <= top:
-                        edges.add(str(ipaddress.ip_address(value) if net.version == 4
-                                      else ipaddress.IPv6Address(value)))
+                        address = ipaddress.ip_address(value) if net.version == 4 else ipaddress.IPv6Address(value)
+                        if can_be_remote(address):
+                            edges.add(str(address))
     points = sorted({(c.direction, c.protocol, c.port) for c in kernel_cases})
     return [Case(d, p, port, remote) for d, p, port in points for remote in sorted(edges)]

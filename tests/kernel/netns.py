@@ -173,12 +173,27 @@ def connect(host_ns: Namespace, peer_ns: Namespace, host_addrs: Sequence[str] = 
     _run(["ip", "link", "add", host_if, "netns", host_ns.name, "type", "veth",
           "peer", "name", peer_if, "netns", peer_ns.name], what="veth: ")
     for ns, ifname, addrs in ((host_ns, host_if, host_addrs), (peer_ns, peer_if, peer_addrs)):
+        # No duplicate address detection: a link-local address would stay tentative for
+        # about a second, and neighbour discovery through it would fail meanwhile.
+        sysctl(ns, f"net.ipv6.conf.{ifname}.accept_dad", 0)
         for a in addrs:
             extra = ["nodad"] if ":" in a else []
             ns.run(["ip", "addr", "add", _with_prefix(a), "dev", ifname, *extra])
         ns.run(["ip", "link", "set", ifname, "up"])
+    for ns, ifname in ((host_ns, host_if), (peer_ns, peer_if)):
+        _wait_until_up(ns, ifname)
     return Link(host_ns, peer_ns, host_if, peer_if, [a.split("/")[0] for a in host_addrs],
                 [a.split("/")[0] for a in peer_addrs])
+
+
+def _wait_until_up(ns: Namespace, ifname: str, timeout: float = 5.0) -> None:
+    """A veth end reports carrier a moment after ``ip link set up``; a packet sent before
+    (an IPv6 one especially) can be lost, so wait for operstate UP."""
+    end = time.monotonic() + timeout
+    while json.loads(ns.run(["ip", "-j", "link", "show", "dev", ifname]).stdout)[0].get("operstate") != "UP":
+        if time.monotonic() > end:
+            raise NetnsError(f"{ifname} in {ns.name} is not up after {timeout} s")
+        time.sleep(0.02)
 
 
 # --- probes -------------------------------------------------------------------------------
@@ -294,6 +309,67 @@ def listen(ns: Namespace, proto: str, addr: str | Sequence[str], ports: Sequence
     deadline longer than the probing or probes will see 'refused'."""
     addrs = [addr] if isinstance(addr, str) else list(addr)
     return Listener(ns, proto, addrs, ports, deadline)
+
+
+# --- raw packets (rawprobe.py) -------------------------------------------------------------
+
+RAW_SCRIPT = Path(__file__).with_name("rawprobe.py")
+
+
+def raw_send(ns: Namespace, packets: Sequence[dict]) -> None:
+    """Send raw packets from ``ns`` (see rawprobe.py for the packet fields)."""
+    if packets:
+        ns.run([sys.executable, str(RAW_SCRIPT), "send"], input=json.dumps(list(packets)))
+
+
+class RawReceiver:
+    """Records every packet of some IP protocols delivered to a namespace (raw sockets),
+    from READY until :meth:`stop`; like :class:`Listener`, it exits by itself after
+    ``deadline`` seconds."""
+
+    def __init__(self, ns: Namespace, family: int, protos: Sequence[int], deadline: float = 30.0) -> None:
+        self.records: list[dict] | None = None
+        self.proc = ns.popen([sys.executable, str(RAW_SCRIPT), "receive"])
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps({"family": family, "protos": list(protos), "deadline": deadline}))
+        self.proc.stdin.close()
+        self.proc.stdin = None
+        ready = select.select([self.proc.stdout], [], [], 15)[0]
+        if not ready or self.proc.stdout.readline().strip() != "READY":
+            self.proc.kill()
+            raise NetnsError(f"raw receiver in {ns.name} did not start: {self.proc.communicate(timeout=5)[1]}")
+
+    def stop(self, settle: float = 0.2) -> list[dict]:
+        """Wait ``settle`` seconds for packets in flight, then stop and return the records."""
+        if self.records is None:
+            time.sleep(settle)
+            if self.proc.poll() is None:
+                self.proc.terminate()
+            out, err = self.proc.communicate(timeout=10)
+            if self.proc.returncode != 0:
+                raise NetnsError(f"raw receiver failed ({self.proc.returncode}): {err.strip()}")
+            self.records = json.loads(out)
+        return self.records
+
+    def __enter__(self) -> RawReceiver:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None and self.records is None:
+            self.stop()
+        elif self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def sysctl(ns: Namespace, key: str, value: str | int) -> None:
+    """Set a sysctl inside ``ns`` (net.* keys are per namespace), as sysctl(8) would."""
+    path = "/proc/sys/" + key.replace(".", "/")
+    ns.run(["sh", "-c", f'echo {value} > "$1"', "sh", path])
+
+
+def mac_address(ns: Namespace, ifname: str) -> str:
+    return json.loads(ns.run(["ip", "-j", "link", "show", ifname]).stdout)[0]["address"]
 
 
 # --- kernel log ---------------------------------------------------------------------------

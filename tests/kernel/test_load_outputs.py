@@ -98,21 +98,23 @@ def test_hostile_text_injects_nothing(tmp_path: Path) -> None:
     with Namespace() as ipt, Namespace() as nft:
         load_iptables(ipt, result.files["iptables/rules.v4"], result.files["iptables/rules.v6"])
         rules = [line for line in ipt.run(["iptables-save"]).stdout.splitlines() if line.startswith("-A")]
-        # invalid, established, loopback, the rule's tcp and udp jumps, the default drop
-        assert len([r for r in rules if r.startswith("-A INPUT")]) == 6
+        # loopback destinations from elsewhere, IGMP, invalid, established, loopback, the
+        # rule's tcp and udp jumps, the default drop; and the raw table's reverse-path check
+        assert len([r for r in rules if r.startswith("-A INPUT")]) == 8
         targets: dict[str, list[str]] = {}
         for r in rules:
             targets.setdefault(r.split()[1], []).append(r.rsplit(" -j ", 1)[1])
         assert targets == {
-            "INPUT": ["DROP", "ACCEPT", "ACCEPT", "DROP", "DROP", "DROP"],
-            "OUTPUT": ["DROP", "ACCEPT", "ACCEPT"],
+            "PREROUTING": ["DROP"],
+            "INPUT": ["DROP", "ACCEPT", "DROP", "ACCEPT", "ACCEPT", "DROP", "DROP", "DROP"],
+            "OUTPUT": ["ACCEPT", "DROP", "ACCEPT", "ACCEPT"],
         }
         load_nft(nft, result.files["nftables/hostile.nft"])
         tables = nft.run(["nft", "list", "tables"]).stdout.split("\n")
         assert [t for t in tables if t] == ["table inet hostile"]
         chains = nft.run(["nft", "list", "chains"]).stdout
         assert sorted(line.split()[1] for line in chains.splitlines() if line.strip().startswith("chain ")) == [
-            "input", "output", "rule_a"]
+            "input", "output", "prerouting", "rule_a"]
         assert len(nft.run(["nft", "-a", "list", "chain", "inet", "hostile", "rule_a"]).stdout.split("drop")) == 2
 
 

@@ -37,8 +37,10 @@ abbreviations), the model refuses with ScriptError rather than guess.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 NO_MATCH = "No rules match the specified criteria."
@@ -125,7 +127,14 @@ def _ports(key: str, value: str) -> tuple[Span, ...] | None:
 
 
 def _addresses(key: str, value: str) -> tuple[tuple[int, Span], ...] | None:
-    """Single addresses, CIDR subnets (without host bits) and ``first-last`` ranges."""
+    """Single addresses, CIDR subnets (without host bits) and ``first-last`` ranges, as
+    [MS-FASP] allows them: 2.2.4 FW_IPV4_SUBNET ("A dwSubNetMask of 0x00000000 is
+    invalid"); 2.2.6 FW_IPV6_SUBNET ("dwNumPrefixBits MUST NOT be greater than 128 and
+    not less than 1. The address SHOULD NOT be an unspecified address ... and it MUST
+    not be a loopback address"); 2.2.10 FW_IPV6_ADDRESS_RANGE ("Begin and End MUST NOT
+    contain either an unspecified or a loopback address"; a single address is a range
+    whose Begin equals its End, [MS-GPFAS] 2.2.2.11). The model refuses the SHOULD NOT
+    too: a script must not depend on what Windows does there."""
     if value.lower() == "any":
         return None
     spans = []
@@ -137,12 +146,18 @@ def _addresses(key: str, value: str) -> tuple[tuple[int, Span], ...] | None:
                 if not re.fullmatch(r"[^/]+/\d{1,3}", item):
                     raise ValueError("the prefix is not a length")
                 net = ipaddress.ip_network(item)
+                if net.prefixlen == 0:
+                    raise ValueError("a subnet's prefix length (mask) must not be 0")
+                if net.version == 6 and (net.network_address.is_unspecified or net.network_address.is_loopback):
+                    raise ValueError("an IPv6 subnet's address must be neither :: nor ::1")
                 lo, hi = net.network_address, net.broadcast_address
             else:
                 first, dash, last = item.partition("-")
                 lo, hi = ipaddress.ip_address(first), ipaddress.ip_address(last if dash else first)
                 if lo.version != hi.version or int(lo) > int(hi):
                     raise ValueError("the range mixes families or is reversed")
+                if lo.version == 6 and any(a.is_unspecified or a.is_loopback for a in (lo, hi)):
+                    raise ValueError("an IPv6 range must neither begin nor end at :: or ::1")
         except ValueError as exc:
             raise ValueError(f"{key}: {item!r} is not an address, subnet or range: {exc}") from None
         spans.append((lo.version, (int(lo), int(hi))))
@@ -269,9 +284,25 @@ class RuleStore:
 
     rules: list[Rule] = field(default_factory=list)
     profiles: dict[str, Profile] = field(default_factory=lambda: {p: Profile() for p in PROFILES})
+    # For tests of a script's failure path: the add with this number (counted from 1 over
+    # the store's life) fails as netsh fails a rule Windows refuses when it runs.
+    failing_add: int | None = None
+    adds: int = 0
 
     def add(self, rule: Rule) -> None:
+        self.adds += 1
+        if self.adds == self.failing_add:
+            raise NetshError("An error occurred while adding the rule (injected by the test).")
         self.rules.append(rule)
+
+    def rename(self, name: str, new_name: str) -> int:
+        """``set rule name=X new name=Y``: every rule called ``name`` is renamed."""
+        found = [i for i, r in enumerate(self.rules) if r.name.lower() == name.lower()]
+        if not found:
+            raise NetshError(NO_MATCH)
+        for i in found:
+            self.rules[i] = dataclasses.replace(self.rules[i], name=new_name)
+        return len(found)
 
     def delete(self, name: str) -> int:
         """Delete every rule called ``name`` (compared case-insensitively; ``all`` means
@@ -301,6 +332,8 @@ class RuleStore:
             return "block"
         number = PROTOCOL_NUMBERS.get(str(protocol).lower()) or int(protocol)
         addr = ipaddress.ip_address(remote_addr)
+        if not can_be_remote(addr):
+            raise ValueError(f"{addr} is never the remote address of a connection Windows Firewall filters")
         actions = {r.action for r in self.rules
                    if _matches(r, direction, number, port, addr, profile, authenticated)}
         for action, result in (("bypass", "allow"), ("block", "block"), ("allow", "allow")):
@@ -308,6 +341,13 @@ class RuleStore:
                 return result
         default = settings.inbound if direction == "in" else settings.outbound
         return "allow" if default.startswith("allow") else "block"
+
+
+def can_be_remote(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Windows Firewall does not filter loopback traffic, and :: is no peer: a connection
+    it decides never has ::1 or :: as its remote address (and [MS-FASP] forbids both in
+    rules, see ``_addresses``)."""
+    return not (addr.version == 6 and (addr.is_loopback or addr.is_unspecified))
 
 
 def _matches(rule: Rule, direction: str, protocol: int, port: int | None,
@@ -374,6 +414,14 @@ def run_netsh(arguments: str, store: RuleStore) -> str:
     if words == ["advfirewall", "firewall", "add", "rule"]:
         store.add(rule_from_parameters(_pairs(tokens)))
         return "Ok."
+    if words == ["advfirewall", "firewall", "set", "rule"]:
+        # netsh advfirewall firewall set rule name=X new name=Y (the model renames only)
+        if len(tokens) != 3 or tokens[0][0] != "name" or tokens[1] != (None, "new") or tokens[2][0] != "name":
+            raise ValueError("set rule: the model supports exactly: name=OLD new name=NEW")
+        old_name, new_name = tokens[0][1], tokens[2][1]
+        if not new_name.strip() or new_name.lower() == "all":
+            raise ValueError(f"name={new_name!r}: a rule name must be non-empty and not 'all'")
+        return f"Updated {store.rename(old_name, new_name)} rule(s).\nOk."
     if words == ["advfirewall", "firewall", "delete", "rule"]:
         params = _pairs(tokens)
         if set(params) != {"name"}:
@@ -387,7 +435,7 @@ def run_netsh(arguments: str, store: RuleStore) -> str:
 
 # --- cmd.exe -------------------------------------------------------------------------
 
-_GUARD = " || exit /b 1"  # run `exit /b 1` when the command's exit code is not 0
+_GUARD = re.compile(r" \|\| (exit /b 1|goto :[a-z_]+)$")  # run it when the exit code is not 0
 _QUIET = " >nul 2>&1"  # discard the command's output
 _METACHARACTERS = set("&|<>^%")
 
@@ -400,38 +448,73 @@ def _check_characters(line: str) -> None:
         raise ValueError(f"cmd.exe metacharacter(s) {found} outside the known suffixes")
 
 
-def run_script(text: str, store: RuleStore, transcript: list[str] | None = None) -> int:
+def _labels(lines: list[str]) -> dict[str, int]:
+    """``:name`` lines (cmd.exe compares labels case-insensitively) -> their index."""
+    found: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        text = line.strip().lower()
+        if text.startswith(":"):
+            if not re.fullmatch(r":[a-z_]+", text):
+                raise ScriptError(index + 1, f"the model knows labels of letters and _ only: {text!r}")
+            if text in found:
+                raise ScriptError(index + 1, f"label {text} defined twice")
+            found[text] = index
+    return found
+
+
+def run_script(text: str, store: RuleStore, transcript: list[str] | None = None,
+               after_netsh: Callable[[RuleStore], None] | None = None) -> int:
     """Execute a .cmd script as cmd.exe would, for the subset fwgen uses, and return its
-    exit code. netsh messages not sent to nul are appended to ``transcript``."""
+    exit code. netsh messages not sent to nul are appended to ``transcript``.
+
+    The subset: ``@echo off``, ``setlocal``, ``rem``, ``:label`` lines, ``goto :label``,
+    ``exit /b N``, and netsh commands, each optionally followed by ``>nul 2>&1`` and by
+    ``|| exit /b 1`` or ``|| goto :label`` (run when netsh exits non-zero). Running off
+    the end returns the last command's exit code, as cmd.exe does. ``after_netsh`` is
+    called with the store after every netsh command (to check what holds in between)."""
     lines = text.split("\r\n")
     for number, line in enumerate(lines, 1):
         if "\r" in line or "\n" in line:
             raise ScriptError(number, "line ending is not CRLF")
+    if lines[-1] == "":
+        lines = lines[:-1]
+    labels = _labels(lines)
+
+    def jump(target: str, number: int) -> int:
+        if target.lower() not in labels:
+            raise ScriptError(number, f"goto {target}: no such label")
+        return labels[target.lower()] + 1
+
     errorlevel = 0
-    for number, line in enumerate(lines[:-1] if lines[-1] == "" else lines, 1):
+    index = 0
+    while index < len(lines):
+        number, line = index + 1, lines[index]
+        index += 1
         try:
             if len(line) >= CMD_LINE_LIMIT:
                 raise ValueError(f"{len(line)} characters: cmd.exe takes at most "
                                  f"{CMD_LINE_LIMIT - 1}")
             line = line.lstrip(" ")
             command = line.lower()
-            if command in ("", "rem") or command.startswith("rem "):
+            if command in ("", "rem") or command.startswith("rem ") or command.startswith(":"):
                 _check_characters(line)
                 continue
-            guarded = command.endswith(_GUARD)
-            if guarded:
-                line, command = line[: -len(_GUARD)], command[: -len(_GUARD)]
+            guard = _GUARD.search(command)
+            if guard:
+                line, command = line[: guard.start()], command[: guard.start()]
             quiet = command.endswith(_QUIET)
             if quiet:
                 line, command = line[: -len(_QUIET)], command[: -len(_QUIET)]
             _check_characters(line)
             exit_code = re.fullmatch(r"exit /b (\d+)", command)
-            if exit_code or command in ("@echo off", "setlocal"):
-                if guarded or quiet:
-                    raise ValueError("the model knows '>nul 2>&1' and '|| exit /b 1' after "
-                                     "netsh only")
+            goto = re.fullmatch(r"goto (:[a-z_]+)", command)
+            if exit_code or goto or command in ("@echo off", "setlocal"):
+                if guard or quiet:
+                    raise ValueError("the model knows '>nul 2>&1' and '|| ...' after netsh only")
                 if exit_code:
                     return int(exit_code[1])
+                if goto:
+                    index = jump(goto[1], number)
                 continue
             if not command.startswith("netsh "):
                 raise ValueError(f"unknown command {line.split(' ')[0]!r}")
@@ -441,8 +524,13 @@ def run_script(text: str, store: RuleStore, transcript: list[str] | None = None)
                 message, errorlevel = str(failure), 1
             if transcript is not None and not quiet:
                 transcript.append(message)
-            if errorlevel and guarded:
-                return 1
+            if after_netsh is not None:
+                after_netsh(store)
+            if errorlevel and guard:
+                action = guard[1]
+                if action == "exit /b 1":
+                    return 1
+                index = jump(action[len("goto "):], number)
         except ValueError as problem:
             raise ScriptError(number, str(problem)) from None
     return errorlevel

@@ -3,6 +3,7 @@ documentation, then used to execute every generated Windows script."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 from pathlib import Path
@@ -16,8 +17,10 @@ from tests.winmodel.model import (
     CMD_LINE_LIMIT,
     NO_MATCH,
     NetshError,
+    Rule,
     RuleStore,
     ScriptError,
+    can_be_remote,
     parse_rule,
     run_script,
 )
@@ -241,6 +244,17 @@ BAD_LINES = [
     ADD + " remoteip=10.0.0.1-",
     ADD + " remoteip=localsubnet",
     ADD + " localip=fe80::1/10",
+    # [MS-FASP] 2.2.4, 2.2.6, 2.2.10: no /0 subnet, no :: or ::1 in an IPv6 subnet or range
+    ADD + " remoteip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    ADD + " remoteip=::1-::9",
+    ADD + " remoteip=::2-::1",
+    ADD + " remoteip=::1",
+    ADD + " remoteip=::",
+    ADD + " remoteip=::1/128",
+    ADD + " remoteip=::/1",
+    ADD + " remoteip=::/0",
+    ADD + " remoteip=0.0.0.0/0",
+    ADD + " localip=::1",
     ADD + " profile=work",
     ADD + " profile=public,public",
     ADD + " enable=maybe",
@@ -330,7 +344,8 @@ def test_good_values_are_accepted():
         ADD + " protocol=tcp localport=0-65535,1 remoteport=any",
         ADD + " protocol=UDP remoteip=any localip=10.0.0.0/8",
         ADD + " protocol=6 localport=80",
-        ADD + " protocol=any remoteip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ADD + " protocol=any remoteip=::2-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ADD + " remoteip=0.0.0.0-255.255.255.255,127.0.0.1,::2/127,2001:db8::/32,fe80::1",
         ADD + " protocol=47 profile=domain,private enable=no interfacetype=lan edge=deferapp",
         'netsh advfirewall firewall add rule name="x" dir=out action=bypass security=authenc',
     ]
@@ -386,6 +401,7 @@ def probes(ruleset: Ruleset) -> tuple[list[int], list[Address]]:
                 top = 2**32 - 1 if family == 4 else 2**128 - 1
                 cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
                 addrs |= {cls(a) for a in (lo - 1, lo, hi, hi + 1) if 0 <= a <= top}
+    addrs = {a for a in addrs if can_be_remote(a)}
     return sorted(ports), sorted(addrs, key=lambda a: (a.version, int(a)))
 
 
@@ -466,3 +482,134 @@ def test_newer_script_replaces_every_rule_of_the_older_one(old, new, tmp_path):
         # so an upgrade keeps whatever logging the older version switched on.
         assert settings.log_allowed >= expected.log_allowed
         assert settings.log_dropped >= expected.log_dropped
+
+
+# --- cmd.exe labels and goto, netsh set rule (the two-phase replacement uses them) ---
+
+
+def test_goto_on_failure_jumps_to_the_label():
+    store = RuleStore(failing_add=2)
+    text = script(
+        ADD + " || goto :failed",
+        ADD.replace('"x"', '"y"') + " || goto :failed",
+        "exit /b 0",
+        ":failed",
+        'netsh advfirewall firewall delete rule name="x" >nul 2>&1',
+        "exit /b 7",
+    )
+    assert run_script(text, store) == 7
+    assert store.rules == []
+
+
+def test_goto_needs_a_label():
+    with pytest.raises(ScriptError, match="line 3: goto :nowhere: no such label"):
+        run_script(script("goto :nowhere"), RuleStore())
+    with pytest.raises(ScriptError, match="defined twice"):
+        run_script(script(":a", ":a"), RuleStore())
+
+
+def test_set_rule_renames_every_rule_of_the_name():
+    store = store_with("name=a dir=in action=allow", "name=a dir=out action=block", "name=b dir=in action=allow")
+    assert run_script(script('netsh advfirewall firewall set rule name="a" new name="c" || exit /b 1'), store) == 0
+    assert sorted(r.name for r in store.rules) == ["b", "c", "c"]
+    assert run_script(script('netsh advfirewall firewall set rule name="a" new name="c" || exit /b 1'), store) == 1
+
+
+def test_remote_addresses_no_connection_has_are_refused():
+    store = RuleStore()
+    for address in ("::1", "::"):
+        assert not can_be_remote(ipaddress.ip_address(address))
+        with pytest.raises(ValueError, match="never the remote address"):
+            store.verdict("in", "tcp", 80, address)
+    assert can_be_remote(ipaddress.ip_address("::2")) and can_be_remote(ipaddress.ip_address("127.0.0.1"))
+
+
+# --- the generated script replaces its rules in two phases ----------------------------
+
+
+def _rule_set(rules: list[Rule] | tuple[Rule, ...]) -> list[Rule]:
+    """The rules without their names (the staging name is a rename away)."""
+    return sorted((dataclasses.replace(r, name="") for r in rules), key=repr)
+
+
+@pytest.mark.parametrize("old, new", [("edge", "locked-down"), ("locked-down", "dormant-ports"),
+                                      ("dormant-ports", "edge")])
+def test_no_moment_without_a_whole_rule_set(old, new, tmp_path):
+    """After every netsh command of the newer script, the store holds all of the older
+    rules or all of the newer ones."""
+    (_, old_text), (_, new_text) = (generated(renamed(ROOT / "policies" / f"{n}.yaml", "edge", tmp_path))
+                                    for n in (old, new))
+    store = RuleStore()
+    assert run_script(old_text, store) == 0
+    before = _rule_set(store.rules)
+    fresh = RuleStore()
+    assert run_script(new_text, fresh) == 0
+    after = _rule_set(fresh.rules)
+    seen: list[bool] = []
+
+    def whole(current: RuleStore) -> None:
+        rules = _rule_set(current.rules)
+        contains = [all(rules.count(r) >= wanted.count(r) for r in wanted) for wanted in (before, after)]
+        assert any(contains), "a moment without a whole rule set"
+        seen.append(contains[1])
+
+    assert run_script(new_text, store, after_netsh=whole) == 0
+    assert seen and seen[-1]
+    assert store.snapshot()[0] == fresh.snapshot()[0]
+
+
+@pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.stem)
+def test_a_failed_add_keeps_the_old_rules_and_exits_1(path, tmp_path):
+    """Every add in turn fails (as netsh fails a rule Windows refuses): the script exits 1
+    and leaves exactly the rules and settings it found, with no staging rule."""
+    ruleset, text = generated(path)
+    older = generated(renamed(ROOT / "policies" / "edge.yaml", ruleset.name, tmp_path))[1]
+    adds = text.count("firewall add rule")
+    assert adds >= 1
+    for failing in range(1, adds + 1):
+        store = RuleStore()
+        assert run_script(older, store) == 0
+        found = store.snapshot()
+        store.failing_add, store.adds = failing, 0
+        assert run_script(text, store) == 1
+        assert store.snapshot() == found, f"add {failing} failed"
+
+
+# --- windows: {exclusive: true} -------------------------------------------------------
+
+FOREIGN = [  # allow rules other software keeps (File and Printer Sharing, WinRM, a user's click)
+    "name=FPS-SMB dir=in action=allow protocol=tcp localport=445",
+    "name=WinRM dir=in action=allow protocol=tcp localport=5985",
+    "name=App dir=in action=allow protocol=udp localport=any",
+    "name=App-out dir=out action=allow protocol=tcp remoteport=any",
+]
+
+
+def exclusive(path: Path, tmp_path: Path) -> Path:
+    text = path.read_text(encoding="utf-8") + "windows:\n  exclusive: true\n"
+    target = tmp_path / path.name
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+@pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.stem)
+def test_exclusive_verdicts_hold_beside_other_allow_rules(path, tmp_path):
+    """Other software's allow rules open what the deny default leaves to the profile;
+    with exclusive: true the policy's verdicts hold against them, and without them too."""
+    ruleset, plain = generated(path)
+    _, strict = generated(exclusive(path, tmp_path))
+    ports, addrs = probes(ruleset)
+    ports = sorted(set(ports) | {445, 5985})
+    for text, with_foreign, must_hold in ((plain, False, True), (strict, False, True), (strict, True, True),
+                                          (plain, True, False)):
+        store = store_with(*(FOREIGN if with_foreign else []))
+        assert run_script(text, store) == 0
+        wrong = [
+            (d, proto, port, str(addr))
+            for d in ("in", "out") for proto in ("tcp", "udp") for port in ports for addr in addrs
+            if store.verdict(d, proto, port, str(addr)) != policy_verdict(ruleset, d, proto, port, addr)
+        ]
+        if must_hold:
+            assert wrong == [], (with_foreign, wrong[:5])
+        elif Action.DENY in (ruleset.defaults.inbound, ruleset.defaults.outbound):
+            assert wrong, "other software's allow rules were expected to override the deny default"
