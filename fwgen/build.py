@@ -12,35 +12,41 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from types import ModuleType
 from typing import NamedTuple
 
 from fwgen import forked
 from fwgen import render as rendering
-from fwgen.errors import PolicyError
-from fwgen.ir import Ruleset
-from fwgen.policy import load_policy
+from fwgen.errors import Location, PolicyError
+from fwgen.ir import Action, Ruleset
+from fwgen.lint import check_errors
+from fwgen.locator import Locator
+from fwgen.policy import Policy, load_policy
 from fwgen.registry import Registry
 from fwgen.resolve import compile_policy
+from fwgen.targets import BY_NAME, NAMES, Feature, Target
 
-
-def _targets() -> dict[str, ModuleType]:
-    """The explicit table of targets (imported lazily: `fwgen ports` needs none)."""
-    from fwgen.targets import iptables, nftables, windows
-
-    return {module.NAME: module for module in (iptables, nftables, windows)}
-
-
-TARGET_NAMES = ("iptables", "nftables", "windows")
+TARGET_NAMES = NAMES
 # Below this many rules a forked render saves less than the fork costs (2-3 ms): a
 # 6,000-rule policy builds a fifth faster with it, a 2,000-rule one about as fast.
 PARALLEL_MIN_RULES = 1000
 
 
+class BuildWarning(NamedTuple):
+    """A build warning: where (None: the policy as a whole) and what."""
+
+    location: Location | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location or self.path}: warning: {self.message}"
+
+
 class BuildResult(NamedTuple):
     ruleset: Ruleset
     files: dict[str, str]  # relative path -> text, in a stable order
-    warnings: list[str]
+    warnings: list[BuildWarning]
+    targets: tuple[str, ...] = NAMES  # the targets built
 
 
 def compile_file(policy_path: str, registry: Registry) -> Ruleset:
@@ -48,40 +54,42 @@ def compile_file(policy_path: str, registry: Registry) -> Ruleset:
 
 
 def build(
-    policy_path: str, registry: Registry, targets: tuple[str, ...] = TARGET_NAMES, *,
-    lint_errors: bool = False, parallel: bool = False,
+    policy_path: str, registry: Registry, targets: tuple[str, ...] | None = None, *,
+    lint_errors: bool = False, parallel: bool = False, strict: bool = False,
 ) -> BuildResult:
-    """``lint_errors``: also refuse (``PolicyError`` at the finding) a policy with an
+    """``targets``: the targets to build (default: the policy's ``targets:``, else all).
+    ``lint_errors``: also refuse (``PolicyError`` at the finding) a policy with an
     unacknowledged error-level lint finding, as ``fwgen build`` does (docs/lint.md).
+    ``strict``: a warning (what a target can express only approximately) is an error.
     ``parallel``: render the targets after the first in a forked child meanwhile (see
     ``fwgen.forked``; the output is the same)."""
-    ruleset = _checked_ruleset(policy_path, registry, lint_errors, targets)
-    outputs = _render(ruleset, [name for name in TARGET_NAMES if name in targets], parallel)
+    ruleset, chosen, warnings = _checked_ruleset(policy_path, registry, targets, lint_errors)
+    outputs = _render(ruleset, [BY_NAME[name] for name in chosen], parallel)
     files: dict[str, str] = {}
-    warnings: list[str] = []
     for files_of, warnings_of in outputs:
         files.update(files_of)
-        warnings.extend(warnings_of)
-    return BuildResult(ruleset, files, warnings)
+        warnings.extend(BuildWarning(None, policy_path, text) for text in warnings_of)
+    if strict and warnings:
+        first = warnings[0]
+        raise PolicyError(first.location, f"{first.message} (a warning; --strict makes it an error)")
+    return BuildResult(ruleset, files, warnings, chosen)
 
 
 Rendered = tuple[dict[str, str], list[str]]  # one target's files and warnings
 
 
-def _render(ruleset: Ruleset, names: list[str], parallel: bool) -> list[Rendered]:
-    table = _targets()
-
-    def render(names: list[str]) -> list[Rendered]:
-        outputs = [table[name].render(ruleset) for name in names]
+def _render(ruleset: Ruleset, targets: list[Target], parallel: bool) -> list[Rendered]:
+    def render(targets: list[Target]) -> list[Rendered]:
+        outputs = [target.render(ruleset) for target in targets]
         return [(output.files, list(output.warnings)) for output in outputs]
 
-    first, rest = names[:1], names[1:]
+    first, rest = targets[:1], targets[1:]
     child = None
     if parallel and rest and len(ruleset.rules) >= PARALLEL_MIN_RULES and (os.cpu_count() or 1) > 1:
         rendering.preload()  # the child then imports nothing
         child = forked.start(lambda: render(rest))
     if child is None:
-        return render(names)
+        return render(targets)
     try:
         mine = render(first)
     except BaseException:
@@ -91,17 +99,99 @@ def _render(ruleset: Ruleset, names: list[str], parallel: bool) -> list[Rendered
     return mine + (theirs if isinstance(theirs, list) else render(rest))
 
 
-def _checked_ruleset(policy_path: str, registry: Registry, lint_errors: bool, targets: tuple[str, ...]) -> Ruleset:
+def choose_targets(policy: Policy, asked: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The targets to build, in the table's order: those asked for (``-t``), else the
+    policy's ``targets:``, else all. Asking for one the policy is not for is an error."""
+    unknown = [name for name in asked or () if name not in BY_NAME]
+    if unknown:
+        raise PolicyError(None, f"unknown target '{unknown[0]}' (the targets are: {', '.join(NAMES)})")
+    declared = tuple(t.value for t in policy.targets) if policy.targets is not None else NAMES
+    if asked:
+        foreign = [name for name in asked if name not in declared]
+        if foreign:
+            assert policy.targets is not None
+            raise PolicyError(
+                policy.targets[0].location,
+                f"this policy is for {', '.join(declared)} (targets:), not {foreign[0]}",
+            )
+    wanted = set(asked or declared)
+    return tuple(name for name in NAMES if name in wanted)
+
+
+def _features(ruleset: Ruleset) -> list[tuple[Feature, int | None]]:
+    """What the policy asks of its targets: (feature, the first rule's index, or None
+    for the policy as a whole), one entry per feature and rule."""
+    found: list[tuple[Feature, int | None]] = []
+    for rule in ruleset.rules:
+        if rule.interfaces is not None:
+            found.append((Feature.INTERFACE, rule.index))
+        if rule.profiles is not None:
+            found.append((Feature.PROFILES, rule.index))
+        if rule.action is Action.MONITOR:
+            found.append((Feature.MONITOR, rule.index))
+        elif rule.log:
+            found.append((Feature.LOG, rule.index))
+    denies = Action.DENY in (ruleset.defaults.inbound, ruleset.defaults.outbound) or any(
+        rule.action is Action.DENY for rule in ruleset.rules)
+    if ruleset.defaults.reject and denies:
+        found.append((Feature.REJECT, None))
+    return found
+
+
+_FEATURE_KEY = {Feature.INTERFACE: "interface", Feature.PROFILES: "profiles", Feature.MONITOR: "action",
+                Feature.LOG: "log"}
+
+
+def check_targets(policy: Policy, ruleset: Ruleset, targets: tuple[str, ...]) -> list[BuildWarning]:
+    """What the chosen targets cannot express is a located error (naming the rule, the
+    feature and the target); what they express approximately, a located warning, one per
+    target and feature, at its first rule."""
+    where = Locator(policy)
+    source = {rule.index: rule for rule in policy.rules}
+
+    def location(feature: Feature, index: int | None) -> Location:
+        if index is None:
+            return where.top("defaults", "deny")
+        return where.rule(source[index], _FEATURE_KEY[feature])
+
+    features = _features(ruleset)
+    warnings: list[BuildWarning] = []
+    for name in targets:
+        target = BY_NAME[name]
+        for feature, index in features:
+            if feature in target.lacks:
+                rule = f"rule '{source[index].name}' uses {feature.value}" if index is not None else feature.value
+                others = [t for t in NAMES if feature not in BY_NAME[t].lacks]
+                raise PolicyError(
+                    location(feature, index),
+                    f"{rule}, which {name} cannot express ({target.lacks[feature]}); "
+                    f"say which targets this policy is for: targets: [{', '.join(others)}]",
+                )
+        seen: set[Feature] = set()
+        for feature, index in features:
+            if feature in target.degrades and feature not in seen:
+                seen.add(feature)
+                count = sum(1 for f, _ in features if f is feature)
+                which = "" if index is None else f" (rule '{source[index].name}'" + (
+                    f" and {count - 1} more)" if count > 1 else ")")
+                warnings.append(BuildWarning(location(feature, index), policy.path,
+                                             f"{name}: {target.degrades[feature]}{which}"))
+    return warnings
+
+
+def _checked_ruleset(
+    policy_path: str, registry: Registry, targets: tuple[str, ...] | None, lint_errors: bool
+) -> tuple[Ruleset, tuple[str, ...], list[BuildWarning]]:
     """The policy (and the YAML nodes lint locates findings in) is released when this
     returns, before the targets render: for thousands of rules the nodes would otherwise
     add a fifth to peak memory."""
     policy = load_policy(policy_path)
     ruleset = compile_policy(policy, registry)
+    chosen = choose_targets(policy, targets)
+    warnings = check_targets(policy, ruleset, chosen)
     if lint_errors:
-        from fwgen.lint import check_errors
-
-        check_errors(policy, ruleset, registry, tuple(name for name in TARGET_NAMES if name in targets))
-    return ruleset
+        check_errors(policy, ruleset, registry, chosen)
+    return ruleset, chosen, warnings
 
 
 def write_atomically(outdir: str | os.PathLike[str], files: dict[str, str]) -> list[Path]:

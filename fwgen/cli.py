@@ -16,13 +16,14 @@ import click
 
 from fwgen import __version__
 from fwgen.errors import PolicyError
+from fwgen.targets import NAMES
 
 if TYPE_CHECKING:
     from fwgen.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., object])
 
-TARGETS = ("iptables", "nftables", "windows")
+TARGETS = NAMES  # the target table's names (fwgen.targets imports no target module)
 
 
 def _fail(error: PolicyError) -> None:
@@ -64,8 +65,9 @@ def main() -> None:
 @click.option("-o", "--output", "outdir", default="out", show_default=True, help="Output directory.")
 @click.option(
     "-t", "--target", "targets", multiple=True, type=click.Choice(TARGETS),
-    help="Build only this target (repeatable). Default: all three.",
+    help="Build only this target (repeatable). Default: the policy's targets: key, else all three.",
 )
+@click.option("--strict", is_flag=True, help="Count warnings (what a target expresses only approximately) as errors.")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the outputs instead of writing files.")
 @click.option(
     "--check", "check", is_flag=True,
@@ -73,7 +75,8 @@ def main() -> None:
 )
 @registry_option
 def build(
-    policy: str, outdir: str, targets: tuple[str, ...], to_stdout: bool, check: bool, registry_path: str | None
+    policy: str, outdir: str, targets: tuple[str, ...], strict: bool, to_stdout: bool, check: bool,
+    registry_path: str | None,
 ) -> None:
     """Compile POLICY into rule sets.
 
@@ -95,7 +98,8 @@ def build(
     if check and to_stdout:
         raise click.UsageError("--check and --stdout exclude each other")
     try:
-        result = run_build(policy, _registry(registry_path), targets or TARGETS, lint_errors=True, parallel=True)
+        result = run_build(policy, _registry(registry_path), targets or None, lint_errors=True, parallel=True,
+                           strict=strict)
     except PolicyError as error:
         _fail(error)
         return
@@ -107,7 +111,7 @@ def build(
             _fail(error)
             return
     for warning in result.warnings:
-        click.echo(f"{policy}: warning: {warning}", err=True)
+        click.echo(str(warning), err=True)
     if to_stdout:
         many = len(result.files) > 1
         for relative, text in result.files.items():
@@ -186,7 +190,8 @@ def schema() -> None:
 @click.argument("policy", type=click.Path(dir_okay=False))
 @click.option(
     "-t", "--target", "targets", multiple=True, type=click.Choice(TARGETS),
-    help="The targets the policy is built for (repeatable; some findings depend on them). Default: all three.",
+    help="The targets the policy is built for (repeatable; some findings depend on them). Default: the "
+    "policy's targets: key, else all three.",
 )
 @click.option("--strict", is_flag=True, help="Count warnings as errors (exit status 1).")
 @registry_option
@@ -203,7 +208,7 @@ def lint(policy: str, targets: tuple[str, ...], strict: bool, registry_path: str
     from fwgen.lint import exit_status, lint_file
 
     try:
-        findings = lint_file(policy, _registry(registry_path), tuple(t for t in TARGETS if t in targets) or TARGETS)
+        findings = lint_file(policy, _registry(registry_path), targets or None)
     except PolicyError as error:
         _fail(error)
         return

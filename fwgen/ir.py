@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from fwgen.errors import Location
+from fwgen.intervals import merge_spans
 
 IPv4Network = ipaddress.IPv4Network
 IPv6Network = ipaddress.IPv6Network
@@ -74,6 +75,23 @@ class PortRange(_Span):
 
 ALL_PORTS = (PortRange(PORT_MIN, PORT_MAX),)
 
+# What a packet is, as one integer: its IP protocol number (the IPv4 Protocol or IPv6
+# Next Header field, after extension headers) above 16 bits of selector, which is the
+# destination port for tcp and udp and (type << 8 | code) for ICMP and ICMPv6. Every
+# match on protocol, port or ICMP type is a set of intervals of this axis.
+SELECTOR_BITS = 16
+WHAT_SIZE = 256 << SELECTOR_BITS
+TCP_NUMBER, UDP_NUMBER, ICMP_NUMBER, ICMPV6_NUMBER = 6, 17, 1, 58
+Span = tuple[int, int]  # inclusive
+
+
+def what_span(protocol: int, lo: int = 0, hi: int = (1 << SELECTOR_BITS) - 1) -> Span:
+    return protocol << SELECTOR_BITS | lo, protocol << SELECTOR_BITS | hi
+
+
+def what_protocol(value: int) -> int:
+    return value >> SELECTOR_BITS
+
 
 def merge_ranges(ranges: list[PortRange] | tuple[PortRange, ...]) -> tuple[PortRange, ...]:
     """Sort and merge overlapping or adjacent ranges: the canonical form of a port set."""
@@ -107,6 +125,13 @@ class Rule(NamedTuple):
     remote_v4: tuple[IPv4Network, ...] | None
     remote_v6: tuple[IPv6Network, ...] | None
     comment: str = ""
+    # The matches beyond 1.0's (their defaults mean "not restricted"):
+    other: tuple[Span, ...] = ()  # protocols but tcp and udp, as sorted, merged intervals of the what axis
+    local_v4: tuple[IPv4Network, ...] | None = None  # the host's own address; same conventions as remote
+    local_v6: tuple[IPv6Network, ...] | None = None
+    interfaces: tuple[str, ...] | None = None  # arrival (in) or leaving (out) interface; "eth*" a prefix
+    profiles: tuple[str, ...] | None = None  # Windows profiles, sorted; None = all three
+    families: tuple[int, ...] = (4, 6)  # ICMP is IPv4's only, ICMPv6 IPv6's
 
     @property
     def logged(self) -> bool:
@@ -118,11 +143,34 @@ class Rule(NamedTuple):
         return self.action is not Action.DENY
 
     def applies_to(self, family: int) -> bool:
-        remote = self.remote_v4 if family == 4 else self.remote_v6
-        return remote is None or len(remote) > 0
+        if family not in self.families:
+            return False
+        remote, local = (self.remote_v4, self.local_v4) if family == 4 else (self.remote_v6, self.local_v6)
+        return (remote is None or len(remote) > 0) and (local is None or len(local) > 0)
 
     def remote(self, family: int) -> tuple[IPv4Network, ...] | tuple[IPv6Network, ...] | None:
         return self.remote_v4 if family == 4 else self.remote_v6
+
+    def local(self, family: int) -> tuple[IPv4Network, ...] | tuple[IPv6Network, ...] | None:
+        return self.local_v4 if family == 4 else self.local_v6
+
+    @property
+    def ports_only(self) -> bool:
+        """It matches on tcp and udp ports alone: no other protocol, no address, interface
+        or profile, both families. Such rules can share a verdict map."""
+        return (
+            not self.other and self.remote_v4 is None and self.remote_v6 is None and self.local_v4 is None
+            and self.local_v6 is None and self.interfaces is None and self.profiles is None
+            and self.families == (4, 6)
+        )
+
+    def what(self) -> tuple[Span, ...]:
+        """Every (protocol, selector) it matches, as sorted intervals of the what axis."""
+        spans = [
+            what_span(TCP_NUMBER if protocol is Protocol.TCP else UDP_NUMBER, r.lo, r.hi)
+            for protocol, ranges in self.ports for r in ranges
+        ]
+        return tuple(merge_spans(spans + list(self.other)))
 
     def port_ranges(self, protocol: Protocol) -> tuple[PortRange, ...]:
         for proto, ranges in self.ports:

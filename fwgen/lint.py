@@ -6,353 +6,25 @@ docstrings: ``python -m fwgen.lint > docs/lint.md``). A policy's ``acknowledge:`
 silences findings by id. ``fwgen build`` refuses a policy with an error-level finding
 (``check_errors``).
 
-The rule analysis is exact. For each direction and protocol the port axis is cut at
-every rule's range boundaries, and each address family's axis at every rule's network
-boundaries (integer intervals); on each resulting cell the same set of rules applies,
-so first-match evaluated once per distinct (port set, address set) pair tells, for every
-rule, where it decides, who decides the traffic it covers but does not get, and who
-would decide its traffic without it.
+The rule analysis is exact: the first-match engine's facts (``fwgen.lint_context``).
 """
 
 from __future__ import annotations
 
-import bisect
-import functools
-import ipaddress
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import NamedTuple
-
-import yaml
+from collections.abc import Sequence
 
 from fwgen import ir
-from fwgen.errors import Location, PolicyError
-from fwgen.intervals import merge_spans
-from fwgen.ir import Action, Direction, Protocol
-from fwgen.policy import Policy, PolicyRule, load_policy
+from fwgen.errors import PolicyError
+from fwgen.lint_checks import CHECKS
+from fwgen.lint_context import SEVERITIES, TARGETS, Check, Context, Finding
+from fwgen.policy import Policy, load_policy
 from fwgen.registry import Registry
 from fwgen.resolve import compile_policy
-from fwgen.yamlsource import Source
-
-Decider = int | None  # the deciding rule's index in the policy; None = the default
-TARGETS = ("iptables", "nftables", "windows")
-LINUX_TARGETS = ("iptables", "nftables")
-Span = tuple[int, int]  # an inclusive integer interval: ports or addresses
-_SIZE = {4: 1 << 32, 6: 1 << 128}
-SEVERITIES = ("error", "warning")
-
-
-class Finding(NamedTuple):
-    id: str
-    severity: str  # error | warning
-    location: Location
-    message: str
-
-    def __str__(self) -> str:
-        text = f"{self.location}: {self.severity}: {self.message} [{self.id}]"
-        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-    def sort_key(self) -> tuple[int, int, str, str]:
-        return (self.location.line, self.location.col, self.id, self.message)
-
-
-class Check(NamedTuple):
-    """One kind of finding: ``run`` yields (location, message) pairs."""
-
-    id: str
-    severity: str
-    run: Callable[[Context], Iterable[tuple[Location, str]]]
-    doc: str
-    after: bool = False  # runs once the others' findings are known (ctx.raised)
-
-
-# ---------------------------------------------------------------------- locations
-
-
-class Locator:
-    """Where keys were written, for findings about things ``Policy`` keeps no location
-    for (defaults, monitor.rate, from/to, log, acknowledge items): read from the nodes
-    the policy was loaded from; without them every answer is the policy's first line."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.root = Location(policy.path, 1, 1)
-        self._top: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        self._rules: list[dict[str, yaml.Node]] = []
-        self._source: Source | None = None
-        document = policy.document
-        if document is None or not isinstance(document.root, yaml.MappingNode):
-            return
-        self._source = document.source
-        self.root = document.at(document.root)
-        self._top = {k.value: (k, v) for k, v in document.root.value}
-        rules = self._top.get("rules", (None, None))[1]
-        if isinstance(rules, yaml.SequenceNode):
-            self._rules = [
-                {k.value: v for k, v in node.value} if isinstance(node, yaml.MappingNode) else {}
-                for node in rules.value
-            ]
-
-    def _at(self, node: yaml.Node | None, fallback: Location) -> Location:
-        return self._source.at(node) if self._source is not None and node is not None else fallback
-
-    def top(self, *keys: str) -> Location:
-        """``top("defaults", "inbound")``: that value's location; when it is not written,
-        the nearest written parent key (``defaults:``), else the policy's start."""
-        node: yaml.Node | None = None
-        here = self._top
-        for key in keys:
-            if key not in here:
-                break
-            key_node, value = here[key]
-            node = value if key == keys[-1] else key_node
-            here = {k.value: (k, v) for k, v in value.value} if isinstance(value, yaml.MappingNode) else {}
-        return self._at(node, self.root)
-
-    def rule(self, rule: PolicyRule, key: str) -> Location:
-        """The value of ``key`` in ``rule``, else the rule's own location."""
-        keys = self._rules[rule.index - 1] if rule.index <= len(self._rules) else {}
-        return self._at(keys.get(key), rule.location)
-
-    def acknowledgements(self) -> list[tuple[str, Location]]:
-        node = self._top.get("acknowledge", (None, None))[1]
-        if not isinstance(node, yaml.SequenceNode):
-            return []
-        return [(str(item.value), self._at(item, self.root)) for item in node.value
-                if isinstance(item, yaml.ScalarNode)]
-
-
-# ---------------------------------------------------------------------- the exact model
-
-
-@dataclass
-class PortFacts:
-    """One rule on one set of ports (of one protocol) that every rule covers alike."""
-
-    spans: list[Span]
-    first: bool = False  # the rule decides somewhere on these ports
-    deciders: set[int] = field(default_factory=set)  # earlier rules deciding its traffic here
-
-
-@dataclass
-class RuleFacts:
-    reached: bool = False  # decides some connection
-    deciders: set[int] = field(default_factory=set)  # earlier rules deciding traffic it covers
-    changes: bool = False  # removing it changes some verdict (action or logging)
-    takers: set[Decider] = field(default_factory=set)  # who decides its traffic without it
-    ports: dict[tuple[Protocol, int], PortFacts] = field(default_factory=dict)  # by (protocol, port group)
-
-
-def _segments(spans_per_bit: Sequence[Sequence[Span] | None], size: int) -> tuple[list[int], list[int]]:
-    """Cut [0, size) at every span boundary: the segment starts, and per segment the
-    mask of the bits whose spans cover it (None = the whole axis)."""
-    cuts = {0}
-    for spans in spans_per_bit:
-        for lo, hi in spans or ():
-            cuts.add(lo)
-            if hi + 1 < size:
-                cuts.add(hi + 1)
-    starts = sorted(cuts)
-    masks = [0] * len(starts)
-    for bit, spans in enumerate(spans_per_bit):
-        for lo, hi in ((0, size - 1),) if spans is None else spans:
-            for i in range(bisect.bisect_left(starts, lo), bisect.bisect_right(starts, hi)):
-                masks[i] |= 1 << bit
-    return starts, masks
-
-
-def _groups(starts: list[int], masks: list[int], size: int) -> dict[int, list[Span]]:
-    out: dict[int, list[Span]] = {}
-    for i, mask in enumerate(masks):
-        end = starts[i + 1] - 1 if i + 1 < len(starts) else size - 1
-        spans = out.setdefault(mask, [])
-        if spans and spans[-1][1] + 1 == starts[i]:
-            spans[-1] = (spans[-1][0], end)
-        else:
-            spans.append((starts[i], end))
-    return out
-
-
-def network_spans(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> list[Span]:
-    return [(int(n.network_address), int(n.broadcast_address)) for n in networks]
-
-
-class Table:
-    """The rules of one direction and protocol, cut into cells (see the module doc)."""
-
-    def __init__(self, rules: Sequence[ir.Rule], protocol: Protocol) -> None:
-        self.rules = [r for r in rules if r.port_ranges(protocol)]
-        ports = [[(p.lo, p.hi) for p in r.port_ranges(protocol)] for r in self.rules]
-        self.port_starts, self.port_masks = _segments(ports, ir.PORT_MAX + 1)
-        self.addresses: dict[int, tuple[list[int], list[int]]] = {}
-        for family in (4, 6):
-            remote = [r.remote(family) for r in self.rules]
-            spans = [None if nets is None else network_spans(nets) for nets in remote]
-            self.addresses[family] = _segments(spans, _SIZE[family])
-
-    def port_groups(self) -> dict[int, list[Span]]:
-        return _groups(self.port_starts, self.port_masks, ir.PORT_MAX + 1)
-
-    def address_masks(self, family: int) -> set[int]:
-        return set(self.addresses[family][1])
-
-    def first(self, mask: int) -> ir.Rule | None:
-        return self.rules[(mask & -mask).bit_length() - 1] if mask else None
-
-    def regions(self, port: int) -> list[tuple[int, Span, Decider]]:
-        """Who decides ``port`` for every remote address: (family, address span, decider)."""
-        pmask = self.port_masks[bisect.bisect_right(self.port_starts, port) - 1]
-        out: list[tuple[int, Span, Decider]] = []
-        for family in (4, 6):
-            starts, masks = self.addresses[family]
-            for i, amask in enumerate(masks):
-                rule = self.first(pmask & amask)
-                decider = rule.index if rule else None
-                end = starts[i + 1] - 1 if i + 1 < len(starts) else _SIZE[family] - 1
-                if out and out[-1][0] == family and out[-1][2] == decider:
-                    out[-1] = (family, (out[-1][1][0], end), decider)
-                else:
-                    out.append((family, (starts[i], end), decider))
-        return out
-
-
-class Context:
-    """Everything a check reads: the policy, its IR, the registry, the model, locations."""
-
-    def __init__(
-        self, policy: Policy, ruleset: ir.Ruleset, registry: Registry, targets: tuple[str, ...] = TARGETS
-    ) -> None:
-        self.policy = policy
-        self.ruleset = ruleset
-        self.registry = registry
-        self.targets = targets  # the outputs the policy is built for: some findings depend on them
-        self.rule = {r.index: r for r in ruleset.rules}
-        self.source_rule = {r.index: r for r in policy.rules}
-        self.raised: set[str] = set()  # ids found by the other checks (for ``after`` checks)
-        self._tables: dict[tuple[Direction, Protocol], Table] = {}
-
-    @functools.cached_property
-    def where(self) -> Locator:
-        return Locator(self.policy)
-
-    def table(self, direction: Direction, protocol: Protocol) -> Table:
-        """Made once per context (a per-instance memo: a ``functools.cache`` on the method
-        would keep every context, its policy and the policy's YAML nodes alive)."""
-        table = self._tables.get((direction, protocol))
-        if table is None:
-            table = self._tables[(direction, protocol)] = Table(self.ruleset.rules_for(direction), protocol)
-        return table
-
-    # -- verdicts
-
-    def default(self, direction: Direction) -> Action:
-        return self.ruleset.defaults.for_direction(direction)
-
-    def action(self, direction: Direction, decider: Decider) -> Action:
-        return self.default(direction) if decider is None else self.rule[decider].action
-
-    def verdict(self, direction: Direction, decider: Decider) -> tuple[Action, bool]:
-        if decider is None:
-            return self.default(direction), False
-        return self.rule[decider].action, self.rule[decider].logged
-
-    def accepts(self, direction: Direction, decider: Decider) -> bool:
-        return self.action(direction, decider) is not Action.DENY
-
-    # -- presentation
-
-    def name_line(self, decider: Decider, direction: Direction = Direction.IN, action: bool = False) -> str:
-        """``'web' (line 20)``, ``'web' (line 20, allow)`` or ``the default inbound deny``."""
-        if decider is None:
-            which = "inbound" if direction is Direction.IN else "outbound"
-            return f"the default {which} {self.default(direction).value}"
-        rule = self.rule[decider]
-        extra = f", {rule.action.value}" if action else ""
-        return f"'{rule.name}' (line {rule.location.line}{extra})"
-
-    def default_location(self, direction: Direction) -> Location:
-        return self.where.top("defaults", "inbound" if direction is Direction.IN else "outbound")
-
-    # -- the full analysis
-
-    @functools.cached_property
-    def facts(self) -> dict[int, RuleFacts]:
-        facts = {r.index: RuleFacts() for r in self.ruleset.rules}
-        for direction in Direction:
-            for protocol in ir.PROTOCOLS:
-                table = self.table(direction, protocol)
-                amasks = table.address_masks(4) | table.address_masks(6)
-                for pmask, spans in table.port_groups().items():
-                    cells = {pmask & amask for amask in amasks}
-                    cells.discard(0)
-                    self._port_group(facts, table, direction, protocol, pmask, spans, cells)
-        return facts
-
-    def _port_group(
-        self, facts: dict[int, RuleFacts], table: Table, direction: Direction, protocol: Protocol,
-        pmask: int, spans: list[Span], cells: set[int],
-    ) -> None:
-        """Every distinct cell (set of covering rules) on one group of ports: the first
-        rule decides; each other covering rule has it as a decider; without the first
-        rule, the next one (or the default) would decide."""
-        rules = table.rules
-        covered_by_first: dict[int, int] = {}  # first rule's bit -> the other rules its cells cover
-        for mask in cells:
-            low = mask & -mask
-            bit = low.bit_length() - 1
-            rest = mask ^ low
-            covered_by_first[bit] = covered_by_first.get(bit, 0) | rest
-            first = rules[bit]
-            after = rules[(rest & -rest).bit_length() - 1] if rest else None
-            own = facts[first.index]
-            own.reached = True
-            own.takers.add(after.index if after else None)
-            if not own.changes and self.verdict(direction, after.index if after else None) != (
-                first.action, first.logged
-            ):
-                own.changes = True
-        firsts = 0
-        for bit in covered_by_first:
-            firsts |= 1 << bit
-        remaining = pmask
-        while remaining:
-            low = remaining & -remaining
-            remaining ^= low
-            bit = low.bit_length() - 1
-            rule_facts = facts[rules[bit].index]
-            deciders = {rules[f].index for f, others in covered_by_first.items() if others & low}
-            rule_facts.ports[(protocol, pmask)] = PortFacts(spans, bool(firsts & low), deciders)
-            rule_facts.deciders |= deciders
-
-
-# ---------------------------------------------------------------------- formatting
-
-
-def format_ports(per_protocol: dict[Protocol, list[Span]], limit: int = 6) -> str:
-    """``1261/tcp+udp, 1274/udp, 8000-8100/tcp`` (sorted by port; at most ``limit`` items)."""
-    protocols: dict[Span, list[str]] = {}
-    for protocol in ir.PROTOCOLS:
-        for span in merge_spans(per_protocol.get(protocol, [])):
-            protocols.setdefault(span, []).append(protocol.value)
-    items = [
-        f"{lo if lo == hi else f'{lo}-{hi}'}/{'+'.join(names)}" for (lo, hi), names in sorted(protocols.items())
-    ]
-    if len(items) > limit:
-        items = items[:limit] + [f"and {len(items) - limit} more"]
-    return ", ".join(items)
-
-
-
-
-def count_ports(spans: Iterable[Span]) -> int:
-    return sum(hi - lo + 1 for lo, hi in merge_spans(spans))
-
 
 # ---------------------------------------------------------------------- running
 
 
 def checks() -> list[Check]:
-    from fwgen.lint_checks import CHECKS
-
     return CHECKS
 
 
@@ -381,9 +53,13 @@ def lint(
     return sorted((f for f in found if f.id not in acknowledged), key=Finding.sort_key)
 
 
-def lint_file(path: str, registry: Registry, targets: tuple[str, ...] = TARGETS) -> list[Finding]:
-    """Load, compile and lint; ``PolicyError`` when the policy does not load."""
-    return lint(load_policy(path), registry, targets=targets)
+def lint_file(path: str, registry: Registry, targets: tuple[str, ...] | None = None) -> list[Finding]:
+    """Load, compile and lint, for ``targets`` (default: the policy's ``targets:``, else
+    all); ``PolicyError`` when the policy does not load."""
+    policy = load_policy(path)
+    if targets is None:
+        targets = tuple(t.value for t in policy.targets) if policy.targets is not None else TARGETS
+    return lint(policy, registry, targets=targets)
 
 
 def check_errors(

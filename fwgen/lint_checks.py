@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from fwgen.errors import Location, shorten
 from fwgen.intervals import merge_spans
 from fwgen.ir import Action, Direction, Protocol
-from fwgen.lint import LINUX_TARGETS, Check, Context, Decider, Span, count_ports, format_ports
+from fwgen.lint_context import LINUX_TARGETS, Check, Context, Decider, Span, count_ports, format_ports
 from fwgen.policy import PolicyRule
 from fwgen.registry import Registry
 from fwgen.resolve import resolve_ports
@@ -47,11 +47,7 @@ def _denied_everywhere(ctx: Context, direction: Direction, protocol: Protocol, p
     """The deciders when ``port`` is denied for every remote address (of ``family``,
     inside ``within``); None when something accepts it."""
     deciders: list[Decider] = []
-    for fam, (lo, hi), decider in ctx.table(direction, protocol).regions(port):
-        if family is not None and fam != family:
-            continue
-        if within is not None and (hi < within[0] or lo > within[1]):
-            continue
+    for _, _, decider in ctx.deciders(direction, protocol, port, family, within):
         if ctx.accepts(direction, decider):
             return None
         if decider not in deciders:

@@ -16,7 +16,9 @@ from typing import NamedTuple
 
 import yaml
 
+from fwgen import finding_ids
 from fwgen.errors import Location, PolicyError, shorten
+from fwgen.targets.nft_keywords import NFT_KEYWORDS, OTHER_TABLES
 from fwgen.yamlsource import BOOL_TAG, INT_TAG, NULL_TAG, STR_TAG, Document, Source, compose, describe
 
 POLICY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,19}")
@@ -51,11 +53,21 @@ class PolicyRule(NamedTuple):
     action: str  # allow | deny | monitor
     log: bool
     direction: str  # in | out
-    protocol: Text | None  # tcp | udp | any, when written
+    protocol: Text | None  # tcp | udp | any | icmp | icmpv6 | all | an IANA keyword | a number, when written
     ports: tuple[Text, ...] | None  # entries as written
     port_range: Text | None  # well-known | registered | dynamic
     remote: tuple[Network, ...] | None  # from (in) / to (out); None = any
     comment: str
+    icmp: tuple[Text, ...] | None = None  # ICMP or ICMPv6 types: a name, N or N/CODE, as written
+    local: tuple[Network, ...] | None = None  # the host's own addresses; None = any
+    interfaces: tuple[Text, ...] | None = None  # names, a trailing * matching a prefix; None = any
+    profiles: tuple[str, ...] | None = None  # Windows profiles; None = all three
+    # where each key's value was written (errors about a key point there)
+    keys: tuple[tuple[str, Location], ...] = ()
+
+    def key_location(self, key: str) -> Location:
+        """Where ``key``'s value was written, else the rule's own location."""
+        return next((where for name, where in self.keys if name == key), self.location)
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class Policy:
     forward: str = "deny"  # allow | deny: routed traffic (iptables' FORWARD policy)
     antispoof: bool = True
     windows_exclusive: bool = False
+    targets: tuple[Text, ...] | None = None  # the outputs the policy is for; None = all of them
     # The nodes it was read from, so lint can locate keys Policy keeps no location for.
     document: Document | None = field(default=None, compare=False, repr=False)
 
@@ -176,13 +189,21 @@ def load_policy(path: str) -> Policy:
 
 
 TOP_KEYS = (
-    "version", "name", "description", "defaults", "monitor", "rules", "acknowledge", "antispoof", "windows",
+    "version", "name", "description", "targets", "defaults", "monitor", "rules", "acknowledge", "antispoof",
+    "windows",
 )
+TARGET_NAMES = ("iptables", "nftables", "windows")
+PROFILES = ("domain", "private", "public")
+# Linux interface names: at most 15 characters (IFNAMSIZ - 1), none of them a slash,
+# a colon or white space; a trailing * matches every name with that prefix.
+INTERFACE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_.-]{0,14})(\*?)")
+PROTOCOL_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 DEFAULT_KEYS = ("inbound", "outbound", "deny", "forward")
 WINDOWS_KEYS = ("exclusive",)
 MONITOR_KEYS = ("log_prefix", "rate")
 RULE_KEYS = (
-    "name", "action", "log", "direction", "protocol", "ports", "range", "from", "to", "comment",
+    "name", "action", "log", "direction", "protocol", "ports", "range", "icmp", "from", "to", "local",
+    "interface", "profiles", "comment",
 )
 
 
@@ -272,21 +293,20 @@ def parse_policy(source: Source, sha256: str) -> Policy:
             rules.append(rule)
 
     acknowledge = _parse_acknowledge(reader, top["acknowledge"][1]) if "acknowledge" in top else ()
+    targets = _parse_targets(reader, top["targets"][1]) if "targets" in top else None
 
     return Policy(
         path=source.path, sha256=sha256, name=name, description=description,
         inbound=inbound, outbound=outbound, deny=deny,
         log_prefix=prefix, rate=rate, rate_per=per, rules=tuple(rules), acknowledge=acknowledge,
-        forward=forward, antispoof=antispoof, windows_exclusive=windows_exclusive,
+        forward=forward, antispoof=antispoof, windows_exclusive=windows_exclusive, targets=targets,
         document=Document(source, root),
     )
 
 
 def _parse_acknowledge(reader: _Reader, node: yaml.Node) -> tuple[str, ...]:
     """``acknowledge: [ssh-lockout, ...]``: lint finding ids (docs/lint.md), each known, once."""
-    from fwgen.lint import finding_ids  # the linter owns the ids; imported only when needed
-
-    known = finding_ids()
+    known = finding_ids.IDS
 
     if not isinstance(node, yaml.SequenceNode):
         raise reader.fail(node, f"acknowledge must be a list of finding ids, got {describe(node)}")
@@ -308,9 +328,20 @@ def _parse_acknowledge(reader: _Reader, node: yaml.Node) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _parse_targets(reader: _Reader, node: yaml.Node) -> tuple[Text, ...]:
+    """``targets: [iptables, nftables]``: each a target name, once."""
+    items = reader.items(node, "targets")
+    seen: dict[str, Location] = {}
+    for item in items:
+        name = reader.choice(item, "a target", TARGET_NAMES)
+        if name in seen:
+            raise reader.fail(item, f"target '{name}' is listed twice (first at line {seen[name].line})")
+        seen[name] = reader.at(item)
+    return tuple(Text(name, where) for name, where in seen.items())
+
+
 def _check_table_name(name: str, location: Location, from_file: bool) -> None:
     """The policy name becomes nft's ``table inet NAME``, which nft cannot quote."""
-    from fwgen.targets.nft_keywords import NFT_KEYWORDS, OTHER_TABLES
 
     what = f"policy name '{name}'" + (" (from the file name)" if from_file else "")
     fix = "; add a 'name:' key" if from_file else ""
@@ -355,8 +386,7 @@ def _parse_rule(reader: _Reader, node: yaml.Node, index: int) -> PolicyRule:
 
     protocol = None
     if "protocol" in keys:
-        reader.choice(keys["protocol"][1], "protocol", ("tcp", "udp", "any"))
-        protocol = reader.scalar(keys["protocol"][1], "protocol")
+        protocol = _parse_protocol(reader, keys["protocol"][1])
 
     if "ports" in keys and "range" in keys:
         raise reader.fail(keys["range"][0], f"{what} has both 'ports' and 'range': use one")
@@ -381,11 +411,68 @@ def _parse_rule(reader: _Reader, node: yaml.Node, index: int) -> PolicyRule:
             _parse_network(reader, item) for item in reader.items(keys[remote_key][1], remote_key)
         )
 
+    icmp = None
+    if "icmp" in keys:
+        icmp = tuple(reader.scalar(item, "an ICMP type") for item in reader.items(keys["icmp"][1], "icmp"))
+    local = None
+    if "local" in keys:
+        local = tuple(_parse_network(reader, item) for item in reader.items(keys["local"][1], "local"))
+    interfaces = None
+    if "interface" in keys:
+        interfaces = _parse_interfaces(reader, keys["interface"][1])
+    profiles = None
+    if "profiles" in keys:
+        profiles = _parse_profiles(reader, keys["profiles"][1])
+
     comment = reader.text(keys["comment"][1], "comment") if "comment" in keys else ""
     return PolicyRule(
         index=index, name=name, location=location, action=action, log=log, direction=direction,
         protocol=protocol, ports=ports, port_range=port_range, remote=remote, comment=comment,
+        icmp=icmp, local=local, interfaces=interfaces, profiles=profiles,
+        keys=tuple((key, reader.at(value)) for key, (_, value) in keys.items()),
     )
+
+
+def _parse_protocol(reader: _Reader, node: yaml.Node) -> Text:
+    """A protocol word (tcp, udp, any, icmp, icmpv6, all, or an IANA keyword) or a number
+    0-255; ``resolve`` gives it its meaning."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == INT_TAG and node.value.isdigit():
+        if int(node.value) > 255 or (len(node.value) > 1 and node.value.startswith("0")):
+            raise reader.fail(node, f"protocol number {node.value} is not 0-255 (written without leading zeros)")
+        return Text(node.value, reader.at(node))
+    if isinstance(node, yaml.ScalarNode) and node.tag == STR_TAG and PROTOCOL_WORD.fullmatch(node.value):
+        return Text(node.value, reader.at(node))
+    raise reader.fail(
+        node,
+        "protocol must be tcp | udp | any | icmp | icmpv6 | all, an IANA protocol keyword or a number 0-255, "
+        f"got {describe(node)}",
+    )
+
+
+def _parse_interfaces(reader: _Reader, node: yaml.Node) -> tuple[Text, ...]:
+    out: list[Text] = []
+    for item in reader.items(node, "interface"):
+        value = reader.scalar(item, "an interface")
+        if value.value == "*":
+            raise reader.fail(item, "interface '*' matches every interface: omit the key instead")
+        if item.tag != STR_TAG or not INTERFACE.fullmatch(value.value):
+            raise reader.fail(
+                item,
+                f"'{shorten(value.value)}' is not an interface name: at most 15 letters, digits, '_', '.' or '-' "
+                "(not starting with '.' or '-'), with an optional trailing '*' for a prefix",
+            )
+        out.append(value)
+    return tuple(out)
+
+
+def _parse_profiles(reader: _Reader, node: yaml.Node) -> tuple[str, ...]:
+    seen: dict[str, Location] = {}
+    for item in reader.items(node, "profiles"):
+        profile = reader.choice(item, "a profile", PROFILES)
+        if profile in seen:
+            raise reader.fail(item, f"profile '{profile}' is listed twice (first at line {seen[profile].line})")
+        seen[profile] = reader.at(item)
+    return tuple(seen)
 
 
 def list_hint(text: str) -> str:

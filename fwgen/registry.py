@@ -24,18 +24,11 @@ from __future__ import annotations
 import functools
 import gc
 import json
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-BUNDLE_PATH = os.path.join(DATA_DIR, "registry.json")
-SOURCE_COPY_PATH = os.path.join(DATA_DIR, "service-names-port-numbers.xml.gz")
+from fwgen.registry_format import BUNDLE_FORMAT, BUNDLE_PATH, COLUMNS
 
-BUNDLE_FORMAT = 1
-COLUMNS = (
-    "name", "port_lo", "port_hi", "protocol", "description", "assignee", "unauthorized", "note",
-)
 TCP_UDP = ("tcp", "udp")
 # Display / sort order of protocols; '' (no protocol registered) last.
 _PROTO_ORDER = {"tcp": 0, "udp": 1, "sctp": 2, "dccp": 3, "": 4}

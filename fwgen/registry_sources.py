@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from xml.parsers import expat
 
 from fwgen.errors import Location, PolicyError
-from fwgen.registry import BUNDLE_FORMAT, BUNDLE_PATH, COLUMNS, SOURCE_COPY_PATH
+from fwgen.registry_format import BUNDLE_FORMAT, BUNDLE_PATH, COLUMNS, SOURCE_COPY_PATH
 
 NS = "http://www.iana.org/assignments"
 REGISTRY_ID = "service-names-port-numbers"

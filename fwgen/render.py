@@ -9,13 +9,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-from collections.abc import MutableMapping
+import re
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 import fwgen
+from fwgen import targets
 from fwgen.ir import Ruleset
 
 
@@ -29,7 +31,7 @@ def template_dir() -> Path:
     raise RuntimeError(f"fwgen templates not found next to {here}")
 
 
-TEMPLATES = ("iptables/rules.j2", "nftables/table.nft.j2", "windows/script.cmd.j2")
+TEMPLATES = targets.TEMPLATES
 COMPILED_PACKAGE = "fwgen.compiled_templates"
 
 
@@ -76,6 +78,63 @@ def environment() -> jinja2.Environment:
 
 def render(template: str, **context: object) -> str:
     return environment().get_template(template).render(**context)
+
+
+Shape = Callable[..., str]
+
+
+class Shapes:
+    """The line kinds a template declares, as fast functions that fill their fields.
+
+    Each ``{% macro NAME(field, ...) %}...{% endmacro %}`` of a target's template is the
+    syntax of one kind of output line or piece of one (``-A CHAIN ... -j TARGET``,
+    ``ip saddr @SET``): the template owns every character of it, Python only decides
+    which lines exist and what goes in each field. A macro call costs microseconds, too
+    much for the tens of thousands of lines of a large policy, so each macro is called
+    once, with a marker standing for each field, and its text split at the markers into
+    the literal parts between fields: a line is then one ``str.join``. That requires a
+    shape to print each field as given (no filter or test on it), which ``shapes``
+    checks when it loads the template.
+    """
+
+    def __init__(self, template: str) -> None:
+        module = environment().get_template(template).module
+        self._shapes: dict[str, Shape] = {}
+        for name in dir(module):
+            macro = getattr(module, name)
+            if isinstance(macro, jinja2.runtime.Macro):
+                self._shapes[name] = _compile_shape(template, name, macro)
+
+    def __getattr__(self, name: str) -> Shape:
+        try:
+            return self._shapes[name]
+        except KeyError:
+            raise AttributeError(f"no line shape {name!r}") from None
+
+
+def _compile_shape(template: str, name: str, macro: jinja2.runtime.Macro) -> Shape:
+    markers = [f"\x00field{i}\x00" for i in range(len(macro.arguments))]
+    text = str(macro(*markers))
+    pieces = re.split("\x00field([0-9]+)\x00", text)
+    literals, order = pieces[0::2], [int(i) for i in pieces[1::2]]
+    if set(order) != set(range(len(markers))) or any("\x00" in literal for literal in literals):
+        raise RuntimeError(f"{template}: macro {name} must print each of its fields, unchanged")
+    if not order:
+        constant = literals[0]
+        return lambda: constant
+    first, rest = literals[0], list(zip(order, literals[1:], strict=True))
+
+    def shape(*values: str) -> str:
+        return first + "".join([values[i] + literal for i, literal in rest])
+
+    shape.__name__ = name
+    return shape
+
+
+@functools.cache
+def shapes(template: str) -> Shapes:
+    """The line shapes of ``template`` (see ``Shapes``), made once per process."""
+    return Shapes(template)
 
 
 def preload() -> None:

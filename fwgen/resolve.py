@@ -7,15 +7,18 @@ A port entry is read from its source text, never from what YAML made of it:
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 from collections.abc import Iterable
+from typing import NamedTuple
 
-from fwgen import ir
+from fwgen import icmp, ir, protocols
 from fwgen.errors import PolicyError, shorten
-from fwgen.ir import Action, Direction, PortRange, Protocol
-from fwgen.policy import RANGES, Policy, PolicyRule, Text, list_hint
+from fwgen.intervals import merge_spans
+from fwgen.ir import Action, Direction, PortRange, Protocol, Span
+from fwgen.policy import PROFILES, RANGES, Policy, PolicyRule, Text, list_hint
 from fwgen.registry import Registry
 
 _DECIMAL = re.compile(r"[0-9]+")
@@ -113,10 +116,66 @@ def _service_pairs(
     return chosen
 
 
+class ProtocolChoice(NamedTuple):
+    """What a rule's ``protocol`` means: ``kind`` is "ports" (tcp and udp, or one of
+    them, selected by ports), "icmp" (ICMP of one family, by type), "number" (one other
+    IP protocol, every packet) or "all" (every protocol)."""
+
+    kind: str
+    ports: tuple[Protocol, ...] = ()  # "ports": tcp and/or udp
+    number: int | None = None  # "icmp": 1 or 58; "number": the protocol
+    family: int | None = None  # "icmp": 4 or 6
+
+
+_WORDS = {
+    "tcp": ProtocolChoice("ports", (Protocol.TCP,)), "udp": ProtocolChoice("ports", (Protocol.UDP,)),
+    "any": ProtocolChoice("ports", _BOTH), "all": ProtocolChoice("all"),
+    "icmp": ProtocolChoice("icmp", number=ir.ICMP_NUMBER, family=4),
+    "icmpv6": ProtocolChoice("icmp", number=ir.ICMPV6_NUMBER, family=6),
+}
+_BY_NUMBER = {ir.TCP_NUMBER: "tcp", ir.UDP_NUMBER: "udp", ir.ICMP_NUMBER: "icmp", ir.ICMPV6_NUMBER: "icmpv6"}
+
+
+def resolve_protocol(rule: PolicyRule) -> ProtocolChoice:
+    """``protocol`` as written (default: tcp and udp) -> what it selects. IANA keywords
+    (case-insensitive) and numbers naming tcp, udp, ICMP or ICMPv6 mean those."""
+    if rule.protocol is None:
+        return _WORDS["any"]
+    text = rule.protocol.value
+    if text in _WORDS:
+        return _WORDS[text]
+    if text.isdigit():
+        number = int(text)
+    else:
+        registry = protocols.bundled()
+        found = registry.lookup(text)
+        if found is None:
+            suggestions = registry.suggest(text, limit=1)
+            hint = f" (did you mean '{suggestions[0]}'?)" if suggestions else ""
+            raise PolicyError(rule.protocol.location, f"unknown protocol '{shorten(text)}'{hint}")
+        number = found
+    if number in _BY_NUMBER:
+        return _WORDS[_BY_NUMBER[number]]
+    return ProtocolChoice("number", number=number)
+
+
 def resolve_ports(rule: PolicyRule, registry: Registry) -> dict[Protocol, tuple[PortRange, ...]]:
-    """The rule's ports per protocol, merged; protocols it does not cover are absent."""
-    rule_protocol = rule.protocol.value if rule.protocol else None
-    default_protocols = (_PROTOCOL[rule_protocol],) if rule_protocol in ("tcp", "udp") else _BOTH
+    """The rule's tcp and udp ports per protocol, merged; protocols it does not cover are
+    absent (a rule for another protocol covers neither; ``protocol: all`` every port)."""
+    choice = resolve_protocol(rule)
+    if choice.kind == "all":
+        return {proto: ir.ALL_PORTS for proto in ir.PROTOCOLS}
+    if choice.kind != "ports":
+        for key, what in (("ports", "ports"), ("range", "a port range")):
+            if key in dict(rule.keys):
+                verb = "apply" if key == "ports" else "applies"
+                written = rule.protocol.value if rule.protocol else ""
+                raise PolicyError(
+                    rule.key_location(key), f"{what} {verb} to tcp and udp only; this rule's protocol is {written}"
+                )
+        return {}
+    rule_protocol = choice.ports[0].value if len(choice.ports) == 1 else None
+    default_protocols = choice.ports
     pairs: list[Pair] = []
     if rule.ports is not None:
         for entry in rule.ports:
@@ -155,14 +214,67 @@ def _split_families(
     return tuple(ipaddress.collapse_addresses(v4)), tuple(ipaddress.collapse_addresses(v6))
 
 
+def resolve_icmp(rule: PolicyRule, choice: ProtocolChoice) -> tuple[Span, ...]:
+    """The (type << 8 | code) intervals of the rule's ``icmp`` entries (every type when
+    it has none); an error for a name or number that is no type of its family."""
+    if rule.icmp is None:
+        return ((0, 0xFFFF),)
+    assert choice.family is not None
+    spans = []
+    for entry in rule.icmp:
+        found = icmp.parse_entry(entry.value, choice.family)
+        if found is None:
+            names = sorted(icmp.NAMES[choice.family])
+            hint = difflib.get_close_matches(entry.value, names, n=1, cutoff=0.6)
+            raise PolicyError(
+                entry.location,
+                f"'{shorten(entry.value)}' is not an {'ICMPv6' if choice.family == 6 else 'ICMP'} type: write a "
+                "number 0-255, TYPE/CODE, or one of " + ", ".join(names)
+                + (f" (did you mean '{hint[0]}'?)" if hint else ""),
+            )
+        spans.append(found.span())
+    return tuple(merge_spans(spans))
+
+
+def _addresses(
+    rule: PolicyRule, key: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None,
+    families: tuple[int, ...],
+) -> tuple[tuple[ipaddress.IPv4Network, ...] | None, tuple[ipaddress.IPv6Network, ...] | None]:
+    if networks is None:
+        return None, None
+    if len(families) == 1:
+        foreign = [n for n in networks if n.version != families[0]]
+        if foreign:
+            protocol = rule.protocol.value if rule.protocol else ""
+            raise PolicyError(
+                rule.key_location(key),
+                f"protocol {protocol} is IPv{families[0]} only, but {key} lists IPv{foreign[0].version} "
+                f"addresses ({foreign[0]}); write them in a rule of their own",
+            )
+    return _split_families(networks)
+
+
 def resolve_rule(rule: PolicyRule, registry: Registry) -> ir.Rule:
+    choice = resolve_protocol(rule)
+    if rule.icmp is not None and choice.kind != "icmp":
+        raise PolicyError(rule.key_location("icmp"), "icmp applies to protocol icmp or icmpv6 only")
     ports = resolve_ports(rule, registry)
-    if rule.remote is None:
-        remote_v4: tuple[ipaddress.IPv4Network, ...] | None = None
-        remote_v6: tuple[ipaddress.IPv6Network, ...] | None = None
-    else:
-        remote_v4, remote_v6 = _split_families(rule.remote)
-    return ir.Rule(
+    other: tuple[Span, ...] = ()
+    families: tuple[int, ...] = (4, 6)
+    if choice.kind == "icmp":
+        assert choice.number is not None and choice.family is not None
+        other = tuple(ir.what_span(choice.number, lo, hi) for lo, hi in resolve_icmp(rule, choice))
+        families = (choice.family,)
+    elif choice.kind == "number":
+        assert choice.number is not None
+        other = (ir.what_span(choice.number),)
+    elif choice.kind == "all":
+        tcp, udp = ir.what_span(ir.TCP_NUMBER), ir.what_span(ir.UDP_NUMBER)
+        other = ((0, tcp[0] - 1), (tcp[1] + 1, udp[0] - 1), (udp[1] + 1, ir.WHAT_SIZE - 1))
+    remote_key = "from" if rule.direction == "in" else "to"
+    remote_v4, remote_v6 = _addresses(rule, remote_key, rule.remote, families)
+    local_v4, local_v6 = _addresses(rule, "local", rule.local, families)
+    resolved = ir.Rule(
         index=rule.index,
         name=rule.name,
         location=rule.location,
@@ -173,7 +285,19 @@ def resolve_rule(rule: PolicyRule, registry: Registry) -> ir.Rule:
         remote_v4=remote_v4,
         remote_v6=remote_v6,
         comment=rule.comment,
+        other=other,
+        local_v4=local_v4,
+        local_v6=local_v6,
+        interfaces=tuple(entry.value for entry in rule.interfaces) if rule.interfaces is not None else None,
+        profiles=tuple(p for p in PROFILES if p in rule.profiles) if rule.profiles is not None else None,
+        families=families,
     )
+    if not any(resolved.applies_to(family) for family in families):
+        raise PolicyError(
+            rule.key_location("local"),
+            f"rule '{rule.name}' can never match: its {remote_key} and local addresses share no address family",
+        )
+    return resolved
 
 
 def compile_policy(policy: Policy, registry: Registry) -> ir.Ruleset:

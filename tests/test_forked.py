@@ -4,6 +4,7 @@ parent to do the work itself, with errors raised in the parent as usual."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ from fwgen import build as build_module
 from fwgen import forked
 from fwgen.build import build
 from fwgen.registry import bundled
+from fwgen.targets import BY_NAME
 
 POLICIES = sorted(Path(__file__).resolve().parent.parent.joinpath("policies").glob("*.yaml"))
 
@@ -77,8 +79,7 @@ def test_an_error_in_the_parent_stops_the_child(monkeypatch: pytest.MonkeyPatch)
         raise ValueError("iptables failed")
 
     monkeypatch.setattr(forked, "start", start)
-    table = build_module._targets()
-    monkeypatch.setattr(table["iptables"], "render", broken_render)
+    monkeypatch.setattr(importlib.import_module(BY_NAME["iptables"].module), "render", broken_render)
     with pytest.raises(ValueError, match="iptables failed"):
         build(str(POLICIES[0]), bundled(), parallel=True)
     assert len(started) == 1

@@ -19,6 +19,7 @@ from fwgen.build import build
 from fwgen.cli import main
 from fwgen.errors import PolicyError
 from fwgen.explain import Explainer
+from fwgen.finding_ids import IDS
 from fwgen.lint import Context, doc_examples, docs_markdown, finding_ids, lint_file
 from fwgen.policy import load_policy
 from fwgen.registry import bundled
@@ -526,6 +527,7 @@ def test_docs_are_generated_from_the_checks() -> None:
     for finding_id in finding_ids():
         assert f"\n### {finding_id}\n" in on_disk
     assert len(set(finding_ids())) == len(finding_ids())
+    assert finding_ids() == IDS, "a check was added or renamed: update fwgen/finding_ids.py (acknowledge: reads it)"
 
 
 def test_acknowledge_is_documented_in_the_policy_format() -> None:

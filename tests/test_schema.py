@@ -120,7 +120,20 @@ INVALID = [
     ("rule-name-too-long", HEAD + "rules:\n  - name: " + "a" * 33 + "\n    action: allow\n"),
     ("log-text", HEAD + "rules:\n  - action: deny\n    log: 'true'\n"),
     ("direction-both", HEAD + "rules:\n  - action: deny\n    direction: both\n"),
-    ("protocol-icmp", HEAD + "rules:\n  - action: deny\n    protocol: icmp\n"),
+    ("protocol-unknown", HEAD + "rules:\n  - action: deny\n    protocol: icmp v6\n"),
+    ("protocol-256", HEAD + "rules:\n  - action: deny\n    protocol: 256\n"),
+    ("protocol-list", HEAD + "rules:\n  - action: deny\n    protocol: [tcp]\n"),
+    ("icmp-256", HEAD + "rules:\n  - action: deny\n    protocol: icmp\n    icmp: [256]\n"),
+    ("icmp-empty", HEAD + "rules:\n  - action: deny\n    protocol: icmp\n    icmp: []\n"),
+    ("local-empty", HEAD + "rules:\n  - action: deny\n    local: []\n"),
+    ("interface-slash", HEAD + "rules:\n  - action: deny\n    interface: eth0/1\n"),
+    ("interface-long", HEAD + "rules:\n  - action: deny\n    interface: abcdefghijklmnop\n"),
+    ("interface-star", HEAD + "rules:\n  - action: deny\n    interface: eth*0\n"),
+    ("profiles-work", HEAD + "rules:\n  - action: deny\n    profiles: [work]\n"),
+    ("profiles-twice", HEAD + "rules:\n  - action: deny\n    profiles: [domain, domain]\n"),
+    ("targets-pf", HEAD + "targets: [pf]\n"),
+    ("targets-twice", HEAD + "targets: [iptables, iptables]\n"),
+    ("targets-empty", HEAD + "targets: []\n"),
     ("range-all", HEAD + "rules:\n  - action: deny\n    range: all\n"),
     ("ports-empty", HEAD + "rules:\n  - action: deny\n    ports: []\n"),
     ("ports-null", HEAD + "rules:\n  - action: deny\n    ports:\n"),
@@ -170,6 +183,17 @@ VALID = [
     ("everything", HEAD + "description: d\nrules:\n  - name: a-1_b\n    action: monitor\n    log: false\n"
      "    direction: out\n    protocol: udp\n    ports: [ntp]\n    to: 203.0.113.0/24\n    comment: c\n"),
     ("flow-style", HEAD + "rules:\n  - {name: x, action: deny, log: true, protocol: any, range: well-known}\n"),
+    ("protocol-icmp", HEAD + "rules:\n  - action: deny\n    protocol: icmp\n"),
+    ("protocol-forms", HEAD + "rules:\n  - {action: allow, protocol: esp}\n  - {action: allow, protocol: 112}\n"
+     "  - {action: allow, protocol: GRE}\n  - {action: allow, protocol: all}\n  - {action: allow, protocol: icmpv6}\n"),
+    ("icmp-types", HEAD + "rules:\n  - action: allow\n    protocol: icmp\n    icmp: [echo-request, 8, 3/4]\n"),
+    ("icmp-single", HEAD + "rules:\n  - action: allow\n    protocol: icmpv6\n    icmp: echo-request\n"),
+    ("local", HEAD + "rules:\n  - action: allow\n    ports: [ssh]\n    local: [10.9.0.2, '2001:db8::2']\n"),
+    ("interface", HEAD + "rules:\n  - action: allow\n    protocol: all\n    interface: [wg0, eth*, br-lan.10]\n"
+     "targets: [iptables, nftables]\n"),
+    ("profiles", HEAD + "rules:\n  - action: allow\n    ports: [microsoft-ds]\n    profiles: [domain, private]\n"
+     "targets: windows\n"),
+    ("targets", HEAD + "targets: [nftables, iptables]\n"),
 ]
 
 

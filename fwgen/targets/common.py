@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fwgen.ir import Direction, Rule, Ruleset
+from fwgen.ir import SELECTOR_BITS, Direction, Rule, Ruleset
 
 # iptables truncates --log-prefix at 29 characters; nft allows 127. One tag for both
 # keeps the log lines of the two targets identical and greppable.
@@ -43,6 +43,30 @@ LOOPBACK = {4: "127.0.0.0/8", 6: "::1"}
 # solicitations from ::, which fib cannot route back (as firewalld does; ip6t_rpfilter
 # passes :: by itself).
 ANTISPOOF_EXEMPT_ICMPV6 = (134, 135)
+
+
+def by_protocol(what: tuple[tuple[int, int], ...]) -> dict[int, list[tuple[int, int]]]:
+    """Intervals of the what axis, per protocol number: its selector intervals."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for lo, hi in what:
+        for number in range(lo >> SELECTOR_BITS, (hi >> SELECTOR_BITS) + 1):
+            base = number << SELECTOR_BITS
+            out.setdefault(number, []).append((max(lo, base) - base, min(hi, base | 0xFFFF) - base))
+    return out
+
+
+def icmp_entries(selectors: list[tuple[int, int]]) -> list[str]:
+    """ICMP (type << 8 | code) intervals as the entries iptables and nft match on:
+    ``T`` for every code of type T, ``T/C`` for one code."""
+    entries: list[str] = []
+    for lo, hi in selectors:
+        for icmp_type in range(lo >> 8, (hi >> 8) + 1):
+            first, last = max(lo, icmp_type << 8) & 0xFF, min(hi, icmp_type << 8 | 0xFF) & 0xFF
+            if (first, last) == (0, 0xFF):
+                entries.append(str(icmp_type))
+            else:
+                entries += [f"{icmp_type}/{code}" for code in range(first, last + 1)]
+    return entries
 
 
 def log_tag(ruleset: Ruleset, rule: Rule) -> str:

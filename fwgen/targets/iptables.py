@@ -6,14 +6,19 @@ included). FORWARD drops routed traffic unless ``defaults.forward: allow``; the 
 table holds the reverse-path check (``antispoof``). Shape:
 - INPUT/OUTPUT start with the always-rules (loopback addresses only from lo, the
   link-local control messages of ICMPv6 and IGMP, invalid, established, loopback); then
-  consecutive rules that match on ports alone become their
-  first-match partition of the port space, grouped by target (ACCEPT, DROP, the reject
-  chain, or a logged rule's chain) into as few multiport lines as possible; a rule that
-  restricts addresses keeps its place, one line per (network, port chunk);
+  consecutive rules that match on ports alone become their first-match partition of
+  the port space, grouped by target (ACCEPT, DROP, the reject chain, or a logged rule's
+  chain) into as few multiport lines as possible; every other rule keeps its place, one
+  line per (protocol part, remote network, local network, interface, port chunk);
 - a logged (or monitor) rule N has its own chain ``fwgen-rule-N`` with the rate-limited
   LOG and the verdict, whose counters count every packet that rule decided;
-- ports are numbers (never /etc/services names), compacted with multiport within
-  its 15-slot limit (a range takes two slots).
+- ports and protocols are numbers (never /etc/services or /etc/protocols names; tcp and
+  udp are iptables' own words), ports compacted with multiport within its 15-slot limit
+  (a range takes two slots).
+
+The syntax of every kind of line is the templates' (``templates/iptables/lines.j2``,
+one macro each; ``rules.j2`` lays out the file); this module decides which lines exist
+and fills them.
 """
 
 from __future__ import annotations
@@ -22,12 +27,35 @@ from typing import NamedTuple
 
 from fwgen import render as rendering
 from fwgen import sanitize
-from fwgen.ir import PORT_MAX, PORT_MIN, PROTOCOLS, Action, Direction, PortRange, Rule, Ruleset
+from fwgen.ir import (
+    ICMP_NUMBER,
+    ICMPV6_NUMBER,
+    PORT_MAX,
+    PORT_MIN,
+    PROTOCOLS,
+    WHAT_SIZE,
+    Action,
+    Direction,
+    PortRange,
+    Rule,
+    Ruleset,
+)
 from fwgen.lowering import Run, partition, plan
-from fwgen.targets import TargetOutput
-from fwgen.targets.common import ICMPV6_CONTROL, IGMP, LOOPBACK, log_burst, log_tag, rule_summary
+from fwgen.targets import BY_NAME, TargetOutput
+from fwgen.targets.common import (
+    ICMPV6_CONTROL,
+    IGMP,
+    LOOPBACK,
+    by_protocol,
+    icmp_entries,
+    log_burst,
+    log_tag,
+    rule_summary,
+)
 
 NAME = "iptables"
+TEMPLATE = BY_NAME[NAME].template
+LINES = BY_NAME[NAME].lines
 MULTIPORT_SLOTS = 15
 REJECT_CHAIN = "fwgen-reject"
 _PER = {"second": "second", "minute": "minute", "hour": "hour"}
@@ -46,12 +74,15 @@ FAMILIES = (
 )
 
 
-def line(chain: str, match: str, target: str, comment: str = "") -> str:
-    """One ``-A`` line: chain, matches, comment, then the jump (always last)."""
-    text = f"-A {chain} {match}" if match else f"-A {chain}"
-    if comment:
-        text += f' -m comment --comment "{comment}"'
-    return f"{text} -j {target}"
+def shapes() -> rendering.Shapes:
+    return rendering.shapes(LINES)
+
+
+def line(chain: str, matches: str, target: str, comment: str = "") -> str:
+    """One ``-A`` line: chain, matches (each starting with a space), comment, then the
+    jump (always last)."""
+    shape = shapes()
+    return shape.rule(chain, matches, comment, target) if comment else shape.bare_rule(chain, matches, target)
 
 
 def chain_name(rule: Rule) -> str:
@@ -59,12 +90,13 @@ def chain_name(rule: Rule) -> str:
 
 
 def port_chunks(ranges: tuple[PortRange, ...] | list[PortRange]) -> list[str]:
-    """Port match options, each within multiport's 15 slots (a range takes two)."""
+    """Port matches, each within multiport's 15 slots (a range takes two)."""
+    shape = shapes()
     if len(ranges) == 1:
         r = ranges[0]
         if r.lo == PORT_MIN and r.hi == PORT_MAX:
             return [""]
-        return [f"--dport {r.lo}" if r.lo == r.hi else f"--dport {r.lo}:{r.hi}"]
+        return [shape.port(str(r.lo)) if r.lo == r.hi else shape.port_range(str(r.lo), str(r.hi))]
     chunks: list[list[str]] = [[]]
     used = 0
     for r in ranges:
@@ -74,7 +106,7 @@ def port_chunks(ranges: tuple[PortRange, ...] | list[PortRange]) -> list[str]:
             used = 0
         chunks[-1].append(str(r.lo) if r.lo == r.hi else f"{r.lo}:{r.hi}")
         used += slots
-    return ["-m multiport --dports " + ",".join(chunk) for chunk in chunks]
+    return [shape.ports(",".join(chunk)) for chunk in chunks]
 
 
 def _verdict(ruleset: Ruleset, action: Action) -> str:
@@ -89,6 +121,23 @@ def _target(ruleset: Ruleset, rule: Rule) -> str:
     return chain_name(rule) if rule.logged else _verdict(ruleset, rule.action)
 
 
+def _protocol_parts(rule: Rule) -> list[tuple[str, str]]:
+    """The (protocol, port or ICMP type) matches of a rule, one per line it needs, as
+    (protocol match, selector match); one empty pair when it matches every protocol."""
+    shape = shapes()
+    if rule.what() == ((0, WHAT_SIZE - 1),):
+        return [("", "")]
+    parts = [(shape.protocol(proto.value), ports) for proto, ranges in rule.ports for ports in port_chunks(ranges)]
+    for number, selectors in by_protocol(rule.other).items():
+        head = shape.protocol(str(number))
+        if number in (ICMP_NUMBER, ICMPV6_NUMBER) and selectors != [(0, 0xFFFF)]:
+            kind = shape.icmp_type if number == ICMP_NUMBER else shape.icmpv6_type
+            parts += [(head, kind(entry)) for entry in icmp_entries(selectors)]
+        else:
+            parts.append((head, ""))
+    return parts
+
+
 class _Lowering:
     """What both families share, made once per render: each rule's comment (made safe;
     rules appear on many lines), each logged rule's chain, and the lines of each run
@@ -100,7 +149,7 @@ class _Lowering:
         self.identity: dict[int, list[str]] = {}
         self.runs: dict[tuple[str, int], tuple[Run, list[str]]] = {}  # (base, id(run)) -> (run, lines)
         monitor = ruleset.monitor
-        self.limit = f"-m limit --limit {monitor.rate}/{_PER[monitor.per]} --limit-burst {log_burst(ruleset)}"
+        self.rate, self.burst = f"{monitor.rate}/{_PER[monitor.per]}", str(log_burst(ruleset))
 
     def comment(self, rule: Rule) -> str:
         text = self.comments.get(rule.index)
@@ -119,34 +168,40 @@ class _Lowering:
         """A logged rule's own chain: the rate-limited LOG, then the verdict."""
         lines = self.identity.get(rule.index)
         if lines is None:
-            own = chain_name(rule)
-            lines = self.identity[rule.index] = [  # as line() writes them
-                f'-A {own} {self.limit} -j LOG --log-prefix "{log_tag(self.ruleset, rule)}"',
-                f'-A {own} -m comment --comment "{self.comment(rule)}" -j {_verdict(self.ruleset, rule.action)}',
+            own, shape = chain_name(rule), shapes()
+            lines = self.identity[rule.index] = [
+                shape.log_rule(own, self.rate, self.burst, log_tag(self.ruleset, rule)),
+                shape.rule(own, "", self.comment(rule), _verdict(self.ruleset, rule.action)),
             ]
         return lines
 
     def single(self, rule: Rule, family: Family, base: str) -> list[str]:
-        """An address-restricted rule, in its place: one line per (network, port chunk)."""
-        remote = rule.remote(family.number) or ()
-        flag = "-s" if rule.direction is Direction.IN else "-d"
+        """A rule with any match beyond ports, in its place: one line per (interface,
+        protocol part, remote network, local network)."""
+        shape = shapes()
+        inbound = rule.direction is Direction.IN
+        remote_flag, local_flag = (shape.source, shape.destination) if inbound else (shape.destination, shape.source)
+        interface = shape.in_interface if inbound else shape.out_interface
+        remotes = [remote_flag(str(net)) for net in rule.remote(family.number) or ()] or [""]
+        locals_ = [local_flag(str(net)) for net in rule.local(family.number) or ()] or [""]
+        interfaces = [interface(name.replace("*", "+")) for name in rule.interfaces or ()] or [""]
         comment, target = self.comment(rule), _target(self.ruleset, rule)
         return [
-            line(base, " ".join(part for part in (f"-p {proto.value}", f"{flag} {net}", ports) if part),
-                 target, comment)
-            for net in remote
-            for proto, ranges in rule.ports
-            for ports in port_chunks(ranges)
+            shape.rule(base, via + protocol + remote + local + selector, comment, target)
+            for via in interfaces
+            for protocol, selector in _protocol_parts(rule)
+            for remote in remotes
+            for local in locals_
         ]
 
     def run(self, run: Run, base: str) -> list[str]:
-        """Consecutive address-free rules: their first-match partition of the port space,
+        """Consecutive port-only rules: their first-match partition of the port space,
         grouped by target. The intervals are disjoint, so grouping them changes nothing,
         and each target needs only as many lines as multiport's 15 slots require."""
         found = self.runs.get((base, id(run)))  # plan() hands both families the same Run
         if found is not None:
             return found[1]
-        ruleset = self.ruleset
+        ruleset, shape = self.ruleset, shapes()
         lines: list[str] = []
         target_of = {rule.index: _target(ruleset, rule) for rule in run.rules}
         for proto in PROTOCOLS:
@@ -165,10 +220,10 @@ class _Lowering:
                     ranges.append(ports)
                 if rules[-1] is not rule:
                     rules.append(rule)
-            head = f"-A {base} -p {proto.value}"
+            head = shape.protocol(proto.value)
             for target, (ranges, rules) in by_target.items():
-                tail = f' -m comment --comment "{self.comment_of(rules)}" -j {target}'  # as line() writes it
-                lines.extend(f"{head} {match}{tail}" if match else head + tail for match in port_chunks(ranges))
+                comment = self.comment_of(rules)
+                lines.extend(shape.rule(base, head + match, comment, target) for match in port_chunks(ranges))
         self.runs[(base, id(run))] = (run, lines)  # keeping the run keeps its id unique
         return lines
 
@@ -177,21 +232,24 @@ def _prologue(family: Family, base: str) -> list[str]:
     """The always-rules: loopback destinations only from lo; link-local control messages
     (ICMPv6 neighbour discovery and MLD, IGMP) before conntrack's INVALID drop, which would
     take some of them; then established and related traffic, and loopback."""
+    shape = shapes()
     inbound = base == "INPUT"
     lines = []
     if inbound:
-        lines.append(line(base, f"! -i lo -d {LOOPBACK[family.number]}", "DROP",
+        lines.append(line(base, shape.not_in_interface("lo") + shape.destination(LOOPBACK[family.number]), "DROP",
                           "always: loopback addresses arriving on another interface"))
     if family.number == 6:
         for icmp_type, hoplimit, what in ICMPV6_CONTROL:
-            lines.append(line(base, f"-p ipv6-icmp --icmpv6-type {icmp_type} -m hl --hl-eq {hoplimit}", "ACCEPT",
-                              f"always: ICMPv6 {what} (RFC 4890)"))
+            match = shape.protocol("ipv6-icmp") + shape.control_icmpv6_type(str(icmp_type)) + shape.hop_limit(
+                str(hoplimit))
+            lines.append(line(base, match, "ACCEPT", f"always: ICMPv6 {what} (RFC 4890)"))
     else:
-        lines.append(line(base, f"-p {IGMP} -m ttl --ttl-eq 1", "ACCEPT", "always: IGMP, link-local (TTL 1)"))
+        lines.append(line(base, shape.protocol(str(IGMP)) + shape.ttl("1"), "ACCEPT",
+                          "always: IGMP, link-local (TTL 1)"))
     lines += [
-        line(base, "-m conntrack --ctstate INVALID", "DROP", "always: invalid packets"),
-        line(base, "-m conntrack --ctstate RELATED,ESTABLISHED", "ACCEPT", "always: established and related"),
-        line(base, "-i lo" if inbound else "-o lo", "ACCEPT", "always: loopback"),
+        line(base, shape.conntrack("INVALID"), "DROP", "always: invalid packets"),
+        line(base, shape.conntrack("RELATED,ESTABLISHED"), "ACCEPT", "always: established and related"),
+        line(base, shape.in_interface("lo") if inbound else shape.out_interface("lo"), "ACCEPT", "always: loopback"),
     ]
     return lines
 
@@ -200,7 +258,7 @@ def _raw_lines(ruleset: Ruleset) -> list[str]:
     """The raw table's PREROUTING: the reverse-path check, unless ``antispoof: false``."""
     if not ruleset.options.antispoof:
         return []
-    return [line("PREROUTING", "-m rpfilter --invert", "DROP",
+    return [line("PREROUTING", shapes().reverse_path_fails(), "DROP",
                  "antispoof: the source is not routed back through the arrival interface")]
 
 
@@ -208,6 +266,7 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
     """The template's view model for one family (``shared``: what the other family's
     lowering already made)."""
     shared = shared or _Lowering(ruleset)
+    shape = shapes()
     chains: dict[str, str] = {}
     lines: list[str] = []
     rule_lines: list[str] = []
@@ -232,22 +291,19 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
         chain_name(rule) for rule in ruleset.rules if rule.logged and rule.applies_to(family.number)
     ]
     reject_lines = [
-        line(REJECT_CHAIN, "-p tcp", "REJECT --reject-with tcp-reset"),
-        line(REJECT_CHAIN, "-p udp", f"REJECT --reject-with {family.icmp_unreachable}"),
-        line(REJECT_CHAIN, "", f"REJECT --reject-with {family.icmp_prohibited}"),
+        line(REJECT_CHAIN, shape.protocol("tcp"), shape.reject("tcp-reset")),
+        line(REJECT_CHAIN, shape.protocol("udp"), shape.reject(family.icmp_unreachable)),
+        line(REJECT_CHAIN, "", shape.reject(family.icmp_prohibited)),
     ] if uses_reject else []
+    forward = "ACCEPT" if ruleset.defaults.forward is Action.ALLOW else "DROP"
     return {
         "header": [
             sanitize.shell_comment(text) for text in rendering.header_lines(ruleset, f"{NAME} (IPv{family.number})")
         ],
         "description": sanitize.shell_comment(ruleset.description, 500),
         "policy": ruleset.name,
-        "forward": "ACCEPT" if ruleset.defaults.forward is Action.ALLOW else "DROP",
-        "builtin": [
-            ("INPUT", chains["INPUT"]),
-            ("FORWARD", "ACCEPT" if ruleset.defaults.forward is Action.ALLOW else "DROP"),
-            ("OUTPUT", chains["OUTPUT"]),
-        ],
+        "forward": forward,
+        "builtin": [("INPUT", chains["INPUT"]), ("FORWARD", forward), ("OUTPUT", chains["OUTPUT"])],
         "raw": "\n".join(_raw_lines(ruleset)),
         "user_chains": user_chains,
         # every -A line, in order, one per line (thousands of them: joined here, not by
@@ -259,7 +315,7 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
 def render(ruleset: Ruleset) -> TargetOutput:
     shared = _Lowering(ruleset)
     files = {
-        f"iptables/{family.filename}": rendering.render("iptables/rules.j2", **lower(ruleset, family, shared))
+        f"iptables/{family.filename}": rendering.render(TEMPLATE, **lower(ruleset, family, shared))
         for family in FAMILIES
     }
     return TargetOutput(files=files)

@@ -23,20 +23,35 @@ from typing import NamedTuple
 
 from fwgen import render as rendering
 from fwgen import sanitize
-from fwgen.ir import ALL_PORTS, PROTOCOLS, Action, Direction, Protocol, Rule, Ruleset
+from fwgen.ir import (
+    ALL_PORTS,
+    ICMP_NUMBER,
+    ICMPV6_NUMBER,
+    PROTOCOLS,
+    WHAT_SIZE,
+    Action,
+    Direction,
+    Protocol,
+    Rule,
+    Ruleset,
+)
 from fwgen.lowering import Run, join_touching, partition, plan
-from fwgen.targets import TargetOutput
+from fwgen.targets import BY_NAME, TargetOutput
 from fwgen.targets.common import (
     ANTISPOOF_EXEMPT_ICMPV6,
     ICMPV6_CONTROL,
     IGMP,
     LOOPBACK,
+    by_protocol,
+    icmp_entries,
     log_burst,
     log_tag,
     rule_summary,
 )
 
 NAME = "nftables"
+TEMPLATE = BY_NAME[NAME].template
+LINES = BY_NAME[NAME].lines
 ELEMENTS_PER_LINE = 12
 MAP_ELEMENTS_PER_LINE = 6
 REJECT_CHAIN = "deny_reject"
@@ -56,9 +71,13 @@ class NftSet(NamedTuple):
     lines: tuple[str, ...]  # element lines: comma-separated, each but the last ending in ","
 
 
+def shapes() -> rendering.Shapes:
+    return rendering.shapes(LINES)
+
+
 def nft_rule(text: str, comment: str = "") -> str:
     """One rule line: the statement, then its comment (already made safe)."""
-    return f'{text} comment "{comment}"' if comment else text
+    return shapes().commented(text, comment) if comment else text
 
 
 class NftChain(NamedTuple):
@@ -84,7 +103,7 @@ def _networks(networks: tuple[ipaddress.IPv4Network, ...] | tuple[ipaddress.IPv6
 
 def _verdict(ruleset: Ruleset, action: Action) -> str:
     if action is Action.DENY:
-        return f"goto {REJECT_CHAIN}" if ruleset.defaults.reject else "drop"
+        return shapes().goto(REJECT_CHAIN) if ruleset.defaults.reject else "drop"
     return "accept"
 
 
@@ -95,60 +114,98 @@ def has_identity(rule: Rule) -> bool:
 
 
 def _dispatch(rule: Rule) -> str:
-    return f"jump {object_name(rule)}" if has_identity(rule) else "accept"
+    return shapes().jump(object_name(rule)) if has_identity(rule) else "accept"
 
 
 def _comment(ruleset: Ruleset, rule: Rule) -> str:
     return sanitize.nft_comment(rule_summary(ruleset, rule) + (f": {rule.comment}" if rule.comment else ""))
 
 
-def _identity_chain(ruleset: Ruleset, rule: Rule, limit: str) -> NftChain:
-    """``limit``: the rate limit statement every log line starts with."""
-    obj = object_name(rule)
+def _identity_chain(ruleset: Ruleset, rule: Rule, rate: str, burst: str) -> NftChain:
+    obj, shape = object_name(rule), shapes()
     body: list[str] = []
     if rule.logged:
-        body.append(f'{limit} log prefix "{log_tag(ruleset, rule)}"')
-    body.append(nft_rule(f"counter name {obj} {_verdict(ruleset, rule.action)}", _comment(ruleset, rule)))
+        body.append(shape.logged(rate, burst, log_tag(ruleset, rule)))
+    body.append(nft_rule(shape.counted(obj, _verdict(ruleset, rule.action)), _comment(ruleset, rule)))
     return NftChain(obj, "", tuple(body))
 
 
 def _port_groups(tcp: object, udp: object) -> list[tuple[str, str]]:
     """(l4 match, name suffix) per protocol group: one shared group when tcp and udp agree."""
+    shape = shapes()
     if tcp and tcp == udp:
-        return [("meta l4proto { tcp, udp }", "ports")]
-    return [(f"meta l4proto {p.value}", p.value) for p, v in ((Protocol.TCP, tcp), (Protocol.UDP, udp)) if v]
+        return [(shape.protocols(shape.anonymous_set("tcp, udp")), "ports")]
+    return [(shape.protocols(p.value), p.value) for p, v in ((Protocol.TCP, tcp), (Protocol.UDP, udp)) if v]
 
 
-def _lower_single(ruleset: Ruleset, rule: Rule) -> tuple[list[NftSet], list[str]]:
-    """An address-restricted rule: named sets for its ports and networks, one base-chain
-    rule per (family, protocol group)."""
-    obj = object_name(rule)
+_ICMP_FAMILY = {ICMP_NUMBER: "icmp", ICMPV6_NUMBER: "icmpv6"}
+
+
+def _protocol_matches(rule: Rule, obj: str) -> tuple[list[NftSet], list[str]]:
+    """The rule's (protocol, port or ICMP type) matches, one per line it needs: named
+    sets for its tcp and udp ports; nothing at all when it matches every protocol."""
+    shape = shapes()
+    if rule.what() == ((0, WHAT_SIZE - 1),):
+        return [], [""]
     sets: list[NftSet] = []
+    matches: list[str] = []
     tcp, udp = rule.port_ranges(Protocol.TCP), rule.port_ranges(Protocol.UDP)
-    port_matches: list[str] = []
     for l4, suffix in _port_groups(tcp, udp):
         ranges = udp if suffix == "udp" else tcp
         if ranges == ALL_PORTS:
-            port_matches.append(l4)
+            matches.append(l4)
             continue
         set_name = f"{obj}_{suffix}"
         sets.append(NftSet(set_name, "inet_service", _elements([str(r) for r in ranges])))
-        port_matches.append(f"{l4} th dport @{set_name}")
-    field = "saddr" if rule.direction is Direction.IN else "daddr"
+        matches.append(shape.port_in_set(l4, set_name))
+    whole: list[int] = []  # protocols matched on every packet
+    for number, selectors in by_protocol(rule.other).items():
+        family = _ICMP_FAMILY.get(number)
+        if family is None or selectors == [(0, 0xFFFF)]:
+            whole.append(number)
+            continue
+        entries = icmp_entries(selectors)
+        types = [e for e in entries if "/" not in e]
+        pairs = [e.replace("/", " . ") for e in entries if "/" in e]
+        if types:
+            matches.append(shape.icmp_types(family, types[0] if len(types) == 1 else shape.anonymous_set(
+                ", ".join(types))))
+        if pairs:
+            matches.append(shape.icmp_types_codes(family, ", ".join(pairs)))
+    if whole:
+        listed = ", ".join(str(n) for n in whole)
+        matches.append(shape.protocols(listed if len(whole) == 1 else shape.anonymous_set(listed)))
+    return sets, matches
+
+
+def _lower_single(ruleset: Ruleset, rule: Rule) -> tuple[list[NftSet], list[str]]:
+    """A rule with any match beyond ports: named sets for its ports and networks, one
+    base-chain rule per (family, interface, protocol part)."""
+    obj, shape = object_name(rule), shapes()
+    sets, protocol_matches = _protocol_matches(rule, obj)
+    inbound = rule.direction is Direction.IN
+    remote_field, local_field = ("saddr", "daddr") if inbound else ("daddr", "saddr")
     address_matches: list[str] = []
-    for family, networks, nft_type, l3 in (
-        (4, rule.remote_v4, "ipv4_addr", "ip"),
-        (6, rule.remote_v6, "ipv6_addr", "ip6"),
-    ):
-        if networks:
-            set_name = f"{obj}_v{family}"
-            sets.append(NftSet(set_name, nft_type, _elements(_networks(networks))))
-            address_matches.append(f"{l3} {field} @{set_name}")
+    for family, nft_type, l3 in ((4, "ipv4_addr", "ip"), (6, "ipv6_addr", "ip6")):
+        remote, local = rule.remote(family), rule.local(family)
+        if not rule.applies_to(family) or (remote is None and local is None):
+            continue
+        parts = []
+        for networks, field, suffix in ((remote, remote_field, f"v{family}"), (local, local_field, f"local_v{family}")):
+            if networks:
+                set_name = f"{obj}_{suffix}"
+                sets.append(NftSet(set_name, nft_type, _elements(_networks(networks))))
+                parts.append(shape.address_in_set(l3, field, set_name))
+        address_matches.append(" ".join(parts))
+    if not address_matches:
+        address_matches = [""]
+    interfaces = [shape.interface("iifname" if inbound else "oifname", name) for name in rule.interfaces or ()]
     comment = _comment(ruleset, rule)
     rules = [
-        nft_rule(f"{addr} {ports} {_dispatch(rule)}", comment)
+        nft_rule(" ".join(part for part in (addr, via, protocol, _dispatch(rule)) if part), comment)
         for addr in address_matches
-        for ports in port_matches
+        for via in interfaces or [""]
+        for protocol in protocol_matches
     ]
     return sets, rules
 
@@ -162,7 +219,7 @@ def _run_comment(ruleset: Ruleset, run: Run) -> str:
 
 
 def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet], list[str]]:
-    """Consecutive address-free rules: one verdict map lookup per protocol group, mapping
+    """Consecutive port-only rules: one verdict map lookup per protocol group, mapping
     each port interval to its first-match rule's verdict."""
     dispatch = {rule.index: _dispatch(rule) for rule in run.rules}
     maps = {
@@ -177,17 +234,18 @@ def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet],
         name = f"{map_name}_{suffix}"
         sets.append(NftSet(name, "inet_service : verdict", _elements(
             [f"{ports} : {verdict}" for ports, verdict in entries], MAP_ELEMENTS_PER_LINE)))
-        rules.append(nft_rule(f"{l4} th dport vmap @{name}", _run_comment(ruleset, run)))
+        rules.append(nft_rule(shapes().port_vmap(l4, name), _run_comment(ruleset, run)))
     return sets, rules
 
 
 def _prologue(direction: Direction) -> list[str]:
     """The always-rules, as iptables writes them (see ``iptables._prologue``)."""
+    shape = shapes()
     inbound = direction is Direction.IN
     rules = []
     if inbound:
         rules += [
-            nft_rule(f'iif != "lo" {l3} daddr {LOOPBACK[family]} drop',
+            nft_rule(f"{shape.address_not_from('lo', l3, LOOPBACK[family])} drop",
                      "always: loopback addresses arriving on another interface")
             for family, l3 in ((4, "ip"), (6, "ip6"))
         ]
@@ -197,15 +255,15 @@ def _prologue(direction: Direction) -> list[str]:
         by_hoplimit.setdefault(hoplimit, []).append(icmp_type)
     for hoplimit, types in by_hoplimit.items():
         names = ", ".join(_ICMPV6_NAMES.get(t, str(t)) for t in types)
-        rules.append(nft_rule(
-            f"icmpv6 type {{ {names} }} ip6 hoplimit {hoplimit} accept",
-            "always: ICMPv6 link-local control IPv6 needs (RFC 4890)",
-        ))
+        types_match = shape.icmp_types("icmpv6", shape.anonymous_set(names))
+        match = f"{types_match} {shape.header_field('ip6', 'hoplimit', str(hoplimit))}"
+        rules.append(nft_rule(f"{match} accept", "always: ICMPv6 link-local control IPv6 needs (RFC 4890)"))
     rules += [
-        nft_rule(f"ip protocol {IGMP} ip ttl 1 accept", "always: IGMP, link-local (TTL 1)"),
-        nft_rule("ct state invalid drop", "always: invalid packets"),
-        nft_rule("ct state established,related accept", "always: established and related traffic"),
-        nft_rule(f'{"iif" if inbound else "oif"} "lo" accept', "always: loopback"),
+        nft_rule(f"{shape.header_field('ip', 'protocol', str(IGMP))} {shape.header_field('ip', 'ttl', '1')} accept",
+                 "always: IGMP, link-local (TTL 1)"),
+        nft_rule(f"{shape.conntrack('invalid')} drop", "always: invalid packets"),
+        nft_rule(f"{shape.conntrack('established,related')} accept", "always: established and related traffic"),
+        nft_rule(f"{shape.interface('iif' if inbound else 'oif', 'lo')} accept", "always: loopback"),
     ]
     return rules
 
@@ -214,10 +272,12 @@ def _antispoof_chain(ruleset: Ruleset) -> list[NftChain]:
     """The reverse-path check, in its own base chain before conntrack (priority raw)."""
     if not ruleset.options.antispoof:
         return []
-    exempt = ", ".join(_ICMPV6_NAMES[t] for t in ANTISPOOF_EXEMPT_ICMPV6)
-    return [NftChain("prerouting", "type filter hook prerouting priority raw; policy accept;", (
-        nft_rule(f"icmpv6 type {{ {exempt} }} accept", "antispoof: neighbour discovery, which DAD sends from ::"),
-        nft_rule("fib saddr . iif oif missing drop",
+    shape = shapes()
+    exempt = shape.anonymous_set(", ".join(_ICMPV6_NAMES[t] for t in ANTISPOOF_EXEMPT_ICMPV6))
+    return [NftChain("prerouting", shape.raw_chain("prerouting"), (
+        nft_rule(f"{shape.icmp_types('icmpv6', exempt)} accept",
+                 "antispoof: neighbour discovery, which DAD sends from ::"),
+        nft_rule(f"{shape.reverse_path_fails()} drop",
                  "antispoof: the source is not routed back through the arrival interface"),
     ))]
 
@@ -242,14 +302,14 @@ def lower(ruleset: Ruleset) -> dict[str, object]:
         policy = "accept" if default is Action.ALLOW else "drop"
         if default is Action.DENY:
             rules.append(nft_rule(
-                f"counter name default_{hook} {_verdict(ruleset, Action.DENY)}",
+                shapes().counted(f"default_{hook}", _verdict(ruleset, Action.DENY)),
                 f"default: {direction.value}bound deny",
             ))
-        base_chains.append(NftChain(hook, f"type filter hook {hook} priority filter; policy {policy};", tuple(rules)))
+        base_chains.append(NftChain(hook, shapes().base_chain(hook, policy), tuple(rules)))
     base_chains = _antispoof_chain(ruleset) + base_chains
     identities = [rule for rule in ruleset.rules if has_identity(rule)]
     monitor = ruleset.monitor
-    limit = f"limit rate {monitor.rate}/{monitor.per} burst {log_burst(ruleset)} packets"
+    rate, burst = f"{monitor.rate}/{monitor.per}", str(log_burst(ruleset))
     defaults_deny = [
         direction for direction in Direction if ruleset.defaults.for_direction(direction) is Action.DENY
     ]
@@ -264,12 +324,12 @@ def lower(ruleset: Ruleset) -> dict[str, object]:
         + [f"default_{'input' if d is Direction.IN else 'output'}" for d in defaults_deny],
         "sets": sets,
         "reject_chain": REJECT_CHAIN if uses_reject else "",
-        "rule_chains": [_identity_chain(ruleset, rule, limit) for rule in identities],
+        "rule_chains": [_identity_chain(ruleset, rule, rate, burst) for rule in identities],
         "maps": maps,
         "base_chains": base_chains,
     }
 
 
 def render(ruleset: Ruleset) -> TargetOutput:
-    text = rendering.render("nftables/table.nft.j2", **lower(ruleset))
+    text = rendering.render(TEMPLATE, **lower(ruleset))
     return TargetOutput(files={f"nftables/{ruleset.name}.nft": text})

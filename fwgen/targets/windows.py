@@ -544,36 +544,41 @@ def lower(ruleset: Ruleset) -> list[WinRule]:
 # Script
 
 
-def _degradations(ruleset: Ruleset) -> tuple[list[str], list[str]]:
-    """(warnings, netsh set commands) for what Windows Firewall cannot express per rule."""
-    warnings: list[str] = []
+def _degradations(ruleset: Ruleset) -> tuple[list[str], list[str], list[str]]:
+    """(header notes, warnings, netsh set commands) for what Windows Firewall cannot
+    express as the policy says it. The notes count what the script does about each
+    degradation the target table declares (``fwgen.targets``); the build reports those
+    as located warnings itself, so the warnings here are only the policy-wide ones."""
+    notes: list[str] = []
     commands: list[str] = []
     rules = ruleset.rules
     if ruleset.defaults.reject:
-        warnings.append(
-            "windows: reject is not supported by Windows Firewall; deny rules and deny "
-            "defaults drop silently"
-        )
+        notes.append("reject is not supported by Windows Firewall; deny rules and deny defaults drop silently")
     monitors = [r for r in rules if r.action is Action.MONITOR]
     logged_allows = [r for r in rules if r.action is Action.ALLOW and r.log]
     logged_denies = [r for r in rules if r.action is Action.DENY and r.log]
     if monitors:
         m = ruleset.monitor
-        warnings.append(
-            f"windows: {len(monitors)} monitor rule(s) become allow rules; Windows Firewall "
-            f"has no per-rule logging, rate limit ({m.rate}/{m.per}) or counters, so logging "
-            "of allowed connections is enabled for all profiles"
+        notes.append(
+            f"{len(monitors)} monitor rule(s) become allow rules; Windows Firewall has no per-rule logging, "
+            f"rate limit ({m.rate}/{m.per}) or counters, so logging of allowed connections is enabled for all "
+            "profiles"
         )
     if logged_allows:
-        warnings.append(
-            f"windows: log on {len(logged_allows)} allow rule(s) becomes logging of all "
-            "allowed connections for all profiles (no per-rule logging)"
+        notes.append(
+            f"log on {len(logged_allows)} allow rule(s) becomes logging of all allowed connections for all "
+            "profiles (no per-rule logging)"
         )
     if logged_denies:
-        warnings.append(
-            f"windows: log on {len(logged_denies)} deny rule(s) becomes logging of all "
-            "dropped connections for all profiles (no per-rule logging)"
+        notes.append(
+            f"log on {len(logged_denies)} deny rule(s) becomes logging of all dropped connections for all "
+            "profiles (no per-rule logging)"
         )
+    if monitors or logged_allows:
+        commands.append("netsh advfirewall set allprofiles logging allowedconnections enable")
+    if logged_denies:
+        commands.append("netsh advfirewall set allprofiles logging droppedconnections enable")
+    warnings: list[str] = []
     denying = [d.value + "bound" for d in Direction if ruleset.defaults.for_direction(d) is Action.DENY]
     if denying and not ruleset.options.windows_exclusive:
         warnings.append(
@@ -582,11 +587,7 @@ def _degradations(ruleset: Ruleset) -> tuple[list[str], list[str]]:
             "allowed) overrides; set exclusive: true under windows: to write it as block rules that "
             "beat them"
         )
-    if monitors or logged_allows:
-        commands.append("netsh advfirewall set allprofiles logging allowedconnections enable")
-    if logged_denies:
-        commands.append("netsh advfirewall set allprofiles logging droppedconnections enable")
-    return warnings, commands
+    return notes, warnings, commands
 
 
 def _sentences(text: str) -> str:
@@ -596,7 +597,7 @@ def _sentences(text: str) -> str:
 def render(ruleset: Ruleset) -> TargetOutput:
     name, staging = rule_name(ruleset), staging_name(ruleset)
     rules = lower(ruleset)
-    warnings, logging_commands = _degradations(ruleset)
+    notes, warnings, logging_commands = _degradations(ruleset)
     d = ruleset.defaults
     inbound = "blockinbound" if d.inbound is Action.DENY else "allowinbound"
     outbound = "blockoutbound" if d.outbound is Action.DENY else "allowoutbound"
@@ -626,7 +627,7 @@ def render(ruleset: Ruleset) -> TargetOutput:
             "windows exclusive: what the deny defaults decide for tcp and udp is written as "
             "block rules, which beat every allow rule of other software too."
         )
-    header += [_sentences(w.removeprefix("windows: ")) for w in warnings]
+    header += [_sentences(text) for text in notes + [w.removeprefix("windows: ") for w in warnings]]
     if logging_commands:
         header.append(
             "Profile logging is only ever enabled by this script, never disabled. The log "

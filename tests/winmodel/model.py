@@ -29,6 +29,40 @@ It follows Microsoft's documentation:
   codes).
 * Microsoft Learn, "Command prompt (Cmd.exe) command-line string limitation": "The maximum
   length of the string that you can use at the command prompt is 8191 characters."
+* Protocols. netsh add rule: "protocol=0-255|icmpv4|icmpv6|icmpv4:type,code|icmpv6:type,code|
+  tcp|udp|any", "interfacetype=wireless|lan|ras|any". [MS-FASP] 2.2.37 FW_RULE: wIpProtocol
+  "If the value is within the range 0 to 255, the value describes a protocol in IETF IANA
+  numbers ... If the value is 256, the rule matches any protocol" (IANA: 1 is ICMP, the
+  ICMP of IPv4; 58 is IPv6-ICMP); V4TypeCodeList "A condition that specifies the list of ICMP
+  types of the traffic that the rule matches. This field applies only when wIpProtocol
+  specifies ICMP v4" (V6TypeCodeList likewise for ICMP v6); LocalAddresses "A condition that
+  specifies the addresses of the local host of the traffic that the rule matches. An empty
+  LocalAddresses structure means that this condition is not applied" (RemoteAddresses
+  likewise); dwLocalInterfaceTypes "0x00000000 means that the condition matches all interface
+  types"; and the semantic checks "If the wIpProtocol field is not 1, 6, 17, or 58, the
+  LocalPorts, RemotePorts, V4TypeCodeList, and V6TypeCodeList field MUST be empty", "The
+  dwV4AddressKeywords and dwV6AddressKeywords fields of LocalAddresses MUST be 0". 2.2.16
+  FW_ICMP_TYPE_CODE: "It specifies an ICMP type and either its specific code or all codes for
+  that type"; "When wCode contains 0x100, it expresses any ICMP code belonging to the
+  corresponding ICMP type" (there is no value for every type with one code). 2.2.24
+  FW_RULE_STATUS_SEMANTIC_ERROR_LADDR_INTF: "A local address cannot be used together with
+  either an interface or an interface type." INetFwRule::IcmpTypesAndCodes: ""*" indicates
+  all ICMP types and codes."
+
+The model's choices where those leave room:
+
+* ``protocol=icmpv4``, ``protocol=1`` and ``protocol=icmpv4:any,any`` all denote every ICMPv4
+  message (no type-code condition), so they build the same Rule (``icmp=None``); likewise
+  icmpv6 and 58. ``icmpv4:any,CODE`` with a number for CODE is refused: FW_ICMP_TYPE_CODE
+  has no "every type" value, and netsh does not say what it makes of it.
+* ICMPv4 (1) is carried by IPv4 and ICMPv6 (58) by IPv6 only: a protocol 1 rule never
+  matches an IPv6 connection, nor a protocol 58 rule an IPv4 one; an address of the other
+  family never matches a localip or remoteip list. A rule no connection could match (ICMP of
+  one family with localip or remoteip only of the other, or localip only of one family and
+  remoteip only of the other) is refused: netsh's reaction to it is not documented.
+* A rule restricting what a queried connection does not say (the other port, the local
+  address when no ``local_addr`` is given, the interface type) makes ``verdict`` raise:
+  one connection's fields cannot decide it.
 
 Where the documentation leaves a behaviour open (address or port keywords, subnets with
 host bits, ``% ^ & | < >`` anywhere but the two known suffixes, non-ASCII text, netsh
@@ -46,7 +80,10 @@ from dataclasses import dataclass, field
 NO_MATCH = "No rules match the specified criteria."
 CMD_LINE_LIMIT = 8191  # a line of this many characters or more is refused
 PROFILES = ("domain", "private", "public")
-PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17}
+PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17}  # the protocols with ports
+ICMP_NUMBERS = {"icmpv4": 1, "icmpv6": 58}  # the protocols with ICMP types and codes
+ICMP_FAMILY = {1: 4, 58: 6}  # the IP version that carries each
+PROTOCOL_NAMES = {**PROTOCOL_NUMBERS, **ICMP_NUMBERS}  # the names protocol= and verdict take
 AUTHENTICATED = ("authenticate", "authenc", "authdynenc", "authnoencap")
 Span = tuple[int, int]  # an inclusive range of ports, or of addresses as integers
 
@@ -70,7 +107,8 @@ class Rule:
     name: str
     dir: str  # in | out
     action: str  # allow | block | bypass
-    protocol: int | None = None  # IP protocol number: tcp 6, udp 17
+    protocol: int | None = None  # IP protocol number 0-255: icmpv4 1, tcp 6, udp 17, icmpv6 58
+    icmp: tuple[int, int | None] | None = None  # icmpv4:/icmpv6: (type, code), code None: every code
     localport: tuple[Span, ...] | None = None
     remoteport: tuple[Span, ...] | None = None
     localip: tuple[tuple[int, Span], ...] | None = None  # (IP version, span)
@@ -134,7 +172,9 @@ def _addresses(key: str, value: str) -> tuple[tuple[int, Span], ...] | None:
     not be a loopback address"); 2.2.10 FW_IPV6_ADDRESS_RANGE ("Begin and End MUST NOT
     contain either an unspecified or a loopback address"; a single address is a range
     whose Begin equals its End, [MS-GPFAS] 2.2.2.11). The model refuses the SHOULD NOT
-    too: a script must not depend on what Windows does there."""
+    too: a script must not depend on what Windows does there. ``localip=`` and
+    ``remoteip=`` are both FW_ADDRESSES ([MS-FASP] 2.2.37), so both are checked here alike
+    (and keywords, which LocalAddresses MUST NOT have, are refused for both)."""
     if value.lower() == "any":
         return None
     spans = []
@@ -164,13 +204,33 @@ def _addresses(key: str, value: str) -> tuple[tuple[int, Span], ...] | None:
     return tuple(spans)
 
 
-def _protocol(value: str) -> int | None:
+def _protocol(value: str) -> tuple[int | None, tuple[int, int | None] | None]:
+    """The protocol number (None: any) and the ICMP (type, code) condition of ``protocol=``
+    (None: every message; a code of None: every code of the type)."""
     text = value.lower()
     if text == "any":
-        return None
-    if text in PROTOCOL_NUMBERS or (text.isdigit() and int(text) <= 255):
-        return PROTOCOL_NUMBERS.get(text) or int(text)
-    raise ValueError(f"protocol={value!r}: expected tcp|udp|any|0-255 (icmp is not modelled)")
+        return None, None
+    if text in PROTOCOL_NAMES:
+        return PROTOCOL_NAMES[text], None
+    if re.fullmatch(r"\d{1,3}", text) and int(text) <= 255:
+        return int(text), None
+    match = re.fullmatch(r"(icmpv4|icmpv6):(\d{1,3}|any),(\d{1,3}|any)", text)
+    if not match:
+        raise ValueError(f"protocol={value!r}: expected 0-255|icmpv4|icmpv6|icmpv4:type,code|"
+                         "icmpv6:type,code|tcp|udp|any")
+    icmp_type, code = (None if item == "any" else int(item) for item in (match[2], match[3]))
+    if any(item is not None and item > 255 for item in (icmp_type, code)):
+        raise ValueError(f"protocol={value!r}: an ICMP type and code are 0-255 or any")
+    if icmp_type is None:
+        if code is not None:
+            raise ValueError(f"protocol={value!r}: FW_ICMP_TYPE_CODE specifies a type and one or all "
+                             "of its codes; a code of every type is not modelled")
+        return ICMP_NUMBERS[match[1]], None  # any,any: every message, as plain icmpv4/icmpv6
+    return ICMP_NUMBERS[match[1]], (icmp_type, code)
+
+
+def _families(addresses: tuple[tuple[int, Span], ...] | None) -> set[int]:
+    return {4, 6} if addresses is None else {version for version, _ in addresses}
 
 
 def _profiles(value: str) -> frozenset[str]:
@@ -232,11 +292,23 @@ def rule_from_parameters(params: dict[str, str]) -> Rule:
         raise ValueError(f"name={name!r}: a rule name must be non-empty and not 'all'")
     direction = _choice("dir", params["dir"], ("in", "out"))
     action = _choice("action", params["action"], ("allow", "block", "bypass"))
-    protocol = _protocol(params.get("protocol", "any"))
+    protocol, icmp = _protocol(params.get("protocol", "any"))
     localport = _ports("localport", params.get("localport", "any"))
     remoteport = _ports("remoteport", params.get("remoteport", "any"))
     if (localport or remoteport) and protocol not in PROTOCOL_NUMBERS.values():
         raise ValueError("localport and remoteport need protocol=tcp or protocol=udp")
+    localip = _addresses("localip", params.get("localip", "any"))
+    remoteip = _addresses("remoteip", params.get("remoteip", "any"))
+    interfacetype = _choice("interfacetype", params.get("interfacetype", "any"),
+                            ("wireless", "lan", "ras", "any"))
+    if localip is not None and interfacetype != "any":
+        raise ValueError("a local address cannot be used together with an interface type "
+                         "([MS-FASP] FW_RULE_STATUS_SEMANTIC_ERROR_LADDR_INTF)")
+    families = _families(localip) & _families(remoteip) & (
+        {ICMP_FAMILY[protocol]} if protocol in ICMP_FAMILY else {4, 6})
+    if not families:
+        raise ValueError("the rule matches no connection: its protocol, localip and remoteip leave "
+                         "no IP version (ICMPv4 is IPv4's, ICMPv6 IPv6's); netsh's reaction is not documented")
     if "edge" in params and direction != "in":
         raise ValueError("edge can only be specified for inbound rules")
     security = _choice("security", params.get("security", "notrequired"),
@@ -255,17 +327,13 @@ def rule_from_parameters(params: dict[str, str]) -> Rule:
         if failed:
             raise ValueError(reason)
     return Rule(
-        name=name, dir=direction, action=action, protocol=protocol,
-        localport=localport, remoteport=remoteport,
-        localip=_addresses("localip", params.get("localip", "any")),
-        remoteip=_addresses("remoteip", params.get("remoteip", "any")),
+        name=name, dir=direction, action=action, protocol=protocol, icmp=icmp,
+        localport=localport, remoteport=remoteport, localip=localip, remoteip=remoteip,
         profile=_profiles(params.get("profile", "any")),
         enable=_choice("enable", params.get("enable", "yes"), ("yes", "no")) == "yes",
         description=params.get("description", ""),
         edge=_choice("edge", params.get("edge", "no"), ("yes", "deferapp", "deferuser", "no")),
-        interfacetype=_choice("interfacetype", params.get("interfacetype", "any"),
-                              ("wireless", "lan", "ras", "any")),
-        security=security, rmtcomputergrp=group,
+        interfacetype=interfacetype, security=security, rmtcomputergrp=group,
     )
 
 
@@ -320,22 +388,27 @@ class RuleStore:
         return tuple(sorted(self.rules, key=repr)), profiles
 
     def verdict(self, direction: str, protocol: str | int, port: int | None, remote_addr: str,
-                profile: str = "public", *, authenticated: bool = False) -> str:
-        """"allow" or "block": among the enabled rules that match, allow-bypass beats
-        block beats allow; with none, the profile default. ``port`` is the local port of
-        an inbound and the remote port of an outbound connection. ``authenticated``: the
-        peer is IPsec-authenticated (and in every rule's remote computer group)."""
+                profile: str = "public", *, local_addr: str | None = None,
+                icmp: tuple[int, int] | None = None, authenticated: bool = False) -> str:
+        """"allow" or "block" for a new connection (or ICMP message): among the enabled
+        rules that match, allow-bypass beats block beats allow; with none, the profile
+        default.
+
+        ``protocol``: tcp, udp, icmpv4, icmpv6 or a number 0-255. ``port`` (tcp and udp
+        only, else None): the local port of an inbound and the remote port of an outbound
+        connection. ``icmp`` (protocols 1 and 58 only, else None): the message's (type,
+        code). ``local_addr``: the host's own address, of the remote address's family; a
+        rule restricting localip needs it. ``authenticated``: the peer is IPsec-authenticated
+        (and in every rule's remote computer group). ValueError: a malformed query, or a
+        rule that restricts what the query does not say."""
+        connection = _connection(direction, protocol, port, remote_addr, profile, local_addr, icmp,
+                                 authenticated)
         settings = self.profiles[profile]
         if settings.state == "off":
             return "allow"
         if direction == "in" and settings.inbound == "blockinboundalways":
             return "block"
-        number = PROTOCOL_NUMBERS.get(str(protocol).lower()) or int(protocol)
-        addr = ipaddress.ip_address(remote_addr)
-        if not can_be_remote(addr):
-            raise ValueError(f"{addr} is never the remote address of a connection Windows Firewall filters")
-        actions = {r.action for r in self.rules
-                   if _matches(r, direction, number, port, addr, profile, authenticated)}
+        actions = {r.action for r in self.rules if _matches(r, connection)}
         for action, result in (("bypass", "allow"), ("block", "block"), ("allow", "allow")):
             if action in actions:
                 return result
@@ -345,31 +418,104 @@ class RuleStore:
 
 def can_be_remote(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Windows Firewall does not filter loopback traffic, and :: is no peer: a connection
-    it decides never has ::1 or :: as its remote address (and [MS-FASP] forbids both in
-    rules, see ``_addresses``)."""
+    it decides never has ::1 or :: as its remote (or local) address (and [MS-FASP] forbids
+    both in rules, see ``_addresses``)."""
     return not (addr.version == 6 and (addr.is_loopback or addr.is_unspecified))
 
 
-def _matches(rule: Rule, direction: str, protocol: int, port: int | None,
-             addr: ipaddress.IPv4Address | ipaddress.IPv6Address, profile: str,
-             authenticated: bool) -> bool:
-    if not rule.enable or rule.dir != direction or profile not in rule.profile:
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One queried connection, validated."""
+
+    direction: str
+    protocol: int
+    port: int | None
+    remote: Address
+    local: Address | None
+    icmp: tuple[int, int] | None
+    profile: str
+    authenticated: bool
+
+
+def _connection(direction: str, protocol: str | int, port: int | None, remote_addr: str, profile: str,
+                local_addr: str | None, icmp: tuple[int, int] | None, authenticated: bool) -> Connection:
+    if direction not in ("in", "out") or profile not in PROFILES:
+        raise ValueError(f"direction {direction!r} or profile {profile!r}: expected in|out and "
+                         f"{'|'.join(PROFILES)}")
+    if isinstance(protocol, str) and protocol.lower() in PROTOCOL_NAMES:
+        number = PROTOCOL_NAMES[protocol.lower()]
+    elif isinstance(protocol, int) and not isinstance(protocol, bool) and 0 <= protocol <= 255:
+        number = protocol
+    else:
+        raise ValueError(f"protocol {protocol!r}: expected {'|'.join(PROTOCOL_NAMES)} or a number 0-255")
+
+    def is_byte(value: object, top: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= top
+
+    if number in PROTOCOL_NUMBERS.values() and not is_byte(port, 65535):
+        raise ValueError(f"port {port!r}: a tcp or udp connection has a port 0-65535")
+    if number not in PROTOCOL_NUMBERS.values() and port is not None:
+        raise ValueError(f"port {port!r}: only tcp and udp connections have ports")
+    if number in ICMP_FAMILY and not (isinstance(icmp, tuple) and len(icmp) == 2
+                                      and all(is_byte(item, 255) for item in icmp)):
+        raise ValueError(f"icmp {icmp!r}: an ICMP message has a (type, code), each 0-255")
+    if number not in ICMP_FAMILY and icmp is not None:
+        raise ValueError(f"icmp {icmp!r}: only protocols 1 (icmpv4) and 58 (icmpv6) have types and codes")
+    remote = ipaddress.ip_address(remote_addr)
+    local = None if local_addr is None else ipaddress.ip_address(local_addr)
+    for kind, addr in (("remote", remote), ("local", local)):
+        if addr is not None and not can_be_remote(addr):
+            raise ValueError(f"{addr} is never the {kind} address of a connection Windows Firewall filters")
+    if local is not None and local.version != remote.version:
+        raise ValueError(f"{local} and {remote}: one connection's addresses are of one IP version")
+    return Connection(direction, number, port, remote, local, icmp, profile, authenticated)
+
+
+def _within(addresses: tuple[tuple[int, Span], ...], addr: Address) -> bool:
+    return any(version == addr.version and lo <= int(addr) <= hi for version, (lo, hi) in addresses)
+
+
+def _matches(rule: Rule, connection: Connection) -> bool:
+    """Whether the rule matches: False as soon as a condition the connection decides fails,
+    ValueError when the rest depends on what the connection does not say."""
+    c = connection
+    if not rule.enable or rule.dir != c.direction or c.profile not in rule.profile:
         return False
-    if (rule.security != "notrequired" and not authenticated) or rule.protocol not in (
-            None, protocol):
+    if rule.security != "notrequired" and not c.authenticated:
         return False
+    if rule.protocol is not None and (rule.protocol != c.protocol
+                                      or ICMP_FAMILY.get(rule.protocol, c.remote.version) != c.remote.version):
+        return False  # another protocol, or ICMP of the other IP version
+    if rule.icmp is not None:  # then rule.protocol is c.protocol, 1 or 58, and c.icmp is set
+        icmp_type, code = rule.icmp
+        if c.icmp is None or c.icmp[0] != icmp_type or code not in (None, c.icmp[1]):
+            return False
     ours, other = rule.localport, rule.remoteport
-    if direction == "out":
+    if c.direction == "out":
         ours, other = other, ours
-    if ours is not None and (port is None or not any(lo <= port <= hi for lo, hi in ours)):
+    if ours is not None and (c.port is None or not any(lo <= c.port <= hi for lo, hi in ours)):
         return False
-    if rule.remoteip is not None and not any(
-            version == addr.version and lo <= int(addr) <= hi
-            for version, (lo, hi) in rule.remoteip):
+    if rule.remoteip is not None and not _within(rule.remoteip, c.remote):
         return False
-    if other is not None or rule.localip is not None or rule.interfacetype != "any":
-        raise ValueError(f"rule {rule.name!r} restricts the other port, localip or "
-                         "interfacetype: one connection's port and address cannot decide it")
+    undecided = []
+    if rule.localip is not None:
+        if c.local is not None:
+            if not _within(rule.localip, c.local):
+                return False
+        elif c.remote.version not in _families(rule.localip):
+            return False  # the local address is of the remote's family, which localip lacks
+        else:
+            undecided.append("localip (give local_addr)")
+    if other is not None:
+        undecided.append("the other port")
+    if rule.interfacetype != "any":
+        undecided.append("interfacetype")
+    if undecided:
+        raise ValueError(f"rule {rule.name!r} restricts {', '.join(undecided)}: one connection's "
+                         "fields cannot decide it")
     return True
 
 

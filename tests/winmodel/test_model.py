@@ -162,6 +162,226 @@ def test_rules_restricting_what_one_connection_does_not_say_are_refused():
         store.verdict("in", "tcp", 80, "192.0.2.1")
 
 
+# --- protocols, ICMP types and codes, localip, profiles: every dimension of a verdict ---
+
+V4, V6 = "192.0.2.1", "2001:db8::1"
+
+
+@pytest.mark.parametrize("value, protocol, icmp", [
+    ("any", None, None),
+    ("tcp", 6, None),
+    ("UDP", 17, None),
+    ("0", 0, None),
+    ("47", 47, None),
+    ("255", 255, None),
+    ("icmpv4", 1, None),
+    ("ICMPv4", 1, None),
+    ("1", 1, None),
+    ("icmpv4:any,any", 1, None),  # every message, the same rule as plain icmpv4
+    ("icmpv4:8,any", 1, (8, None)),
+    ("icmpv4:3,4", 1, (3, 4)),
+    ("icmpv4:0,0", 1, (0, 0)),
+    ("icmpv4:255,255", 1, (255, 255)),
+    ("icmpv6", 58, None),
+    ("58", 58, None),
+    ("icmpv6:any,any", 58, None),
+    ("icmpv6:128,0", 58, (128, 0)),
+    ("ICMPV6:135,ANY", 58, (135, None)),
+    ('"icmpv6:2,0"', 58, (2, 0)),
+])
+def test_protocol_forms_are_parsed(value, protocol, icmp):
+    rule = parse_rule(f"name=x dir=in action=allow protocol={value}")
+    assert (rule.protocol, rule.icmp) == (protocol, icmp)
+
+
+@pytest.mark.parametrize("forms", [("icmpv4", "1", "icmpv4:any,any", "ICMPv4:ANY,ANY"),
+                                   ("icmpv6", "58", "icmpv6:any,any")])
+def test_every_message_forms_are_one_rule(forms):
+    rules = {parse_rule(f"name=x dir=in action=block protocol={form}") for form in forms}
+    assert len(rules) == 1
+    (rule,) = rules
+    assert rule != parse_rule(f"name=x dir=in action=block protocol={forms[0]}:8,any")
+
+
+ICMP_STORE = (
+    "name=icmp dir=in action=allow protocol=icmpv4",
+    "name=no-echo dir=in action=block protocol=icmpv4:8,any",
+    "name=no-host-unreachable dir=in action=block protocol=icmpv4:3,1",
+    "name=off dir=in action=block protocol=icmpv4:0,any enable=no",
+    "name=echo6 dir=in action=allow protocol=icmpv6:128,0",
+    "name=bypass dir=in action=bypass protocol=icmpv4:8,0 security=authenticate "
+    "rmtcomputergrp=D:(A;;CC;;;S-1-5-21-1-2-3-1000)",
+)
+
+
+@pytest.mark.parametrize("protocol, icmp, authenticated, expected", [
+    ("icmpv4", (8, 0), False, "block"),  # the block icmpv4:8,any beats the allow icmpv4
+    ("icmpv4", (8, 255), False, "block"),  # any code of type 8
+    (1, (8, 1), False, "block"),
+    ("icmpv4", (0, 0), False, "allow"),  # type 0 is unaffected (and the disabled block never matches)
+    ("icmpv4", (3, 1), False, "block"),  # code 1 of type 3
+    ("icmpv4", (3, 0), False, "allow"),
+    ("icmpv4", (3, 2), False, "allow"),
+    ("icmpv4", (1, 3), False, "allow"),
+    ("icmpv4", (8, 0), True, "allow"),  # the bypass for 8,0 beats the block
+    ("icmpv4", (8, 3), True, "block"),  # but not for another code
+    ("icmpv6", (128, 0), False, "allow"),
+    (58, (128, 1), False, "block"),  # the default: code 1 is not 128,0
+    ("ICMPv6", (129, 0), False, "block"),
+    ("icmpv6", (8, 0), False, "block"),  # the icmpv4 rules are not icmpv6's
+])
+def test_icmp_types_and_codes(protocol, icmp, authenticated, expected):
+    store = store_with(*ICMP_STORE)
+    address = V6 if str(protocol).lower() in ("icmpv6", "58") else V4
+    assert store.verdict("in", protocol, None, address, icmp=icmp, authenticated=authenticated) == expected
+
+
+@pytest.mark.parametrize("rule, policy, protocol, remote, expected", [
+    ("action=allow protocol=icmpv4", "blockinbound", "icmpv4", V4, "allow"),
+    ("action=allow protocol=icmpv4", "blockinbound", 1, V6, "block"),  # never an IPv6 connection
+    ("action=block protocol=icmpv4", "allowinbound", 1, V4, "block"),
+    ("action=block protocol=icmpv4", "allowinbound", 1, V6, "allow"),
+    ("action=block protocol=1", "allowinbound", "icmpv6", V6, "allow"),  # nor ICMPv6
+    ("action=allow protocol=icmpv6", "blockinbound", "icmpv6", V6, "allow"),
+    ("action=allow protocol=icmpv6", "blockinbound", 58, V4, "block"),  # never an IPv4 connection
+    ("action=block protocol=icmpv6:128,any", "allowinbound", 58, V6, "block"),
+    ("action=block protocol=icmpv6:128,any", "allowinbound", 58, V4, "allow"),
+    ("action=block protocol=icmpv4 remoteip=192.0.2.0/24,2001:db8::/32", "allowinbound", 1, V4, "block"),
+    ("action=block protocol=icmpv4 remoteip=192.0.2.0/24,2001:db8::/32", "allowinbound", 1, V6, "allow"),
+    ("action=block remoteip=2001:db8::/32", "allowinbound", 1, V6, "block"),  # any protocol: the address decides
+    ("action=block remoteip=2001:db8::/32", "allowinbound", 1, V4, "allow"),
+])
+def test_icmp_of_one_family_never_matches_the_other(rule, policy, protocol, remote, expected):
+    store = store_with(f"name=x dir=in {rule}", policy=f"{policy},allowoutbound")
+    assert store.verdict("in", protocol, None, remote, icmp=(128, 0)) == expected
+
+
+@pytest.mark.parametrize("direction, protocol, port, remote, expected", [
+    ("in", 47, None, V4, "block"),
+    ("in", 47, None, V6, "block"),  # a protocol number other than ICMP's has no family
+    ("in", "tcp", 47, V4, "allow"),  # the block for protocol=47 does not touch tcp
+    ("in", "udp", 47, V4, "allow"),
+    ("in", 48, None, V4, "allow"),
+    ("in", 0, None, V4, "allow"),
+    ("out", 47, None, V4, "allow"),
+    ("out", 50, None, V4, "block"),
+    ("in", 50, None, V4, "allow"),
+    ("in", "tcp", 1723, V4, "block"),  # protocol=6 is tcp
+    ("in", 6, 1723, V4, "block"),
+    ("in", 6, 1724, V4, "allow"),
+    ("in", "udp", 1723, V4, "allow"),
+])
+def test_protocol_numbers(direction, protocol, port, remote, expected):
+    store = store_with("name=gre dir=in action=block protocol=47",
+                       "name=esp dir=out action=block protocol=50",
+                       "name=pptp dir=in action=block protocol=6 localport=1723",
+                       policy="allowinbound,allowoutbound")
+    assert store.verdict(direction, protocol, port, remote) == expected
+
+
+@pytest.mark.parametrize("direction, protocol, port, remote, local, expected", [
+    ("in", "tcp", 443, V4, "10.9.0.2", "allow"),
+    ("in", "tcp", 443, V4, "10.9.0.3", "block"),
+    ("in", "tcp", 443, V4, "10.9.0.1", "block"),
+    ("in", "tcp", 444, V4, None, "block"),  # the port decides it: no local address needed
+    ("in", "tcp", 443, V6, None, "block"),  # an IPv6 connection's local address is IPv6: not 10.9.0.2
+    ("in", "tcp", 443, V6, "2001:db8::2", "block"),
+    ("in", "udp", 53, V4, "10.9.0.0", "allow"),
+    ("in", "udp", 53, V4, "10.9.0.3", "allow"),
+    ("in", "udp", 53, V4, "10.9.0.4", "block"),
+    ("in", "udp", 53, V6, "2001:db8::10", "allow"),
+    ("in", "udp", 53, V6, "2001:db8::20", "allow"),
+    ("in", "udp", 53, V6, "2001:db8::21", "block"),
+    ("out", "tcp", 25, V4, "10.9.0.2", "allow"),
+    ("out", "tcp", 25, V4, "10.9.0.3", "block"),
+    ("in", "icmpv4", None, V4, "10.9.0.2", "allow"),
+    ("in", "icmpv4", None, V4, "10.9.0.9", "block"),
+])
+def test_localip_matches_the_hosts_own_address(direction, protocol, port, remote, local, expected):
+    store = store_with(
+        "name=svc dir=in action=allow protocol=tcp localport=443 localip=10.9.0.2",
+        "name=dns dir=in action=allow protocol=udp localport=53 localip=10.9.0.0/30,2001:db8::10-2001:db8::20",
+        "name=smtp dir=out action=allow protocol=tcp remoteport=25 localip=10.9.0.2",
+        "name=ping dir=in action=allow protocol=icmpv4:8,any localip=10.9.0.2",
+        policy="blockinbound,blockoutbound")
+    icmp = (8, 0) if protocol == "icmpv4" else None
+    assert store.verdict(direction, protocol, port, remote, local_addr=local, icmp=icmp) == expected
+
+
+@pytest.mark.parametrize("action, defaults, expected", [
+    ("allow", {"domain": "blockinbound", "private": "blockinbound", "public": "blockinbound"},
+     {"domain": "allow", "private": "allow", "public": "block"}),
+    ("block", {"domain": "allowinbound", "private": "allowinbound", "public": "allowinbound"},
+     {"domain": "block", "private": "block", "public": "allow"}),
+    ("allow", {"domain": "blockinbound", "private": "allowinbound", "public": "allowinbound"},
+     {"domain": "allow", "private": "allow", "public": "allow"}),
+    ("block", {"domain": "allowinbound", "private": "blockinbound", "public": "blockinbound"},
+     {"domain": "block", "private": "block", "public": "block"}),
+    ("allow", {"domain": "allowinbound", "private": "allowinbound", "public": "blockinbound"},
+     {"domain": "allow", "private": "allow", "public": "block"}),  # public's own default, not theirs
+])
+def test_rules_of_other_profiles_decide_nothing(action, defaults, expected):
+    store = store_with(f"name=p dir=in action={action} protocol=tcp localport=80 profile=domain,private",
+                       f"name=i dir=in action={action} protocol=icmpv4 profile=domain,private")
+    for name, inbound in defaults.items():
+        store.profiles[name].inbound = inbound
+    assert {name: store.verdict("in", "tcp", 80, V4, name) for name in defaults} == expected
+    assert {name: store.verdict("in", "icmpv4", None, V4, name, icmp=(8, 0)) for name in defaults} == expected
+    unmatched = store.verdict("in", "tcp", 81, V4, "domain")  # no rule: the domain profile's default
+    assert unmatched == ("allow" if defaults["domain"] == "allowinbound" else "block")
+
+
+@pytest.mark.parametrize("rule, query, kwargs", [
+    ("dir=in action=allow protocol=tcp localport=443 localip=10.9.0.2", ("in", "tcp", 443, V4), {}),
+    ("dir=in action=block protocol=icmpv4 localip=10.9.0.0/24,2001:db8::/32", ("in", "icmpv4", None, V4),
+     {"icmp": (8, 0)}),
+    ("dir=out action=block localip=2001:db8::/32", ("out", 47, None, V6), {}),
+    ("dir=in action=block protocol=tcp localport=80 remoteport=99", ("in", "tcp", 80, V4), {}),
+    ("dir=out action=block protocol=udp localport=5353 remoteport=53", ("out", "udp", 53, V4), {}),
+    ("dir=in action=allow interfacetype=wireless", ("in", 47, None, V4), {}),
+    ("dir=in action=allow protocol=icmpv6 interfacetype=ras", ("in", "icmpv6", None, V6), {"icmp": (135, 0)}),
+    ("dir=out action=block protocol=tcp interfacetype=lan", ("out", "tcp", 80, V4), {"local_addr": "10.0.0.1"}),
+])
+def test_a_query_missing_a_field_a_rule_restricts_raises(rule, query, kwargs):
+    store = store_with(f"name=x {rule}")
+    with pytest.raises(ValueError, match="cannot decide"):
+        store.verdict(*query, **kwargs)
+
+
+@pytest.mark.parametrize("query, kwargs", [
+    (("in", "tcp", None, V4), {}),  # tcp and udp have a port
+    (("in", "udp", 65536, V4), {}),
+    (("in", "tcp", True, V4), {}),
+    (("in", "tcp", 80, V4), {"icmp": (8, 0)}),  # only ICMP has types
+    (("in", "icmpv4", None, V4), {}),  # ICMP has a type and a code
+    (("in", 1, None, V4), {"icmp": (8,)}),
+    (("in", "icmpv4", None, V4), {"icmp": (256, 0)}),
+    (("in", "icmpv6", None, V6), {"icmp": (128, -1)}),
+    (("in", "icmpv4", 0, V4), {"icmp": (8, 0)}),  # only tcp and udp have ports
+    (("in", 47, 80, V4), {}),
+    (("in", 47, None, V4), {"icmp": (8, 0)}),
+    (("in", "gre", None, V4), {}),
+    (("in", "47", None, V4), {}),
+    (("in", 256, None, V4), {}),
+    (("in", -1, None, V4), {}),
+    (("in", "any", None, V4), {}),
+    (("in", "tcp", 80, V4), {"local_addr": V6}),  # one connection, one IP version
+    (("in", "tcp", 80, V6), {"local_addr": "::1"}),
+    (("in", "tcp", 80, V6), {"local_addr": "::"}),
+    (("in", "tcp", 80, V4), {"local_addr": "10.0.0.256"}),
+    (("in", "tcp", 80, "::1"), {}),
+    (("sideways", "tcp", 80, V4), {}),
+    (("in", "tcp", 80, V4, "work"), {}),
+])
+@pytest.mark.parametrize("state", ["on", "off"])
+def test_malformed_queries_raise(query, kwargs, state):
+    store = RuleStore()
+    for settings in store.profiles.values():
+        settings.state = state
+    with pytest.raises(ValueError):
+        store.verdict(*query, **kwargs)
+
+
 # --- delete rule name= ("If multiple matches are found, all matching rules are deleted.")
 
 
@@ -235,7 +455,38 @@ BAD_LINES = [
     ADD + " remoteport=80",
     ADD + " protocol=sctp",
     ADD + " protocol=256",
-    ADD + " protocol=icmpv4",
+    ADD + " protocol=0006",
+    ADD + " protocol=icmp",
+    ADD + " protocol=icmpv5:8,0",
+    ADD + " protocol=icmpv4:256,0",
+    ADD + " protocol=icmpv4:8,256",
+    ADD + " protocol=icmpv4:8",
+    ADD + " protocol=icmpv4:8,",
+    ADD + " protocol=icmpv4:,0",
+    ADD + " protocol=icmpv4:,",
+    ADD + " protocol=icmpv4:",
+    ADD + " protocol=icmpv4:any",
+    ADD + " protocol=icmpv4:any,0",  # FW_ICMP_TYPE_CODE has a type and one or all of its codes
+    ADD + " protocol=icmpv4:8,0,3,0",
+    ADD + " protocol=icmpv4:8:0",
+    ADD + " protocol=icmpv4:-1,0",
+    ADD + " protocol=icmpv4:echo,0",
+    ADD + " protocol=icmpv4:8,*",
+    ADD + " protocol=icmpv6:1000,0",
+    ADD + " protocol=tcp:80,0",
+    ADD + " protocol=icmpv4 localport=80",
+    ADD + " protocol=icmpv4:8,0 remoteport=80",
+    ADD + " protocol=icmpv6 localport=80",
+    ADD + " protocol=1 localport=80",
+    ADD + " protocol=47 remoteport=80",
+    # rules no connection can match: ICMP of one family, addresses only of the other
+    ADD + " protocol=icmpv4 remoteip=2001:db8::1",
+    ADD + " protocol=icmpv4:8,any localip=2001:db8::/32",
+    ADD + " protocol=icmpv6 remoteip=192.0.2.0/24",
+    ADD + " protocol=58 localip=10.0.0.1",
+    ADD + " localip=10.0.0.1 remoteip=2001:db8::1",
+    # [MS-FASP] FW_RULE_STATUS_SEMANTIC_ERROR_LADDR_INTF
+    ADD + " localip=10.0.0.1 interfacetype=lan",
     ADD + " remoteip=10.0.0.256",
     ADD + " remoteip=10.0.0.1/8",
     ADD + " remoteip=10.0.0.0/255.0.0.0",
@@ -310,6 +561,9 @@ BAD_LINES = [
     "rem " + "x" * (CMD_LINE_LIMIT - 4),
     ADD + " description=" + "x" * CMD_LINE_LIMIT,
 ]
+# localip= is validated by the same [MS-FASP] rules as remoteip=
+BAD_LINES += [line.replace(" remoteip=", " localip=") for line in BAD_LINES
+              if " remoteip=" in line and " localip=" not in line and "protocol=icmp" not in line]
 
 
 @pytest.mark.parametrize("line", BAD_LINES, ids=lambda line: line[:60])
@@ -347,6 +601,11 @@ def test_good_values_are_accepted():
         ADD + " protocol=any remoteip=::2-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
         ADD + " remoteip=0.0.0.0-255.255.255.255,127.0.0.1,::2/127,2001:db8::/32,fe80::1",
         ADD + " protocol=47 profile=domain,private enable=no interfacetype=lan edge=deferapp",
+        ADD + " protocol=icmpv4:8,any remoteip=192.0.2.0/24,2001:db8::/32 localip=10.0.0.1",
+        ADD + " protocol=ICMPv6:any,any localip=2001:db8::1 interfacetype=any",
+        ADD + " protocol=icmpv6:135,0 localip=::2-2001:db8::ffff remoteip=fe80::/10",
+        ADD + " protocol=1 profile=public",
+        ADD + " protocol=0 localip=10.0.0.0/8,2001:db8::/32 remoteip=2001:db8:1::/48",
         'netsh advfirewall firewall add rule name="x" dir=out action=bypass security=authenc',
     ]
     assert run_script(script(*good, "exit /b 0"), store) == 0
