@@ -176,6 +176,7 @@ def check_targets(policy: Policy, ruleset: Ruleset, targets: tuple[str, ...]) ->
                     f" and {count - 1} more)" if count > 1 else ")")
                 warnings.append(BuildWarning(location(feature, index), policy.path,
                                              f"{name}: {target.degrades[feature]}{which}"))
+    warnings.sort(key=lambda w: (w.location.line, w.location.col) if w.location else (0, 0))
     return warnings
 
 

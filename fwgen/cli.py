@@ -242,19 +242,37 @@ def ports(query: str, registry_path: str | None) -> None:
     "--direction", required=True, type=click.Choice(("in", "out")),
     help="in: opened towards this host; out: opened by this host.",
 )
-@click.option("--protocol", required=True, type=click.Choice(("tcp", "udp")))
 @click.option(
-    "--port", "port_text", required=True, metavar="N|NAME",
-    help="A port number, or an IANA service name (each of its ports is explained).",
+    "--protocol", "protocol_text", required=True, metavar="tcp|udp|icmp|icmpv6|KEYWORD|NUMBER",
+    help="tcp, udp, icmp (IPv4), icmpv6, or any other IP protocol by IANA keyword (esp, gre) or number 0-255.",
+)
+@click.option(
+    "--port", "port_text", metavar="N|NAME",
+    help="A port number, or an IANA service name (each of its ports is explained). Required for tcp and udp; "
+    "other protocols have none.",
+)
+@click.option(
+    "--icmp-type", "icmp_text", metavar="NAME|N|N/CODE",
+    help="icmp and icmpv6 only: the message type (echo-request, 8, 3/4). Default: any type.",
 )
 @click.option(
     "--remote", "remote_text", metavar="ADDR",
     help="The remote peer's IPv4 or IPv6 address. Default: answer for every address.",
 )
+@click.option(
+    "--local", "local_text", metavar="ADDR",
+    help="This host's own address: the destination of an inbound connection, the source of an outbound one.",
+)
+@click.option(
+    "--interface", "interface", metavar="NAME",
+    help="The interface the connection arrives on (in) or leaves by (out).",
+)
+@click.option("--profile", type=click.Choice(("domain", "private", "public")), help="The Windows profile.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
 @registry_option
 def explain(
-    policy: str, direction: str, protocol: str, port_text: str, remote_text: str | None,
+    policy: str, direction: str, protocol_text: str, port_text: str | None, icmp_text: str | None,
+    remote_text: str | None, local_text: str | None, interface: str | None, profile: str | None,
     as_json: bool, registry_path: str | None,
 ) -> None:
     """Explain what POLICY does with a new connection.
@@ -262,43 +280,107 @@ def explain(
     Prints the verdict (allow, deny or monitor), the rule that decides it (NAME,
     FILE:LINE) or the default that applies, drop or reject for a deny, and whether it
     is logged. Without --remote, the answer covers every address and names the
-    networks where it differs. See docs/explain.md.
+    networks where it differs. When a rule restricts --local, --interface, --profile
+    or --icmp-type and the question leaves it out, the answer says "depends on" and
+    what each value decides. See docs/explain.md.
 
     \b
     Examples:
       fwgen explain edge.yaml --direction in --protocol tcp --port ssh
       fwgen explain edge.yaml --direction in --protocol tcp --port 22 --remote 192.0.2.7
       fwgen explain edge.yaml --direction in --protocol udp --port 1261 --json
+      fwgen explain edge.yaml --direction in --protocol icmp --icmp-type echo-request
+      fwgen explain edge.yaml --direction out --protocol esp --remote 198.51.100.1
     """
     import ipaddress
     import json
 
-    from fwgen.explain import Explainer, answer_json, format_answer, service_ports
+    from fwgen.explain import (
+        ICMP_FAMILY,
+        PROTOCOL_WORDS,
+        TCP,
+        UDP,
+        Explainer,
+        answer_json,
+        format_answer,
+        parse_icmp_type,
+        parse_protocol,
+        protocol_label,
+        service_ports,
+    )
+    from fwgen.policy import INTERFACE
 
-    remote = None
-    if remote_text is not None:
+    def address(text: str, option: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         try:
-            remote = ipaddress.ip_address(remote_text)
+            found = ipaddress.ip_address(text)
         except ValueError:
+            raise click.BadParameter(f"'{text}' is not an IPv4 or IPv6 address", param_hint=option) from None
+        if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
             raise click.BadParameter(
-                f"'{remote_text}' is not an IPv4 or IPv6 address", param_hint="'--remote'"
-            ) from None
-        if isinstance(remote, ipaddress.IPv6Address) and remote.ipv4_mapped is not None:
-            raise click.BadParameter(
-                f"'{remote_text}' is IPv4-mapped IPv6: write the IPv4 address {remote.ipv4_mapped}",
-                param_hint="'--remote'",
+                f"'{text}' is IPv4-mapped IPv6: write the IPv4 address {found.ipv4_mapped}", param_hint=option
             )
-    number = None
-    if port_text.isascii() and port_text.isdigit():
-        number = int(port_text)
-        if number > 65535:
-            raise click.BadParameter(f"port {number} is out of range 0-65535", param_hint="'--port'")
+        return found
+
+    try:
+        number = parse_protocol(protocol_text)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--protocol'") from None
+    with_ports = number in (TCP, UDP)
+    protocol = PROTOCOL_WORDS.get(number, str(number))  # tcp, udp, icmp, icmpv6, or the number
+    remote = address(remote_text, "'--remote'") if remote_text is not None else None
+    local = address(local_text, "'--local'") if local_text is not None else None
+    family = ICMP_FAMILY.get(number)
+    for value, option in ((remote, "'--remote'"), (local, "'--local'")):
+        if value is not None and family is not None and value.version != family:
+            other = "icmpv6" if family == 4 else "icmp"
+            raise click.BadParameter(
+                f"{value} is IPv{value.version}, but {protocol_label(number)} is IPv{family} only "
+                f"(ask about --protocol {other})",
+                param_hint=option,
+            )
+    if remote is not None and local is not None and remote.version != local.version:
+        raise click.BadParameter(f"{local} and --remote {remote} are of different address families",
+                                 param_hint="'--local'")
+    if interface is not None and (interface.endswith("*") or not INTERFACE.fullmatch(interface)):
+        raise click.BadParameter(
+            f"'{interface}' is not an interface name: at most 15 letters, digits, '_', '.' or '-' "
+            "(not starting with '.' or '-'); ask about one interface, not a pattern",
+            param_hint="'--interface'",
+        )
+    icmp = None
+    if icmp_text is not None:
+        if family is None:
+            raise click.BadParameter(
+                f"applies to icmp and icmpv6 only, not to {protocol_label(number)}", param_hint="'--icmp-type'"
+            )
+        try:
+            icmp = parse_icmp_type(icmp_text, number)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="'--icmp-type'") from None
+    port: int | None = None
+    if not with_ports:
+        if port_text is not None:
+            raise click.BadParameter(
+                f"ports apply to tcp and udp only; {protocol_label(number)} has none", param_hint="'--port'"
+            )
+    elif port_text is None:
+        raise click.UsageError(f"Missing option '--port' (required for {protocol}).")
+    elif port_text.isascii() and port_text.isdigit():
+        port = int(port_text)
+        if port > 65535:
+            raise click.BadParameter(f"port {port} is out of range 0-65535", param_hint="'--port'")
     elif not port_text or not any(c.isalpha() for c in port_text):
         raise click.BadParameter(f"'{port_text}' is not a port number or service name", param_hint="'--port'")
     try:
         registry = _registry(registry_path)
         explainer = Explainer.from_file(policy, registry)
-        numbers = [number] if number is not None else service_ports(registry, port_text, protocol)
+        if not with_ports:
+            numbers: list[int | None] = [None]
+        elif port is not None:
+            numbers = [port]
+        else:
+            assert port_text is not None
+            numbers = list(service_ports(registry, port_text, protocol))
     except PolicyError as error:
         _fail(error)
         return
@@ -306,15 +388,25 @@ def explain(
         document = {
             "query": {
                 "policy": policy, "direction": direction, "protocol": protocol,
-                "port": number if number is not None else port_text,
+                "port": port if port is not None else port_text,
                 "remote": str(remote) if remote is not None else None,
+                "protocol_number": number,
+                "icmp_type": icmp_text,
+                "local": str(local) if local is not None else None,
+                "interface": interface,
+                "profile": profile,
             },
-            "verdicts": [answer_json(explainer, direction, protocol, n, remote) for n in numbers],
+            "verdicts": [
+                answer_json(explainer, direction, number, n, remote, local=local, interface=interface,
+                            profile=profile, icmp=icmp)
+                for n in numbers
+            ],
         }
         click.echo(json.dumps(document, indent=2))
         return
     for n in numbers:
-        click.echo(format_answer(explainer, direction, protocol, n, remote))
+        click.echo(format_answer(explainer, direction, number, n, remote, local=local, interface=interface,
+                                 profile=profile, icmp=icmp))
 
 
 @main.command()

@@ -28,20 +28,20 @@ the current directory's repository); errors in those name the policy as
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import hashlib
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
+from fwgen import engine, ir, protocols
 from fwgen.errors import Location, PolicyError
 from fwgen.intervals import merge_spans
-from fwgen.policy import Network, Policy, load_policy, parse_policy
+from fwgen.policy import Policy, load_policy, parse_policy
 from fwgen.registry import Registry
-from fwgen.resolve import resolve_ports
+from fwgen.resolve import resolve_rule
 from fwgen.yamlsource import Source
 
 DIRECTIONS = ("in", "out")
@@ -63,9 +63,15 @@ class Outcome(NamedTuple):
 
 @dataclass(frozen=True)
 class Change:
-    """Connections whose outcome changed: on ``ports`` of each of ``protocols``
-    (``("tcp",)``, ``("udp",)`` or ``("tcp", "udp")``) in ``direction``, from/to the
-    remote addresses ``v4`` and ``v6`` (integer intervals)."""
+    """Connections whose outcome changed: on ``ports`` of each of ``protocols`` in
+    ``direction``, from/to the remote addresses ``v4`` and ``v6`` (integer intervals).
+
+    ``protocols``: ``tcp``, ``udp``, ``icmp``, ``icmpv6``, an IANA keyword (``esp``), a
+    number, or ``other`` (every protocol no rule of either policy names on its own).
+    ``ports``: the ports for tcp and udp, (type << 8 | code) intervals for ICMP, and
+    ``((0, 65535),)`` (every packet) for the rest. The other fields narrow the change
+    when a rule does: ``local`` (the family and the host's own addresses), the
+    interfaces in words, the Windows profiles; None means any."""
 
     direction: str
     protocols: tuple[str, ...]
@@ -74,6 +80,9 @@ class Change:
     v6: Intervals
     before: Outcome
     after: Outcome
+    local: tuple[int, Intervals] | None = None
+    interfaces: str | None = None
+    profiles: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -152,65 +161,11 @@ def relocated(display: str) -> Iterator[None]:
         raise PolicyError(where, error.message) from None
 
 
-# ---------------------------------------------------------------------- reading rules
+# ---------------------------------------------------------------------- the computation
 
 
 def _outcome(action: str, logged: bool, deny: str) -> Outcome:
     return Outcome(action, deny if action == "deny" else "accept", logged)
-
-
-def _merge(spans: list[tuple[int, int]]) -> Intervals:
-    return tuple(merge_spans(spans))
-
-
-class _Cache:
-    """What both policies of a diff share: resolved ports and remote intervals by what
-    the rule says (most rules are the same in both)."""
-
-    def __init__(self) -> None:
-        self.ports: dict[tuple[str | None, tuple[str, ...] | None, str | None], list[tuple[str, Intervals]]] = {}
-        self.remote: dict[tuple[Network, ...] | None, tuple[Intervals | None, Intervals | None]] = {}
-
-
-def _tables(policy: Policy, registry: Registry, cache: _Cache) -> dict[tuple[str, str], list[tuple[Intervals, Sig]]]:
-    """Per (direction, protocol): each applicable rule's port intervals and Sig, in order.
-    ``cache`` is shared by both policies of a diff."""
-    tables: dict[tuple[str, str], list[tuple[Intervals, Sig]]] = {
-        (d, p): [] for d in DIRECTIONS for p in PROTOCOLS
-    }
-    with relocated(policy.path):
-        for rule in policy.rules:
-            port_key = (
-                rule.protocol.value if rule.protocol else None,
-                tuple(entry.value for entry in rule.ports) if rule.ports is not None else None,
-                rule.port_range.value if rule.port_range else None,
-            )
-            ports = cache.ports.get(port_key)
-            if ports is None:
-                ports = cache.ports[port_key] = [
-                    (protocol.value, tuple((r.lo, r.hi) for r in ranges))
-                    for protocol, ranges in resolve_ports(rule, registry).items()
-                ]
-            remote = cache.remote.get(rule.remote)
-            if remote is None:
-                remote = cache.remote[rule.remote] = (
-                    _family_intervals(rule.remote, 4), _family_intervals(rule.remote, 6)
-                )
-            sig: Sig = (
-                _outcome(rule.action, rule.action == "monitor" or rule.log, policy.deny),
-                remote[0], remote[1],
-            )
-            for protocol, ranges in ports:
-                tables[(rule.direction, protocol)].append((ranges, sig))
-    return tables
-
-
-def _family_intervals(networks: tuple[Network, ...] | None, family: int) -> Intervals | None:
-    if networks is None:
-        return None
-    return _merge([
-        (int(n.network_address), int(n.broadcast_address)) for n in networks if n.version == family
-    ])
 
 
 def _defaults(policy: Policy) -> dict[str, Outcome]:
@@ -220,182 +175,193 @@ def _defaults(policy: Policy) -> dict[str, Outcome]:
     }
 
 
-# ---------------------------------------------------------------------- the sweep
+def _signature(rule: ir.Rule, outcome: Outcome) -> tuple[object, ...]:
+    """All of a rule but its what-points: two lists of rules with equal signatures, in
+    order, decide every point they both cover alike."""
+    return (outcome, rule.remote_v4, rule.remote_v6, rule.local_v4, rule.local_v6, rule.interfaces,
+            rule.profiles, rule.families)
 
 
-def _candidates(
-    rules: list[tuple[Intervals, Sig]], starts: list[int]
-) -> Iterator[tuple[Sig, ...]]:
-    """For each elementary port interval (beginning at ``starts[i]``), the Sigs of the
-    rules that apply there, in policy order, cut after the first rule that matches
-    every address (later rules can never decide)."""
-    index = {start: i for i, start in enumerate(starts)}
-    adds: dict[int, list[int]] = {}
-    removes: dict[int, list[int]] = {}
-    for pos, (ranges, _) in enumerate(rules):
-        for lo, hi in ranges:
-            adds.setdefault(index[lo], []).append(pos)
-            if hi < PORT_MAX:
-                removes.setdefault(index[hi + 1], []).append(pos)
-    active: dict[int, Sig] = {}
-    current: tuple[Sig, ...] = ()
-    for i in range(len(starts)):
-        touched = False
-        for pos in removes.get(i, ()):
-            del active[pos]
-            touched = True
-        for pos in adds.get(i, ()):
-            active[pos] = rules[pos][1]
-            touched = True
-        if touched:
-            chosen: list[Sig] = []
-            for pos in sorted(active):
-                sig = active[pos]
-                chosen.append(sig)
-                if sig[1] is None and sig[2] is None:
-                    break
-            current = tuple(chosen)
-        yield current
+def _unrestricted(rule: ir.Rule) -> bool:
+    return (rule.remote_v4 is None and rule.remote_v6 is None and rule.local_v4 is None and rule.local_v6 is None
+            and rule.interfaces is None and rule.profiles is None and rule.families == (4, 6))
 
 
-def _remote(sig: Sig, family: int) -> Intervals | None:
-    return sig[1] if family == 4 else sig[2]
+# A piece of a change before merging: in one family, the box (remote, local, interface,
+# profile spans; None = the whole axis) where the outcome goes from before to after.
+Piece = tuple[int, Intervals, Intervals | None, Intervals | None, Intervals | None, Outcome, Outcome]
 
 
-def _matches(intervals: Intervals | None, address: int) -> bool:
-    if intervals is None:
-        return True
-    i = bisect.bisect_right(intervals, (address, 1 << 129)) - 1
-    return i >= 0 and address <= intervals[i][1]
+class _Direction:
+    """Both policies' rules of one direction, in one engine space per family."""
+
+    def __init__(self, old: tuple[ir.Rule, ...], new: tuple[ir.Rule, ...], old_deny: str, new_deny: str,
+                 defaults: tuple[Outcome, Outcome]) -> None:
+        self.rules = old + new
+        self.old_count = len(old)
+        self.outcomes = [_outcome(r.action.value, r.logged, old_deny) for r in old] + [
+            _outcome(r.action.value, r.logged, new_deny) for r in new]
+        self.signatures = [_signature(r, o) for r, o in zip(self.rules, self.outcomes, strict=True)]
+        self.defaults = defaults
+        patterns = [p for r in self.rules for p in r.interfaces or ()]
+        self.interfaces = engine.InterfaceAxis(patterns)
+        self.patterns = patterns
+        self.spaces = {f: engine.space(self.rules, f, self.interfaces) for f in FAMILIES}
+
+    def pieces(self, mask: int) -> list[Piece]:
+        """Where one group of what-points, covered by the rules of ``mask`` (old and new
+        together), changes: per family, every box whose first old rule and first new rule
+        (or the defaults) differ in outcome, boxes that differ in one of local, interface
+        or profile only united along it, and a dimension left whole given as None."""
+        found: list[Piece] = []
+        for family, space in self.spaces.items():
+            old_bits = new_bits = 0
+            for position in engine.bits(mask):
+                bit = space.positions.get(position)
+                if bit is not None:
+                    if position < self.old_count:
+                        old_bits |= 1 << bit
+                    else:
+                        new_bits |= 1 << bit
+            settled = engine.decided(space.matches, (old_bits, new_bits))
+            boxes: list[_Box] = []
+            for box in engine.partition(space.matches, space.sizes, settled, candidates=old_bits | new_bits,
+                                        axis=engine.REMOTE):
+                mine, theirs = box.mask & old_bits, box.mask & new_bits
+                before = self.outcomes[space_index(space, mine)] if mine else self.defaults[0]
+                after = self.outcomes[space_index(space, theirs)] if theirs else self.defaults[1]
+                if before != after:
+                    remote, local, interface, profile = box.spans
+                    boxes.append((remote, local, interface, profile, before, after))
+            whole = (((0, engine.ADDRESS_SIZE[family] - 1),), ((0, space.interfaces.size - 1),),
+                     ((0, len(engine.PROFILES) - 1),))
+            for remote, local, interface, profile, was, now in _united(boxes):
+                narrowed = [None if spans == full else spans
+                            for spans, full in zip((local, interface, profile), whole, strict=True)]
+                found.append((family, remote, narrowed[0], narrowed[1], narrowed[2], was, now))
+        return found
 
 
-Runs = tuple[tuple[int, int, Outcome], ...]
+_Box = tuple[Intervals, Intervals, Intervals, Intervals, Outcome, Outcome]  # remote, local, interface, profile
 
 
-def _partition(default: Outcome, sigs: tuple[Sig, ...]) -> dict[int, Runs]:
-    """First-match outcome over each address family, as maximal runs [lo, hi, outcome]."""
-    result: dict[int, Runs] = {}
-    for family in FAMILIES:
-        size = SPACE[family]
-        cuts = {0}
-        for sig in sigs:
-            for lo, hi in _remote(sig, family) or ():
-                cuts.add(lo)
-                if hi + 1 < size:
-                    cuts.add(hi + 1)
-        bounds = sorted(cuts)
-        runs: list[tuple[int, int, Outcome]] = []
-        for j, lo in enumerate(bounds):
-            hi = bounds[j + 1] - 1 if j + 1 < len(bounds) else size - 1
-            outcome = default
-            for sig in sigs:
-                if _matches(_remote(sig, family), lo):
-                    outcome = sig[0]
-                    break
-            if runs and runs[-1][2] == outcome:
-                runs[-1] = (runs[-1][0], hi, outcome)
-            else:
-                runs.append((lo, hi, outcome))
-        result[family] = tuple(runs)
-    return result
+def _united(boxes: list[_Box]) -> list[_Box]:
+    """Boxes equal but in one of profile, interface or local, united along it (so "in
+    profiles private,public" is one line, not two)."""
+    for axis in (3, 2, 1):
+        united: dict[tuple[object, ...], list[tuple[int, int]]] = {}
+        for box in boxes:
+            united.setdefault(box[:axis] + box[axis + 1:], []).extend(box[axis])  # type: ignore[arg-type]
+        boxes = [cast(_Box, key[:axis] + (tuple(merge_spans(spans)),) + key[axis:]) for key, spans in united.items()]
+    return boxes
 
 
-Delta = tuple[tuple[Outcome, Outcome, Intervals, Intervals], ...]
+def space_index(space: engine.Space, mask: int) -> int:
+    """The position (in the rules the space was made from) of a mask's first rule."""
+    bit = engine.lowest(mask)
+    return next(position for position, b in space.positions.items() if b == bit)
 
 
-def _intersect(old: dict[int, Runs], new: dict[int, Runs]) -> Delta:
-    """Where the two partitions disagree: (before, after, v4, v6) per outcome pair."""
-    found: dict[tuple[Outcome, Outcome], dict[int, list[tuple[int, int]]]] = {}
-    for family in FAMILIES:
-        a, b = old[family], new[family]
-        i = j = 0
-        while i < len(a) and j < len(b):
-            lo = max(a[i][0], b[j][0])
-            hi = min(a[i][1], b[j][1])
-            if a[i][2] != b[j][2]:
-                spans = found.setdefault((a[i][2], b[j][2]), {4: [], 6: []})[family]
-                if spans and spans[-1][1] + 1 == lo:
-                    spans[-1] = (spans[-1][0], hi)
-                else:
-                    spans.append((lo, hi))
-            if a[i][1] == hi:
-                i += 1
-            if b[j][1] == hi:
-                j += 1
-    return tuple(
-        (before, after, tuple(spans[4]), tuple(spans[6]))
-        for (before, after), spans in found.items()
-    )
+def _protocol_label(number: int, mentioned: set[int]) -> str:
+    if number not in mentioned:
+        return OTHER
+    if number in _LABELS:
+        return _LABELS[number]
+    rows = protocols.bundled().by_number(number)
+    return rows[0].name if rows and rows[0].name and rows[0].number == rows[0].last else str(number)
+
+
+_LABELS = {ir.TCP_NUMBER: "tcp", ir.UDP_NUMBER: "udp", ir.ICMP_NUMBER: "icmp", ir.ICMPV6_NUMBER: "icmpv6"}
+OTHER = "other"  # every protocol no rule of either policy names on its own
+ORDER = {"tcp": 0, "udp": 1, "icmp": 2, "icmpv6": 3, OTHER: 1000}
+
+
+def _mentioned(rules: tuple[ir.Rule, ...]) -> set[int]:
+    """Protocols a rule names on its own (icmp, esp, 47): not those only ``all`` covers."""
+    found = {ir.TCP_NUMBER, ir.UDP_NUMBER}
+    for rule in rules:
+        for lo, hi in rule.other:
+            if ir.what_protocol(lo) == ir.what_protocol(hi):
+                found.add(ir.what_protocol(lo))
+    return found
 
 
 def diff_policies(old: Policy, new: Policy, registry: Registry) -> DiffResult:
-    cache = _Cache()
-    old_tables, new_tables = _tables(old, registry, cache), _tables(new, registry, cache)
+    old_rules, new_rules = _compiled(old, registry), _compiled(new, registry)
     old_defaults, new_defaults = _defaults(old), _defaults(new)
-    partitions: dict[tuple[Outcome, tuple[Sig, ...]], dict[int, Runs]] = {}
-    deltas: dict[tuple[Outcome, tuple[Sig, ...], Outcome, tuple[Sig, ...]], Delta] = {}
-
-    def partition(default: Outcome, sigs: tuple[Sig, ...]) -> dict[int, Runs]:
-        key = (default, sigs)
-        cached = partitions.get(key)
-        if cached is None:
-            cached = partitions[key] = _partition(default, sigs)
-        return cached
-
-    # (direction, protocol, v4, v6, before, after) -> port intervals (as lists)
-    lines: dict[tuple[str, str, Intervals, Intervals, Outcome, Outcome], list[list[int]]] = {}
+    mentioned = _mentioned(old_rules + new_rules)
+    # (direction, protocol, selector key, v4, v6, before, after, local, interfaces, profiles) -> selectors
+    lines: dict[tuple[object, ...], list[tuple[int, int]]] = {}
     for direction in DIRECTIONS:
-        d_old, d_new = old_defaults[direction], new_defaults[direction]
-        for protocol in PROTOCOLS:
-            a_rules, b_rules = old_tables[(direction, protocol)], new_tables[(direction, protocol)]
-            if a_rules == b_rules and d_old == d_new:
+        a = tuple(r for r in old_rules if r.direction.value == direction)
+        b = tuple(r for r in new_rules if r.direction.value == direction)
+        side = _Direction(a, b, old.deny, new.deny, (old_defaults[direction], new_defaults[direction]))
+        defaults_same = old_defaults[direction] == new_defaults[direction]
+        what_of = [(position, rule.what()) for position, rule in enumerate(side.rules)]
+        starts, masks = engine.cut(what_of, ir.WHAT_SIZE)
+        memo: dict[tuple[object, ...], list[Piece]] = {}
+        for mask, what in engine.group(starts, masks, ir.WHAT_SIZE).items():
+            positions = list(engine.bits(mask))
+            old_sigs = tuple(side.signatures[k] for k in positions if k < side.old_count)
+            new_sigs = tuple(side.signatures[k] for k in positions if k >= side.old_count)
+            if old_sigs == new_sigs and (defaults_same or any(
+                    _unrestricted(side.rules[k]) for k in positions if k < side.old_count)):
                 continue
-            cuts = {0}
-            for rules in (a_rules, b_rules):
-                for ranges, _ in rules:
-                    for lo, hi in ranges:
-                        cuts.add(lo)
-                        if hi < PORT_MAX:
-                            cuts.add(hi + 1)
-            starts = sorted(cuts)
-            pairs = zip(_candidates(a_rules, starts), _candidates(b_rules, starts), strict=True)
-            for i, (a_sigs, b_sigs) in enumerate(pairs):
-                if a_sigs == b_sigs and (d_old == d_new or _covers_all(a_sigs)):
-                    continue
-                key = (d_old, a_sigs, d_new, b_sigs)
-                delta = deltas.get(key)
-                if delta is None:
-                    delta = deltas[key] = _intersect(partition(d_old, a_sigs), partition(d_new, b_sigs))
-                if not delta:
-                    continue
-                lo = starts[i]
-                hi = starts[i + 1] - 1 if i + 1 < len(starts) else PORT_MAX
-                for before, after, v4, v6 in delta:
-                    ports = lines.setdefault((direction, protocol, v4, v6, before, after), [])
-                    if ports and ports[-1][1] + 1 == lo:
-                        ports[-1][1] = hi
-                    else:
-                        ports.append([lo, hi])
-    # The same change on tcp and on udp is one change for both.
-    merged: dict[tuple[str, Intervals, Intervals, Intervals, Outcome, Outcome], list[str]] = {}
-    for (direction, protocol, v4, v6, before, after), ports in lines.items():
-        merged.setdefault(
-            (direction, tuple((lo, hi) for lo, hi in ports), v4, v6, before, after), []
-        ).append(protocol)
+            key = (old_sigs, new_sigs)
+            pieces = memo.get(key)
+            if pieces is None:
+                pieces = memo[key] = side.pieces(mask)
+            if pieces:
+                _collect(lines, direction, side, what, pieces, mentioned)
+    return DiffResult(old.path, new.path, _changes(lines), metadata_changes(old, new))
+
+
+def _compiled(policy: Policy, registry: Registry) -> tuple[ir.Rule, ...]:
+    with relocated(policy.path):
+        return tuple(resolve_rule(rule, registry) for rule in policy.rules)
+
+
+def _collect(lines: dict[tuple[object, ...], list[tuple[int, int]]], direction: str, side: _Direction,
+             what: list[tuple[int, int]], pieces: list[Piece], mentioned: set[int]) -> None:
+    """File one what-group's pieces under their lines: the same (outcomes, local,
+    interfaces, profiles) over both families is one line, its v4 and v6 remote addresses
+    side by side (local addresses being a family's own, a line with them is one family's)."""
+    Key = tuple[Outcome, Outcome, tuple[int, Intervals] | None, Intervals | None, Intervals | None]
+    by_key: dict[Key, dict[int, list[tuple[int, int]]]] = {}
+    for family, remote, local_spans, interface, profile, before, after in pieces:
+        where: Key = (before, after, (family, local_spans) if local_spans else None, interface, profile)
+        by_key.setdefault(where, {4: [], 6: []})[family].extend(remote)
+    for (before, after, local, interface, profile), addresses in by_key.items():
+        v4, v6 = tuple(merge_spans(addresses[4])), tuple(merge_spans(addresses[6]))
+        interfaces = side.interfaces.describe(interface, side.patterns) if interface else None
+        profiles = tuple(engine.PROFILES[i] for lo, hi in profile for i in range(lo, hi + 1)) if profile else None
+        for number, selectors in ir.by_protocol(tuple(what)).items():
+            label = _protocol_label(number, mentioned)
+            if label == OTHER or number not in (ir.TCP_NUMBER, ir.UDP_NUMBER, ir.ICMP_NUMBER, ir.ICMPV6_NUMBER):
+                selectors = [(0, 0xFFFF)]  # a protocol without ports or types: every packet
+            lines.setdefault((direction, label, v4, v6, before, after, local, interfaces, profiles), []).extend(
+                selectors)
+
+
+def _changes(lines: dict[tuple[object, ...], list[tuple[int, int]]]) -> tuple[Change, ...]:
+    # The same change on several protocols (tcp and udp, say) is one change for all.
+    merged: dict[tuple[object, ...], list[str]] = {}
+    for (direction, label, v4, v6, before, after, local, interfaces, profiles), selectors in lines.items():
+        ports = tuple(merge_spans(selectors))
+        key = (direction, ports, v4, v6, before, after, local, interfaces, profiles, label in ("icmp", "icmpv6"))
+        protocols = merged.setdefault(key, [])
+        if str(label) not in protocols:
+            protocols.append(str(label))
     changes = [
-        Change(direction, tuple(protocols), ports, v4, v6, before, after)
-        for (direction, ports, v4, v6, before, after), protocols in merged.items()
+        Change(direction, tuple(sorted(protocols, key=lambda p: ORDER.get(p, 10))), ports, v4, v6, before, after,  # type: ignore[arg-type]
+               local, interfaces, profiles)  # type: ignore[arg-type]
+        for (direction, ports, v4, v6, before, after, local, interfaces, profiles, _), protocols in merged.items()
     ]
     changes.sort(key=lambda c: (
-        DIRECTIONS.index(c.direction), PROTOCOLS.index(c.protocols[0]), c.ports,
-        not c.v4, c.v4, c.v6, c.before, c.after, c.protocols,
+        DIRECTIONS.index(c.direction), ORDER.get(c.protocols[0], 10), c.protocols[0], c.ports,
+        not c.v4, c.v4, c.v6, c.before, c.after, c.protocols, repr(c.local), c.interfaces or "", c.profiles or (),
     ))
-    return DiffResult(old.path, new.path, tuple(changes), metadata_changes(old, new))
-
-
-def _covers_all(sigs: tuple[Sig, ...]) -> bool:
-    """A rule here matches every address, so the default never decides."""
-    return bool(sigs) and sigs[-1][1] is None and sigs[-1][2] is None
+    return tuple(changes)
 
 
 def metadata_changes(old: Policy, new: Policy) -> tuple[str, ...]:
@@ -406,7 +372,8 @@ def metadata_changes(old: Policy, new: Policy) -> tuple[str, ...]:
         "monitor.log_prefix": (old.log_prefix, new.log_prefix),
         "monitor.rate": ((old.rate, old.rate_per), (new.rate, new.rate_per)),
         "rule names": (sorted(r.name for r in old.rules), sorted(r.name for r in new.rules)),
-        "comments": (sorted(r.comment for r in old.rules), sorted(r.comment for r in new.rules)),
+        "comments": (sorted(r.comment for r in old.rules if r.comment),
+                     sorted(r.comment for r in new.rules if r.comment)),
     }
     return tuple(field for field, (a, b) in fields.items() if a != b)
 

@@ -14,8 +14,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from fwgen.diff import SPACE, Change, DiffResult, Intervals, Outcome
+from fwgen import icmp
+from fwgen.diff import OTHER, SPACE, Change, DiffResult, Intervals, Outcome
 from fwgen.registry import Registry
+from fwgen.targets.common import icmp_entries
 
 MAX_NAMES = 3
 ARROW = "→"
@@ -168,13 +170,50 @@ def _outcome_json(outcome: Outcome) -> dict[str, Any]:
 # ---------------------------------------------------------------------- formats
 
 
+def protocols_text(change: Change, sep: str = ",") -> str:
+    """``tcp,udp``, ``icmp``, ``esp``, ``every other protocol``, ``gre and every other protocol``
+    (markdown separates with ``", "``, as 1.0 did)."""
+    named = sep.join(p for p in change.protocols if p != OTHER)
+    if OTHER not in change.protocols:
+        return named
+    return f"{named} and every other protocol" if named else "every other protocol"
+
+
+def selectors_text(change: Change, namer: PortNamer) -> str:
+    """What the change covers within its protocols: ports with their names for tcp and
+    udp, ICMP types (``8 (echo-request), 3/4``), nothing for every packet of the rest."""
+    if set(change.protocols) <= {"tcp", "udp"}:
+        return namer.label(change.protocols, change.ports)
+    if change.ports == ((0, 0xFFFF),):
+        return ""
+    family = 6 if change.protocols == ("icmpv6",) else 4
+    entries = []
+    for entry in icmp_entries(list(change.ports)):
+        name = icmp.type_name(family, int(entry.partition("/")[0]))
+        entries.append(f"{entry} ({name})" if name and "/" not in entry else entry)
+    return ", ".join(entries)
+
+
+def where_text(change: Change) -> str:
+    """``from 192.0.2.0/24``, plus ``local 10.9.0.2``, ``on wg0``, ``in profiles domain``."""
+    peer = "from" if change.direction == "in" else "to"
+    text = f"{peer} {remote_text(change.v4, change.v6)}"
+    if change.local is not None:
+        family, spans = change.local
+        text += f" local {', '.join(cidrs(family, spans))}"
+    if change.interfaces is not None:
+        text += f" on {change.interfaces}"
+    if change.profiles is not None:
+        text += f" in profile{'s' if len(change.profiles) > 1 else ''} {','.join(change.profiles)}"
+    return text
+
+
 def text_lines(result: DiffResult, namer: PortNamer) -> list[str]:
     lines = []
     for change in result.changes:
-        peer = "from" if change.direction == "in" else "to"
+        what = " ".join(part for part in (protocols_text(change), selectors_text(change, namer)) if part)
         lines.append(
-            f"{change.direction} {','.join(change.protocols)} {namer.label(change.protocols, change.ports)} "
-            f"{peer} {remote_text(change.v4, change.v6)}: "
+            f"{change.direction} {what} {where_text(change)}: "
             f"{outcome_text(change.before, change.after)} {ARROW} {outcome_text(change.after, change.before)}"
         )
     if not lines:
@@ -195,8 +234,8 @@ def markdown(result: DiffResult, namer: PortNamer) -> str:
         out.append("|---|---|---|---|---|---|")
         for c in result.changes:
             cells = [
-                c.direction, ", ".join(c.protocols), namer.label(c.protocols, c.ports), remote_text(c.v4, c.v6),
-                outcome_text(c.before, c.after), outcome_text(c.after, c.before),
+                c.direction, protocols_text(c, ", "), selectors_text(c, namer),
+                where_text(c).split(" ", 1)[1], outcome_text(c.before, c.after), outcome_text(c.after, c.before),
             ]
             out.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
         out.append("")
@@ -210,6 +249,14 @@ def markdown(result: DiffResult, namer: PortNamer) -> str:
     return "\n".join(out) + "\n"
 
 
+def _ported(change: Change) -> bool:
+    return set(change.protocols) <= {"tcp", "udp"}
+
+
+def _icmp(change: Change) -> bool:
+    return change.protocols in (("icmp",), ("icmpv6",))
+
+
 def as_json(result: DiffResult, namer: PortNamer) -> dict[str, Any]:
     return {
         "old": result.old,
@@ -220,10 +267,14 @@ def as_json(result: DiffResult, namer: PortNamer) -> dict[str, Any]:
             {
                 "direction": c.direction,
                 "protocols": list(c.protocols),
-                "ports": [[lo, hi] for lo, hi in c.ports],
-                "ports_text": namer.label(c.protocols, c.ports),
+                "ports": [[lo, hi] for lo, hi in c.ports] if _ported(c) else [],
+                "icmp": icmp_entries(list(c.ports)) if _icmp(c) and c.ports != ((0, 0xFFFF),) else [],
+                "ports_text": selectors_text(c, namer),
                 "remote": remote_networks(c),
                 "remote_text": remote_text(c.v4, c.v6),
+                "local": cidrs(*c.local) if c.local is not None else None,
+                "interfaces": c.interfaces,
+                "profiles": list(c.profiles) if c.profiles is not None else None,
                 "before": _outcome_json(c.before),
                 "after": _outcome_json(c.after),
             }

@@ -93,6 +93,16 @@ def what_protocol(value: int) -> int:
     return value >> SELECTOR_BITS
 
 
+def by_protocol(what: tuple[tuple[int, int], ...]) -> dict[int, list[tuple[int, int]]]:
+    """Intervals of the what axis, per protocol number: its selector intervals."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for lo, hi in what:
+        for number in range(lo >> SELECTOR_BITS, (hi >> SELECTOR_BITS) + 1):
+            base = number << SELECTOR_BITS
+            out.setdefault(number, []).append((max(lo, base) - base, min(hi, base | 0xFFFF) - base))
+    return out
+
+
 def merge_ranges(ranges: list[PortRange] | tuple[PortRange, ...]) -> tuple[PortRange, ...]:
     """Sort and merge overlapping or adjacent ranges: the canonical form of a port set."""
     if len(ranges) == 1:

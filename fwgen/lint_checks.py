@@ -732,7 +732,7 @@ def wide_open(ctx: Context) -> Yield:
             continue
         anyone = _any_address(source.remote)
         ports = {proto: [(r.lo, r.hi) for r in ranges] for proto, ranges in rule.ports}
-        widest = max(count_ports(spans) for spans in ports.values())
+        widest = max((count_ports(spans) for spans in ports.values()), default=0)
         if anyone and widest >= WIDE:
             where = source.port_range.location if source.port_range else source.location
             yield where, (

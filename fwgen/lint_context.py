@@ -135,16 +135,13 @@ class Context:
         address, interface and profile."""
         number = ir.TCP_NUMBER if protocol is Protocol.TCP else ir.UDP_NUMBER
         point = ir.what_span(number, port, port)[0]
+        covering = tuple(rule for rule in self.ruleset.rules_for(direction)
+                         if any(lo <= point <= hi for lo, hi in rule.what()))
         out: list[tuple[int, Span, Decider]] = []
         for fam in (4, 6) if family is None else (family,):
-            space = self.space(direction, fam)
-            covering = 0
-            for bit, match in enumerate(space.matches):
-                what = match[engine.WHAT]
-                if what is None or any(lo <= point <= hi for lo, hi in what):
-                    covering |= 1 << bit
+            space = engine.space(covering, fam)
             settled = engine.decided(space.matches)
-            for box in engine.partition(space.matches, space.sizes, settled, candidates=covering, axis=engine.REMOTE):
+            for box in engine.partition(space.matches, space.sizes, settled, axis=engine.REMOTE):
                 decider = space.rules[engine.lowest(box.mask)].index if box.mask else None
                 for lo, hi in box.spans[0]:
                     if within is None or (lo <= within[1] and hi >= within[0]):

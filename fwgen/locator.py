@@ -18,7 +18,7 @@ class Locator:
     def __init__(self, policy: Policy) -> None:
         self.root = Location(policy.path, 1, 1)
         self._top: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        self._rules: list[dict[str, yaml.Node]] = []
+        self._rule_nodes: list[yaml.Node] = []  # a rule's keys are read when asked for
         self._source: Source | None = None
         document = policy.document
         if document is None or not isinstance(document.root, yaml.MappingNode):
@@ -28,10 +28,7 @@ class Locator:
         self._top = {k.value: (k, v) for k, v in document.root.value}
         rules = self._top.get("rules", (None, None))[1]
         if isinstance(rules, yaml.SequenceNode):
-            self._rules = [
-                {k.value: v for k, v in node.value} if isinstance(node, yaml.MappingNode) else {}
-                for node in rules.value
-            ]
+            self._rule_nodes = rules.value
 
     def _at(self, node: yaml.Node | None, fallback: Location) -> Location:
         return self._source.at(node) if self._source is not None and node is not None else fallback
@@ -51,7 +48,8 @@ class Locator:
 
     def rule(self, rule: PolicyRule, key: str) -> Location:
         """The value of ``key`` in ``rule``, else the rule's own location."""
-        keys = self._rules[rule.index - 1] if rule.index <= len(self._rules) else {}
+        node = self._rule_nodes[rule.index - 1] if rule.index <= len(self._rule_nodes) else None
+        keys = {k.value: v for k, v in node.value} if isinstance(node, yaml.MappingNode) else {}
         return self._at(keys.get(key), rule.location)
 
     def acknowledgements(self) -> list[tuple[str, Location]]:

@@ -99,17 +99,13 @@ class Shapes:
 
     def __init__(self, template: str) -> None:
         module = environment().get_template(template).module
-        self._shapes: dict[str, Shape] = {}
         for name in dir(module):
             macro = getattr(module, name)
             if isinstance(macro, jinja2.runtime.Macro):
-                self._shapes[name] = _compile_shape(template, name, macro)
+                setattr(self, name, _compile_shape(template, name, macro))  # a plain attribute: looked up fast
 
-    def __getattr__(self, name: str) -> Shape:
-        try:
-            return self._shapes[name]
-        except KeyError:
-            raise AttributeError(f"no line shape {name!r}") from None
+    def __getattr__(self, name: str) -> Shape:  # only when the template has no such macro
+        raise AttributeError(f"no line shape {name!r}")
 
 
 def _compile_shape(template: str, name: str, macro: jinja2.runtime.Macro) -> Shape:
@@ -119,15 +115,12 @@ def _compile_shape(template: str, name: str, macro: jinja2.runtime.Macro) -> Sha
     literals, order = pieces[0::2], [int(i) for i in pieces[1::2]]
     if set(order) != set(range(len(markers))) or any("\x00" in literal for literal in literals):
         raise RuntimeError(f"{template}: macro {name} must print each of its fields, unchanged")
-    if not order:
-        constant = literals[0]
-        return lambda: constant
-    first, rest = literals[0], list(zip(order, literals[1:], strict=True))
-
-    def shape(*values: str) -> str:
-        return first + "".join([values[i] + literal for i, literal in rest])
-
-    shape.__name__ = name
+    # One concatenation, compiled once: as fast as the line written out in Python. The
+    # code holds only repr()s of the template's literal text and field positions.
+    fields = [f"field{i}" for i in range(len(markers))]
+    terms = [repr(literals[0])] + [term for i, literal in zip(order, literals[1:], strict=True)
+                                   for term in (fields[i], repr(literal)) if term != "''"]
+    shape: Shape = eval(f"lambda {', '.join(fields)}: {' + '.join(terms) or repr('')}", {})  # noqa: S307
     return shape
 
 

@@ -159,21 +159,24 @@ def resolve_protocol(rule: PolicyRule) -> ProtocolChoice:
     return ProtocolChoice("number", number=number)
 
 
-def resolve_ports(rule: PolicyRule, registry: Registry) -> dict[Protocol, tuple[PortRange, ...]]:
+def resolve_ports(
+    rule: PolicyRule, registry: Registry, choice: ProtocolChoice | None = None
+) -> dict[Protocol, tuple[PortRange, ...]]:
     """The rule's tcp and udp ports per protocol, merged; protocols it does not cover are
-    absent (a rule for another protocol covers neither; ``protocol: all`` every port)."""
-    choice = resolve_protocol(rule)
-    if choice.kind == "all":
-        return {proto: ir.ALL_PORTS for proto in ir.PROTOCOLS}
+    absent (a rule for another protocol covers neither; ``protocol: all`` every port).
+    ``choice``: the rule's ``resolve_protocol``, when the caller has it."""
+    choice = choice or resolve_protocol(rule)
     if choice.kind != "ports":
-        for key, what in (("ports", "ports"), ("range", "a port range")):
-            if key in dict(rule.keys):
-                verb = "apply" if key == "ports" else "applies"
-                written = rule.protocol.value if rule.protocol else ""
-                raise PolicyError(
-                    rule.key_location(key), f"{what} {verb} to tcp and udp only; this rule's protocol is {written}"
-                )
-        return {}
+        written = rule.protocol.value if rule.protocol else ""
+        if rule.ports is not None:
+            raise PolicyError(
+                rule.ports[0].location, f"ports apply to tcp and udp only; this rule's protocol is {written}"
+            )
+        if rule.port_range is not None:
+            raise PolicyError(
+                rule.port_range.location, f"a port range applies to tcp and udp only; this rule's protocol is {written}"
+            )
+        return {proto: ir.ALL_PORTS for proto in ir.PROTOCOLS} if choice.kind == "all" else {}
     rule_protocol = choice.ports[0].value if len(choice.ports) == 1 else None
     default_protocols = choice.ports
     pairs: list[Pair] = []
@@ -223,6 +226,18 @@ def resolve_icmp(rule: PolicyRule, choice: ProtocolChoice) -> tuple[Span, ...]:
     spans = []
     for entry in rule.icmp:
         found = icmp.parse_entry(entry.value, choice.family)
+        other = 10 - choice.family  # 4 <-> 6
+        if found is None and (entry.value in icmp.NAMES[other] or entry.value in icmp.TOOL_NAMES[other]) \
+                and entry.value not in icmp.TOOL_NAMES[choice.family]:
+            raise PolicyError(
+                entry.location,
+                f"'{entry.value}' is an {'ICMPv6' if other == 6 else 'ICMP'} (IPv{other}) type, but this rule's "
+                f"protocol is {rule.protocol.value if rule.protocol else ''}; write protocol: "
+                f"{'icmpv6' if other == 6 else 'icmp'} (in a rule of its own)",
+            )
+        hint_line = icmp.tool_hint(entry.value, choice.family) if found is None else None
+        if hint_line:
+            raise PolicyError(entry.location, hint_line + " (fwgen reads the names nft and iptables share)")
         if found is None:
             names = sorted(icmp.NAMES[choice.family])
             hint = difflib.get_close_matches(entry.value, names, n=1, cutoff=0.6)
@@ -257,8 +272,9 @@ def _addresses(
 def resolve_rule(rule: PolicyRule, registry: Registry) -> ir.Rule:
     choice = resolve_protocol(rule)
     if rule.icmp is not None and choice.kind != "icmp":
-        raise PolicyError(rule.key_location("icmp"), "icmp applies to protocol icmp or icmpv6 only")
-    ports = resolve_ports(rule, registry)
+        fix = f"this rule's protocol is {rule.protocol.value}" if rule.protocol else "add protocol: icmp (or icmpv6)"
+        raise PolicyError(rule.key_location("icmp"), f"icmp applies to protocol icmp or icmpv6 only; {fix}")
+    ports = resolve_ports(rule, registry, choice)
     other: tuple[Span, ...] = ()
     families: tuple[int, ...] = (4, 6)
     if choice.kind == "icmp":

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from fwgen.cli import main
 
+LINUX = "version: 1\ntargets: [iptables, nftables]\n"
 # (file name, policy text, the exact line the user sees)
 CASES = [
     ("unknown_key.yaml", "version: 1\nrules:\n  - action: allow\n    prots: [22]\n",
@@ -111,6 +112,81 @@ CASES = [
      "bad_rate.yaml:3:9: monitor.rate '10/fortnight' is not valid: write N/second, N/minute or N/hour"),
     ("no_action.yaml", "version: 1\nrules:\n  - ports: [22]\n",
      "no_action.yaml:3:5: rule 'rule-1' has no 'action' (allow | deny | monitor)"),
+    # protocols, ICMP types, local addresses, interfaces, profiles, targets
+    ("proto_unknown.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: espp\n",
+     "proto_unknown.yaml:4:15: unknown protocol 'espp' (did you mean 'esp'?)"),
+    ("proto_number.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: 256\n",
+     "proto_number.yaml:4:15: protocol number 256 is not 0-255 (written without leading zeros)"),
+    ("proto_ports.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: esp\n    ports: [22]\n",
+     "proto_ports.yaml:5:13: ports apply to tcp and udp only; this rule's protocol is esp"),
+    ("all_ports.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: all\n    ports: [22]\n",
+     "all_ports.yaml:5:13: ports apply to tcp and udp only; this rule's protocol is all"),
+    ("icmp_ports.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: icmp\n    range: registered\n",
+     "icmp_ports.yaml:5:12: a port range applies to tcp and udp only; this rule's protocol is icmp"),
+    ("icmp_alone.yaml", "version: 1\nrules:\n  - action: allow\n    icmp: [echo-request]\n",
+     "icmp_alone.yaml:4:11: icmp applies to protocol icmp or icmpv6 only; add protocol: icmp (or icmpv6)"),
+    ("icmp_tcp.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: tcp\n    icmp: [8]\n",
+     "icmp_tcp.yaml:5:11: icmp applies to protocol icmp or icmpv6 only; this rule's protocol is tcp"),
+    ("icmp_typo.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: icmp\n    icmp: [echo-requst]\n",
+     "icmp_typo.yaml:5:12: 'echo-requst' is not an ICMP type: write a number 0-255, TYPE/CODE, or one of "
+     "address-mask-reply, address-mask-request, destination-unreachable, echo-reply, echo-request, "
+     "parameter-problem, redirect, router-advertisement, router-solicitation, source-quench, time-exceeded, "
+     "timestamp-reply, timestamp-request (did you mean 'echo-request'?)"),
+    ("icmp_code.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: icmpv6\n    icmp: [1/256]\n",
+     "icmp_code.yaml:5:12: '1/256' is not an ICMPv6 type: write a number 0-255, TYPE/CODE, or one of "
+     "destination-unreachable, echo-reply, echo-request, packet-too-big, parameter-problem, time-exceeded"),
+    ("icmp_tool_name.yaml",
+     "version: 1\nrules:\n  - action: allow\n    protocol: icmpv6\n    icmp: [echo-request, neighbour-solicitation]\n",
+     "icmp_tool_name.yaml:5:26: 'neighbour-solicitation' is what ip6tables calls ICMPv6 type 135; write 135 "
+     "(fwgen reads the names nft and iptables share)"),
+    ("icmp_alias.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: icmp\n    icmp: [ping]\n",
+     "icmp_alias.yaml:5:12: 'ping' is what iptables calls ICMP type 8; write echo-request "
+     "(fwgen reads the names nft and iptables share)"),
+    ("icmp_other_family.yaml",
+     "version: 1\nrules:\n  - action: allow\n    protocol: icmp\n    icmp: [packet-too-big]\n",
+     "icmp_other_family.yaml:5:12: 'packet-too-big' is an ICMPv6 (IPv6) type, but this rule's protocol is icmp; "
+     "write protocol: icmpv6 (in a rule of its own)"),
+    ("icmp_v6_from.yaml",
+     "version: 1\nrules:\n  - action: allow\n    protocol: icmp\n    from: [192.0.2.0/24, \"2001:db8::/32\"]\n",
+     "icmp_v6_from.yaml:5:11: protocol icmp is IPv4 only, but from lists IPv6 addresses (2001:db8::/32); "
+     "write them in a rule of their own"),
+    ("icmpv6_v4_local.yaml",
+     "version: 1\nrules:\n  - action: allow\n    protocol: icmpv6\n    local: [10.9.0.2]\n",
+     "icmpv6_v4_local.yaml:5:12: protocol icmpv6 is IPv6 only, but local lists IPv4 addresses (10.9.0.2/32); "
+     "write them in a rule of their own"),
+    ("local_families.yaml",
+     "version: 1\nrules:\n  - action: allow\n    from: [192.0.2.0/24]\n    local: [\"2001:db8::1\"]\n",
+     "local_families.yaml:5:12: rule 'rule-1' can never match: its from and local addresses share no address "
+     "family"),
+    ("local_empty.yaml", "version: 1\nrules:\n  - action: allow\n    local: []\n",
+     "local_empty.yaml:4:12: local is an empty list; omit the key instead"),
+    ("local_bits.yaml", "version: 1\nrules:\n  - action: allow\n    local: [10.9.0.2/24]\n",
+     "local_bits.yaml:4:13: '10.9.0.2/24' has host bits set: write the network 10.9.0.0/24 "
+     "(or the host address alone)"),
+    ("iface_space.yaml", LINUX + "rules:\n  - action: allow\n    interface: \"eth 0\"\n",
+     "iface_space.yaml:5:16: 'eth 0' is not an interface name: at most 15 letters, digits, '_', '.' or '-' "
+     "(not starting with '.' or '-'), with an optional trailing '*' for a prefix"),
+    ("iface_wildcard.yaml", LINUX + "rules:\n  - action: allow\n    interface: \"e*0\"\n",
+     "iface_wildcard.yaml:5:16: 'e*0' is not an interface name: at most 15 letters, digits, '_', '.' or '-' "
+     "(not starting with '.' or '-'), with an optional trailing '*' for a prefix"),
+    ("iface_long.yaml", LINUX + "rules:\n  - action: allow\n    interface: abcdefghijklmnop\n",
+     "iface_long.yaml:5:16: 'abcdefghijklmnop' is not an interface name: at most 15 letters, digits, '_', '.' or "
+     "'-' (not starting with '.' or '-'), with an optional trailing '*' for a prefix"),
+    ("iface_windows.yaml", "version: 1\nrules:\n  - name: vpn\n    action: allow\n    interface: wg0\n",
+     "iface_windows.yaml:5:16: rule 'vpn' uses interface, which windows cannot express (netsh has interface "
+     "types only (interfacetype=lan|wireless|ras), not names); say which targets this policy is for: "
+     "targets: [iptables, nftables]"),
+    ("profiles_linux.yaml", "version: 1\nrules:\n  - action: allow\n    profiles: [domain]\n",
+     "profiles_linux.yaml:4:15: rule 'rule-1' uses profiles, which iptables cannot express (profiles are Windows "
+     "Firewall's; Linux has none); say which targets this policy is for: targets: [windows]"),
+    ("profiles_typo.yaml", "version: 1\ntargets: [windows]\nrules:\n  - action: allow\n    profiles: [domian]\n",
+     "profiles_typo.yaml:5:16: a profile must be one of domain | private | public, got text 'domian'"),
+    ("targets_typo.yaml", "version: 1\ntargets: [iptable]\n",
+     "targets_typo.yaml:2:11: a target must be one of iptables | nftables | windows, got text 'iptable'"),
+    ("targets_twice.yaml", "version: 1\ntargets: [nftables, nftables]\n",
+     "targets_twice.yaml:2:21: target 'nftables' is listed twice (first at line 2)"),
+    ("targets_empty.yaml", "version: 1\ntargets: []\n",
+     "targets_empty.yaml:2:10: targets is an empty list; omit the key instead"),
 ]
 
 

@@ -169,6 +169,9 @@ def test_defaults_changed(work: Path) -> None:
         "from any: deny → allow",
         "in tcp 22 (ssh) from any except 192.0.2.0/24, 2001:db8:a::/48: deny → allow",
         "in udp 0-1260,1262-1273,1275-5999,6064-65535 (tcpmux, rje, echo, …) from any: deny → allow",
+        # The default decides every protocol, not only those rules name (1.0's chain
+        # policy did too): ICMP, ESP, ... are opened by this edit as well.
+        "in every other protocol from any: deny → allow",
     ]
 
 
@@ -220,20 +223,22 @@ def test_json(work: Path) -> None:
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
     assert list(doc) == ["old", "new", "changed", "count", "changes", "metadata_changed"]
-    assert (doc["old"], doc["new"], doc["changed"], doc["count"]) == ("edge.yaml", "new2.yaml", True, 5)
+    assert (doc["old"], doc["new"], doc["changed"], doc["count"]) == ("edge.yaml", "new2.yaml", True, 6)
     assert doc["metadata_changed"] == []
     ssh = [c for c in doc["changes"] if c["ports"] == [[22, 22]]]
     assert ssh == [
         {
-            "direction": "in", "protocols": ["tcp"], "ports": [[22, 22]], "ports_text": "22 (ssh)",
+            "direction": "in", "protocols": ["tcp"], "ports": [[22, 22]], "icmp": [], "ports_text": "22 (ssh)",
             "remote": ssh[0]["remote"],  # checked below
             "remote_text": "any except 192.0.2.0/23, 2001:db8:a::/48",
+            "local": None, "interfaces": None, "profiles": None,
             "before": {"verdict": "deny", "enforced": "drop", "logged": False},
             "after": {"verdict": "deny", "enforced": "reject", "logged": False},
         },
         {
-            "direction": "in", "protocols": ["tcp"], "ports": [[22, 22]], "ports_text": "22 (ssh)",
+            "direction": "in", "protocols": ["tcp"], "ports": [[22, 22]], "icmp": [], "ports_text": "22 (ssh)",
             "remote": ["192.0.3.0/24"], "remote_text": "192.0.3.0/24",
+            "local": None, "interfaces": None, "profiles": None,
             "before": {"verdict": "deny", "enforced": "drop", "logged": False},
             "after": {"verdict": "allow", "enforced": "accept", "logged": False},
         },
@@ -335,7 +340,7 @@ def test_git_against_working_file(repo: Path) -> None:
     result = run("git:HEAD:policy.yaml", "policy.yaml", "--format", "markdown")
     assert result.exit_code == 1
     assert result.stdout.startswith("### fwgen diff: `git:HEAD:policy.yaml` → `policy.yaml`\n")
-    assert result.stdout.endswith("\n3 semantic changes.\n")
+    assert result.stdout.endswith("| in | every other protocol |  | any | deny | allow |\n\n4 semantic changes.\n")
 
 
 def test_git_missing_revision_is_one_line_exit_2(repo: Path) -> None:

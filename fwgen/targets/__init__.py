@@ -42,6 +42,11 @@ class Target(NamedTuple):
     lacks: Mapping[Feature, str]  # cannot express: why (a located error)
     degrades: Mapping[Feature, str]  # expresses approximately: how (a located warning)
 
+    @property
+    def supports(self) -> frozenset[Feature]:
+        """The features it expresses, exactly or approximately."""
+        return frozenset(Feature) - set(self.lacks)
+
     def render(self, ruleset: Ruleset) -> TargetOutput:
         output: TargetOutput = importlib.import_module(self.module).render(ruleset)
         return output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fwgen.ir import SELECTOR_BITS, Direction, Rule, Ruleset
+from fwgen.ir import Direction, Rule, Ruleset
 
 # iptables truncates --log-prefix at 29 characters; nft allows 127. One tag for both
 # keeps the log lines of the two targets identical and greppable.
@@ -43,16 +43,6 @@ LOOPBACK = {4: "127.0.0.0/8", 6: "::1"}
 # solicitations from ::, which fib cannot route back (as firewalld does; ip6t_rpfilter
 # passes :: by itself).
 ANTISPOOF_EXEMPT_ICMPV6 = (134, 135)
-
-
-def by_protocol(what: tuple[tuple[int, int], ...]) -> dict[int, list[tuple[int, int]]]:
-    """Intervals of the what axis, per protocol number: its selector intervals."""
-    out: dict[int, list[tuple[int, int]]] = {}
-    for lo, hi in what:
-        for number in range(lo >> SELECTOR_BITS, (hi >> SELECTOR_BITS) + 1):
-            base = number << SELECTOR_BITS
-            out.setdefault(number, []).append((max(lo, base) - base, min(hi, base | 0xFFFF) - base))
-    return out
 
 
 def icmp_entries(selectors: list[tuple[int, int]]) -> list[str]:

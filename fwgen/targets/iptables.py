@@ -39,6 +39,7 @@ from fwgen.ir import (
     PortRange,
     Rule,
     Ruleset,
+    by_protocol,
 )
 from fwgen.lowering import Run, partition, plan
 from fwgen.targets import BY_NAME, TargetOutput
@@ -46,7 +47,6 @@ from fwgen.targets.common import (
     ICMPV6_CONTROL,
     IGMP,
     LOOPBACK,
-    by_protocol,
     icmp_entries,
     log_burst,
     log_tag,

@@ -34,6 +34,7 @@ from fwgen.ir import (
     Protocol,
     Rule,
     Ruleset,
+    by_protocol,
 )
 from fwgen.lowering import Run, join_touching, partition, plan
 from fwgen.targets import BY_NAME, TargetOutput
@@ -42,7 +43,6 @@ from fwgen.targets.common import (
     ICMPV6_CONTROL,
     IGMP,
     LOOPBACK,
-    by_protocol,
     icmp_entries,
     log_burst,
     log_tag,

@@ -13,33 +13,43 @@ default get no rule at all: the profile default (``firewallpolicy``) handles the
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import ipaddress
 import os
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from fwgen import engine
 from fwgen import render as _render
 from fwgen.errors import Location
 from fwgen.intervals import merge_spans
 from fwgen.ir import (
     ALL_PORTS,
+    ICMP_NUMBER,
+    ICMPV6_NUMBER,
     PORT_MAX,
     PORT_MIN,
     PROTOCOLS,
+    SELECTOR_BITS,
+    TCP_NUMBER,
+    UDP_NUMBER,
     Action,
     Direction,
     PortRange,
     Protocol,
     Rule,
     Ruleset,
+    by_protocol,
 )
 from fwgen.lowering import join_touching, partition
 from fwgen.sanitize import windows_text
-from fwgen.targets import TargetOutput
+from fwgen.targets import BY_NAME, TargetOutput
+from fwgen.targets.common import icmp_entries
 
 NAME = "windows"
-TEMPLATE = "windows/script.cmd.j2"
+TEMPLATE = BY_NAME[NAME].template
+LINES = BY_NAME[NAME].lines
 
 #: cmd.exe refuses command lines of 8,191 characters or more; stay well below.
 CMD_LINE_LIMIT = 8191
@@ -50,7 +60,7 @@ _DESCRIPTION_BASE_LIMIT = 176  # room for " part NNN/NNN"
 
 _POLICY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,19}\Z")
 _FAMILY_MAX = {4: (1 << 32) - 1, 6: (1 << 128) - 1}
-_EXIT_ON_ERROR = " || exit /b 1"
+_GUARD = " || goto :failed"
 
 BLOCK = "block"
 ALLOW = "allow"
@@ -62,10 +72,12 @@ class WinRule(NamedTuple):
 
     direction: Direction
     action: str  # 'allow' | 'block'
-    protocol: Protocol
+    protocol: str  # netsh's value: tcp, udp, icmpv4, icmpv4:8,any, icmpv6:..., a number, any
     ports: tuple[PortRange, ...] | None  # None = any port
     remote: tuple[str, ...] | None  # netsh remoteip tokens; None = any
     description: str
+    local: tuple[str, ...] | None = None  # netsh localip tokens; None = any
+    profiles: tuple[str, ...] | None = None  # None = all three (profile=any)
 
 
 def rule_name(ruleset: Ruleset) -> str:
@@ -96,17 +108,20 @@ def _verdict(rule: Rule) -> str:
 # ---------------------------------------------------------------------------------------
 # Compilation: first-match cells -> grouped allow/block rule sets
 #
-# For one direction x protocol:
+# For one direction x protocol unit (tcp, udp, ICMPv4, ICMPv6, each other IP protocol):
 #
-# 1. Cut (``_address_cells``): the address space of each family is cut at every edge of
-#    the rules' networks. Every address cell is covered by a fixed list of rules; cells
-#    covered by the same list form one ``_Region`` (rule ids are indexes into
-#    ``ruleset.rules``, so a list in id order is a list in policy order).
-# 2. Paint (``_paint``): a region's first-match partition of the port space (each port
-#    interval with the first of the region's rules covering it), as a list of runs
-#    (lo, hi, rule id). It is ``lowering.partition``, which the Linux targets share.
+# 0. Contexts (``_contexts``): the local address and profile axes are cut at every edge of
+#    the rules' ``local`` and ``profiles``; each product of local cells and profiles
+#    that the same rules cover is one context. A policy without either has one.
+# 1. Cut (``_regions``): in a context, the remote address space of each family is cut at
+#    every edge of its rules' networks (``engine.cut``). Every address cell is covered by
+#    a fixed list of rules; cells covered by the same list form one ``_Region`` (rule ids
+#    are indexes into ``ruleset.rules``, so a list in id order is a list in policy order).
+# 2. Paint: a region's first-match partition of the unit's selector axis (ports, or ICMP
+#    type and code), as a list of runs (lo, hi, rule id): ``lowering.partition`` for tcp
+#    and udp, which the Linux targets share, else ``engine.first_match``.
 # 3. Group (``_group_by_ports`` / ``_group_by_addresses``): for each verdict, the runs of
-#    all regions are gathered into ports x addresses products, one per netsh rule.
+#    all regions are gathered into selectors x addresses products, one per netsh rule.
 
 
 class _Group(NamedTuple):
@@ -144,40 +159,46 @@ class _Region:
     map: _PortMap
 
 
-def _address_cells(
-    addresses: dict[int, list[Interval]], family: int
-) -> list[tuple[Interval, tuple[int, ...]]]:
-    """Cut the address space at every edge of the rules' ``addresses`` (rule id ->
-    intervals): [(cell, ids of the rules covering it)]."""
-    events: dict[int, list[tuple[int, int]]] = {0: []}
-    top = _FAMILY_MAX[family]
-    for rid, intervals in addresses.items():
-        for lo, hi in intervals:
-            events.setdefault(lo, []).append((rid, 1))
-            if hi < top:
-                events.setdefault(hi + 1, []).append((rid, -1))
-    cuts = sorted(events)
-    active: dict[int, int] = {}
-    cells: list[tuple[Interval, tuple[int, ...]]] = []
-    for i, pos in enumerate(cuts):
-        for rid, delta in events[pos]:
-            count = active.get(rid, 0) + delta
-            if count:
-                active[rid] = count
-            else:
-                active.pop(rid, None)
-        end = cuts[i + 1] - 1 if i + 1 < len(cuts) else top
-        cells.append(((pos, end), tuple(sorted(active))))
-    return cells
+class _Unit(NamedTuple):
+    """One netsh protocol value's worth of rules: its IP protocol number, and the address
+    families it exists in (ICMP in IPv4 only, ICMPv6 in IPv6 only)."""
+
+    number: int
+    families: tuple[int, ...]
 
 
-def _paint(ruleset: Ruleset, rule_ids: tuple[int, ...], protocol: Protocol) -> list[Run]:
-    """First match over the port space for rules ``rule_ids`` (in policy order): the
-    shared partition (``lowering.partition``, also what the Linux targets use), its
-    touching intervals of the same rule joined into runs."""
+def _units(rules: list[Rule]) -> list[_Unit]:
+    numbers = {TCP_NUMBER if protocol is Protocol.TCP else UDP_NUMBER for r in rules for protocol, _ in r.ports}
+    numbers |= {number for r in rules for number in by_protocol(r.other)}
+    special = {ICMP_NUMBER: (4,), ICMPV6_NUMBER: (6,)}
+    return [_Unit(n, special.get(n, (4, 6))) for n in sorted(numbers, key=lambda n: (n not in _PORTS, n))]
+
+
+_PORTS = {TCP_NUMBER: Protocol.TCP, UDP_NUMBER: Protocol.UDP}
+
+
+def _selectors(rule: Rule, number: int) -> tuple[Interval, ...]:
+    """The rule's intervals of a unit's selector axis (ports, or ICMP type << 8 | code)."""
+    if number in _PORTS:
+        return tuple((r.lo, r.hi) for r in rule.port_ranges(_PORTS[number]))
+    return tuple(by_protocol(rule.other).get(number, ()))
+
+
+def _covers(rule: Rule, number: int) -> bool:
+    if number in _PORTS:
+        return bool(rule.port_ranges(_PORTS[number]))
+    return any(lo >> SELECTOR_BITS <= number <= hi >> SELECTOR_BITS for lo, hi in rule.other)
+
+
+def _paint(ruleset: Ruleset, rule_ids: tuple[int, ...], number: int) -> list[Run]:
+    """First match over the unit's selector axis for rules ``rule_ids`` (in policy
+    order), its touching intervals of the same rule joined into runs."""
     rules = ruleset.rules
-    cells = partition(ruleset, (rules[rid] for rid in rule_ids), protocol)
-    return join_touching(cells, lambda rule: rule.index - 1)  # the rule's id: its place in ruleset.rules
+    if number in _PORTS:  # the partition the Linux targets share
+        cells = partition(ruleset, (rules[rid] for rid in rule_ids), _PORTS[number])
+        return join_touching(cells, lambda rule: rule.index - 1)  # the rule's id: its place in ruleset.rules
+    decided = engine.first_match([_selectors(rules[rid], number) for rid in rule_ids], 1 << SELECTOR_BITS)
+    return [(lo, hi, rule_ids[position]) for lo, hi, position in decided]
 
 
 def _port_map(runs: list[Run], verdicts: dict[int, str]) -> _PortMap:
@@ -191,35 +212,68 @@ def _port_map(runs: list[Run], verdicts: dict[int, str]) -> _PortMap:
     )
 
 
-def _regions(ruleset: Ruleset, direction: Direction, protocol: Protocol) -> list[_Region]:
-    """Every address cell of both families with its first-match port map."""
+class _Context(NamedTuple):
+    """Local addresses x profiles that the same rules cover."""
+
+    local: dict[int, tuple[Interval, ...]]  # family -> local address cells
+    profiles: tuple[str, ...]
+    rule_ids: tuple[int, ...]  # the rules covering it, in policy order
+
+
+def _contexts(ruleset: Ruleset, rule_ids: list[int], families: tuple[int, ...]) -> list[_Context]:
+    """Cut the local address and profile axes (see the compilation notes above): each
+    context is a product of local cells and profiles that the same rules' ``local`` and
+    ``profiles`` leave out. (Which rules apply to a family at all is the regions' affair:
+    a rule here is only ever left out for its local addresses or profiles.)"""
     rules = ruleset.rules
-    with_ports = [i for i, r in enumerate(rules) if r.direction is direction and r.port_ranges(protocol)]
-    verdicts = {i: _verdict(rules[i]) for i in with_ports}
+    by_profiles = [i for i in rule_ids if rules[i].profiles is not None]
+    # excluded rules -> family -> local cells, per profile
+    found: dict[tuple[int, ...], dict[str, dict[int, list[Interval]]]] = {}
+    for family in families:
+        restricted = [i for i in rule_ids if rules[i].local(family)]
+        spans_of = [(bit, engine.network_spans(rules[i].local(family))) for bit, i in enumerate(restricted)]
+        starts, masks = engine.cut(spans_of, engine.ADDRESS_SIZE[family])
+        for mask, cells in engine.group(starts, masks, engine.ADDRESS_SIZE[family]).items():
+            outside = {i for bit, i in enumerate(restricted) if not mask >> bit & 1}
+            for profile in engine.PROFILES:
+                left_out = outside | {i for i in by_profiles if profile not in rules[i].profiles}  # type: ignore[operator]
+                excluded = tuple(sorted(left_out))
+                found.setdefault(excluded, {}).setdefault(profile, {}).setdefault(family, []).extend(cells)
+    contexts = []
+    for excluded, by_profile in found.items():
+        # profiles whose local cells are the same share one context
+        by_cells: dict[tuple[tuple[int, tuple[Interval, ...]], ...], list[str]] = {}
+        for profile in engine.PROFILES:
+            if profile in by_profile:
+                local = tuple((f, tuple(merge_spans(c))) for f, c in sorted(by_profile[profile].items()))
+                by_cells.setdefault(local, []).append(profile)
+        ids = tuple(i for i in rule_ids if i not in excluded)
+        if ids:
+            contexts += [_Context(dict(local), tuple(profiles), ids) for local, profiles in by_cells.items()]
+    return contexts
+
+
+def _regions(ruleset: Ruleset, context: _Context, number: int) -> list[_Region]:
+    """Every remote address cell of the context's families with its first-match map."""
+    rules = ruleset.rules
+    verdicts = {i: _verdict(rules[i]) for i in context.rule_ids}
     maps: dict[tuple[int, ...], _PortMap] = {}  # rule ids -> port map, for both families
     regions: list[_Region] = []
-    for family in (4, 6):
+    for family in context.local:
+        chosen = [i for i in context.rule_ids if rules[i].applies_to(family)]
         # Rules for any address cover every cell: only the others cut the address space.
-        everywhere: list[int] = []
-        addresses: dict[int, list[Interval]] = {}
-        for i in with_ports:
-            remote = rules[i].remote(family)
-            if remote is None:
-                everywhere.append(i)
-            elif remote:  # an empty tuple: the rule is not for this family
-                addresses[i] = merge_spans(
-                    [(int(n.network_address), int(n.broadcast_address)) for n in remote]
-                )
-        by_key: dict[tuple[int, ...], _Region] = {}
-        for cell, covering in _address_cells(addresses, family):
-            region = by_key.get(covering)
-            if region is None:
-                active = tuple(sorted(everywhere + list(covering)))
-                if active not in maps:
-                    maps[active] = _port_map(_paint(ruleset, active, protocol), verdicts)
-                region = by_key[covering] = _Region(family, [], maps[active])
-            region.cells.append(cell)
-        regions += [r for r in by_key.values() if r.map.runs]
+        everywhere = [i for i in chosen if rules[i].remote(family) is None]
+        restricted = [i for i in chosen if rules[i].remote(family) is not None]
+        spans_of = [(bit, engine.network_spans(rules[i].remote(family))) for bit, i in enumerate(restricted)]
+        starts, masks = engine.cut(spans_of, engine.ADDRESS_SIZE[family])
+        for mask, cells in engine.group(starts, masks, engine.ADDRESS_SIZE[family]).items():
+            active = tuple(heapq.merge(everywhere, (restricted[bit] for bit in engine.bits(mask))))
+            if not active:
+                continue  # left to the default
+            if active not in maps:
+                maps[active] = _port_map(_paint(ruleset, active, number), verdicts)
+            if maps[active].runs:
+                regions.append(_Region(family, cells, maps[active]))
     return regions
 
 
@@ -345,15 +399,20 @@ def _without_unspecified_and_loopback(spans: tuple[Interval, ...]) -> list[Inter
     return [(max(lo, first_allowed), hi) for lo, hi in spans if hi >= first_allowed]
 
 
-def _remote_tokens(group: _Group) -> tuple[str, ...] | None:
-    """netsh remoteip tokens: None for any address; an empty tuple when the group's
-    addresses are only ones no connection can come from."""
-    if group.v4 == ((0, _FAMILY_MAX[4]),) and group.v6 == ((0, _FAMILY_MAX[6]),):
+def _address_tokens(cells: dict[int, tuple[Interval, ...]], families: tuple[int, ...]) -> tuple[str, ...] | None:
+    """netsh remoteip/localip tokens for address cells: None for every address of the
+    ``families`` that matter (the unit's); an empty tuple when the cells hold only
+    addresses no connection has."""
+    if all(cells.get(f) == ((0, _FAMILY_MAX[f]),) for f in families):
         return None
     return tuple(
-        [_address_token(4, lo, hi) for lo, hi in group.v4]
-        + [_address_token(6, lo, hi) for lo, hi in _without_unspecified_and_loopback(group.v6)]
+        [_address_token(4, lo, hi) for lo, hi in cells.get(4, ())]
+        + [_address_token(6, lo, hi) for lo, hi in _without_unspecified_and_loopback(cells.get(6, ()))]
     )
+
+
+def _remote_tokens(group: _Group, families: tuple[int, ...] = (4, 6)) -> tuple[str, ...] | None:
+    return _address_tokens({4: group.v4, 6: group.v6}, families)
 
 
 def _mention(rule: Rule) -> str:
@@ -395,19 +454,17 @@ def _port_option(direction: Direction) -> str:
 
 
 def add_rule_command(name: str, rule: WinRule) -> str:
-    """The netsh command for one rule (without the ``|| exit /b 1`` guard)."""
-    parts = [
-        f'netsh advfirewall firewall add rule name="{name}"',
-        f"dir={rule.direction.value}",
-        f"action={rule.action}",
-        f"protocol={rule.protocol.value}",
-    ]
+    """The netsh command for one rule (without its ``||`` guard)."""
+    shape = _render.shapes(LINES)
+    options = ""
     if rule.ports is not None:
-        parts.append(f"{_port_option(rule.direction)}={','.join(str(p) for p in rule.ports)}")
+        options += shape.option(_port_option(rule.direction), ",".join(str(p) for p in rule.ports))
     if rule.remote is not None:
-        parts.append(f"remoteip={','.join(rule.remote)}")
-    parts += ["profile=any", "enable=yes", f'description="{rule.description}"']
-    return " ".join(parts)
+        options += shape.option("remoteip", ",".join(rule.remote))
+    if rule.local is not None:
+        options += shape.option("localip", ",".join(rule.local))
+    profiles = ",".join(rule.profiles) if rule.profiles is not None else "any"
+    return shape.add_rule(name, rule.direction.value, rule.action, rule.protocol, options, profiles, rule.description)
 
 
 def _chunk(tokens: list[str], budget: int) -> list[list[str]]:
@@ -455,41 +512,53 @@ def _split(
     return [(p, a) for p in best[2] for a in best[3]]
 
 
-def _emit(
-    ruleset: Ruleset, direction: Direction, protocol: Protocol, group: _Group
-) -> list[WinRule]:
+def _protocol_values(number: int, selectors: tuple[Interval, ...]) -> list[tuple[str, tuple[Interval, ...] | None]]:
+    """netsh protocol values for a group's selectors, each with the ports it keeps
+    (None: no port option): tcp and udp list their ports, ICMP one rule per type (and
+    code), any other protocol matches every packet."""
+    if number in _PORTS:
+        return [(_PORTS[number].value, None if selectors == ((PORT_MIN, PORT_MAX),) else selectors)]
+    if number in _ICMP:
+        keyword = _ICMP[number]
+        if selectors == ((0, (1 << SELECTOR_BITS) - 1),):
+            return [(keyword, None)]
+        values: list[tuple[str, tuple[Interval, ...] | None]] = []
+        for entry in icmp_entries(list(selectors)):
+            icmp_type, _, code = entry.partition("/")
+            values.append((f"{keyword}:{icmp_type},{code or 'any'}", None))
+        return values
+    return [(str(number), None)]
+
+
+_ICMP = {ICMP_NUMBER: "icmpv4", ICMPV6_NUMBER: "icmpv6"}
+
+
+def _emit(ruleset: Ruleset, direction: Direction, unit: _Unit, context: _Context, group: _Group) -> list[WinRule]:
     """The WinRules of one group: one, or several chunks when a line would be too long."""
     name = rule_name(ruleset)
-    port_objects = {str(r): r for r in (PortRange(lo, hi) for lo, hi in group.ports)}
-    port_tokens = None if group.ports == ((PORT_MIN, PORT_MAX),) else list(port_objects)
-    remote = _remote_tokens(group)
-    if remote == ():
+    remote = _remote_tokens(group, unit.families)
+    local = _address_tokens(context.local, unit.families)
+    if remote == () or local == ():
         return []
-    remote_tokens = list(remote) if remote is not None else None
+    profiles = None if context.profiles == engine.PROFILES else context.profiles
     description = _description(ruleset.name, [ruleset.rules[i] for i in sorted(group.deciders)])
-    sizing = WinRule(
-        direction,
-        group.verdict,
-        protocol,
-        () if port_tokens is not None else None,
-        () if remote_tokens is not None else None,
-        "x" * DESCRIPTION_LIMIT,
-    )
-    fixed = len(add_rule_command(name, sizing)) + len(_EXIT_ON_ERROR)
-    pieces = _split(port_tokens, remote_tokens, LINE_BUDGET - fixed)
     out = []
-    for n, (p, a) in enumerate(pieces, 1):
-        text = description if len(pieces) == 1 else f"{description} part {n}/{len(pieces)}"
-        out.append(
-            WinRule(
-                direction=direction,
-                action=group.verdict,
-                protocol=protocol,
+    for protocol, selectors in _protocol_values(unit.number, group.ports):
+        port_objects = {str(r): r for r in (PortRange(lo, hi) for lo, hi in selectors or ())}
+        port_tokens = list(port_objects) if selectors is not None else None
+        remote_tokens = list(remote) if remote is not None else None
+        sizing = WinRule(direction, group.verdict, protocol, () if port_tokens is not None else None,
+                         () if remote_tokens is not None else None, "x" * DESCRIPTION_LIMIT, local, profiles)
+        fixed = len(add_rule_command(name, sizing)) + len(_GUARD)
+        pieces = _split(port_tokens, remote_tokens, LINE_BUDGET - fixed)
+        for n, (p, a) in enumerate(pieces, 1):
+            text = description if len(pieces) == 1 else f"{description} part {n}/{len(pieces)}"
+            out.append(WinRule(
+                direction=direction, action=group.verdict, protocol=protocol,
                 ports=tuple(port_objects[t] for t in p) if p is not None else None,
                 remote=tuple(a) if a is not None else None,
-                description=windows_text(text, DESCRIPTION_LIMIT),
-            )
-        )
+                description=windows_text(text, DESCRIPTION_LIMIT), local=local, profiles=profiles,
+            ))
     return out
 
 
@@ -513,31 +582,56 @@ def _with_explicit_defaults(ruleset: Ruleset) -> Ruleset:
 def lower(ruleset: Ruleset) -> list[WinRule]:
     """The exact, order-free Windows rule set of a first-match policy.
 
-    Per direction x protocol x verdict, two exact groupings of the first-match cells are
-    tried (cells with the same port set share a rule; ports with the same address set
-    share a rule) and the one giving fewer netsh rules is kept.
+    Per direction x protocol unit x context x verdict, two exact groupings of the
+    first-match cells are tried (cells with the same port set share a rule; ports with
+    the same address set share a rule) and the one giving fewer netsh rules is kept.
     """
     rule_name(ruleset)  # validates the policy name
     if ruleset.options.windows_exclusive:
         ruleset = _with_explicit_defaults(ruleset)
     out: list[WinRule] = []
     for direction in (Direction.IN, Direction.OUT):
-        for protocol in PROTOCOLS:
-            regions = _regions(ruleset, direction, protocol)
-            emitted: dict[_Group, list[WinRule]] = {}  # both groupings often agree
-            for verdict in (BLOCK, ALLOW):
-                best: list[WinRule] | None = None
-                for grouping in (_group_by_addresses, _group_by_ports):
-                    candidate: list[WinRule] = []
-                    for g in _sort_groups(grouping(regions, verdict)):
-                        rules = emitted.get(g)
-                        if rules is None:
-                            rules = emitted[g] = _emit(ruleset, direction, protocol, g)
-                        candidate += rules
-                    if best is None or len(candidate) < len(best):
-                        best = candidate
-                out += best or []
+        of_direction = [i for i, r in enumerate(ruleset.rules) if r.direction is direction]
+        emitted_direction: list[WinRule] = []
+        for unit in _units([ruleset.rules[i] for i in of_direction]):
+            covering = [i for i in of_direction if _covers(ruleset.rules[i], unit.number)]
+            for context in _contexts(ruleset, covering, unit.families):
+                regions = _regions(ruleset, context, unit.number)
+                emitted: dict[_Group, list[WinRule]] = {}  # both groupings often agree
+                for verdict in (BLOCK, ALLOW):
+                    best: list[WinRule] | None = None
+                    for grouping in (_group_by_addresses, _group_by_ports):
+                        candidate: list[WinRule] = []
+                        for g in _sort_groups(grouping(regions, verdict)):
+                            rules = emitted.get(g)
+                            if rules is None:
+                                rules = emitted[g] = _emit(ruleset, direction, unit, context, g)
+                            candidate += rules
+                        if best is None or len(candidate) < len(best):
+                            best = candidate
+                    emitted_direction += best or []
+        out += _every_protocol(emitted_direction)
     return out
+
+
+def _every_protocol(rules: list[WinRule]) -> list[WinRule]:
+    """Rules that differ only in their protocol and together name every IP protocol
+    (each on every port or ICMP type) become one ``protocol=any`` rule: netsh has no
+    protocol lists, and ``protocol: all`` would otherwise take one rule per number."""
+    whole = [r for r in rules if r.ports is None and ":" not in r.protocol]
+    groups: dict[tuple[object, ...], list[WinRule]] = {}
+    for r in whole:
+        groups.setdefault((r.action, r.remote, r.local, r.profiles), []).append(r)
+    merged: dict[int, WinRule] = {}  # id of the first rule of a merged group -> the merged rule
+    dropped: set[int] = set()
+    every = {str(n) for n in range(256)} | {"tcp", "udp", "icmpv4", "icmpv6"}
+    every -= {str(TCP_NUMBER), str(UDP_NUMBER), str(ICMP_NUMBER), str(ICMPV6_NUMBER)}
+    for members in groups.values():
+        if {r.protocol for r in members} >= every and len(members) == len(every):
+            first = members[0]
+            merged[id(first)] = first._replace(protocol="any")
+            dropped |= {id(r) for r in members[1:]}
+    return [merged.get(id(r), r) for r in rules if id(r) not in dropped]
 
 
 # ---------------------------------------------------------------------------------------

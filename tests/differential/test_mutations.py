@@ -115,7 +115,7 @@ def test_naive_one_to_one_windows_rules_are_caught(subject) -> None:
         for proto, ranges in rule.ports:
             remote = None if rule.remote_v4 is None and rule.remote_v6 is None else tuple(
                 str(n) for n in (*(rule.remote_v4 or ()), *(rule.remote_v6 or ())))
-            win = WinRule(rule.direction, "block" if rule.action is Action.DENY else "allow", proto,
+            win = WinRule(rule.direction, "block" if rule.action is Action.DENY else "allow", proto.value,
                           None if ranges == ALL_PORTS else ranges, remote, f"naive {rule.name}")
             naive.append(add_rule_command("fwgen-mutant.new", win) + " || goto :failed")
     script = "\r\n".join(real[: adds[0]] + naive + real[adds[-1] + 1 :])
