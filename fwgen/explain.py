@@ -1,62 +1,155 @@
 """``fwgen explain``: the reference semantics every generated rule set is judged against.
 
 This is a plain ordered first-match interpreter over the loaded policy
-(``fwgen.policy.load_policy``) with each rule's ports resolved by
-``fwgen.resolve.resolve_ports``. It deliberately shares nothing else with the
-compiler: no IR ``Ruleset`` (``compile_policy``), no ``merge_ranges``, no target or
-lowering code. Address matching is done here, with ``ipaddress``, on
-``PolicyRule.remote``.
+(``fwgen.policy.load_policy``), each rule's protocol, ports and ICMP types resolved by
+the helpers of ``fwgen.resolve`` (``resolve_protocol``, ``resolve_ports``,
+``resolve_icmp``). It deliberately shares nothing else with the compiler: no IR
+``Ruleset`` (``compile_policy``), no ``merge_ranges``, no first-match engine, no target
+or lowering code. Address, interface and profile matching are done here, on the
+``PolicyRule`` fields.
 
-Semantics (docs/policy-format.md): for direction d, protocol p, port n and remote
-address a, the first rule with direction d whose resolved ports for p contain n and
-whose remote list contains a (or has none) decides, and its action is the verdict;
-when no rule matches, the default for d does. A rule whose addresses are all IPv4
-never matches an IPv6 remote, and vice versa. Every deny, the default deny included,
-is enforced by ``defaults.deny`` (drop or reject); a verdict is logged when its rule
-is a monitor rule or has ``log: true`` (a default is never logged).
+Semantics (docs/policy-format.md, and ``fwgen.resolve.resolve_rule`` for the newer
+keys): a connection is a direction d, an IP protocol p (with the port n for tcp and
+udp, the type and code for ICMP and ICMPv6), the remote address a and, when the
+question gives them, the host's own (local) address, the interface and the Windows
+profile. The first rule with direction d that matches all of them decides, and its
+action is the verdict; when no rule matches, the default for d does. A rule matches
+
+- p: ``tcp``/``udp``/``any`` through its ports (``resolve_ports``); ``all`` every
+  protocol (every port of tcp and udp included); ``icmp``/``icmpv6`` that protocol with
+  the types of its ``icmp:`` entries (every type without them); a keyword or a number
+  that one protocol;
+- a and the local address: its ``from``/``to`` and ``local`` lists (none = any). A rule
+  applies to an address family only when each list it has holds addresses of that
+  family, and an icmp rule only to IPv4, an icmpv6 rule only to IPv6;
+- the interface: a name exactly, or a ``prefix*`` every name starting with the prefix;
+- the profile: one of its ``profiles`` (none = every profile).
+
+Every deny, the default deny included, is enforced by ``defaults.deny`` (drop or
+reject); a verdict is logged when its rule is a monitor rule or has ``log: true`` (a
+default is never logged).
+
+A question may leave out the local address, the interface, the profile or the ICMP
+type. When a rule that would otherwise match restricts a left-out dimension, the answer
+depends on it: the loop records the rule as a ``Condition`` (what it needs of the
+left-out dimensions) and goes on to the next rule. The ``Verdict`` returned is the one
+that decides when none of its ``depends`` conditions holds; each condition, in policy
+order, decides instead when it holds (a decision list, exact).
 
 ``Explainer.regions`` answers for every remote address at once by partitioning each
-address family at the boundaries of the networks of the rules that cover the port,
-and evaluating the first-match interpreter once per piece.
+address family at the boundaries of the networks of the rules that cover the protocol
+and port, and evaluating the first-match interpreter once per piece.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import difflib
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from fwgen import icmp as icmp_types
+from fwgen import protocols
 from fwgen.errors import PolicyError
-from fwgen.policy import Policy, PolicyRule, load_policy
+from fwgen.policy import PROFILES, Policy, PolicyRule, load_policy
 from fwgen.registry import Registry
-from fwgen.resolve import resolve_ports
+from fwgen.resolve import ProtocolChoice, resolve_icmp, resolve_ports, resolve_protocol
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Intervals = tuple[tuple[int, ...], tuple[int, ...]]  # sorted disjoint [lo, hi]: the los, the his
+IcmpQuery = tuple[int, int | None]  # (type, code); code None = any code
 
 DIRECTIONS = ("in", "out")
-PROTOCOLS = ("tcp", "udp")
+PROTOCOLS = ("tcp", "udp")  # the protocols with ports
 PORT_MAX = 65535
+TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+PROTOCOL_NUMBERS = {"tcp": TCP, "udp": UDP, "icmp": ICMP, "icmpv6": ICMPV6}
+PROTOCOL_WORDS = {number: word for word, number in PROTOCOL_NUMBERS.items()}
+ICMP_FAMILY = {ICMP: 4, ICMPV6: 6}
+# What a question may leave out, in the order conditions name them (the CLI options).
+DIMENSIONS = ("local", "interface", "profile", "icmp-type")
+_ALL_TYPES = (0, 0xFFFF)  # (type << 8 | code) of every ICMP message
 _BITS = {4: 32, 6: 128}
-_ANY = {4: ipaddress.IPv4Network("0.0.0.0/0"), 6: ipaddress.IPv6Network("::/0")}
 _DEFAULT_KEY = 1 << 62  # sorts a default verdict after every rule
+
+
+class Requirement(NamedTuple):
+    """What a rule needs of one dimension the question left out, as the policy writes it:
+    ``("interface", ("wg0", "tun*"))``, ``("local", ("192.0.2.0/24",))``,
+    ``("profile", ("domain",))``, ``("icmp-type", ("echo-request", "3/4"))``."""
+
+    dimension: str  # one of DIMENSIONS
+    values: tuple[str, ...]  # any one of them will do
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A rule that decides instead of the verdict it belongs to, when the left-out
+    dimensions meet all its ``requires`` (and no earlier condition holds)."""
+
+    verdict: Verdict  # that rule's own verdict (never itself conditional)
+    requires: tuple[Requirement, ...]  # in DIMENSIONS order
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """What happens to a new connection: the answer ``fwgen explain`` gives."""
+    """What happens to a new connection: the answer ``fwgen explain`` gives.
+
+    ``depends`` is empty when the question settles it. Otherwise the fields are the
+    answer when none of the conditions holds, and each condition (in policy order) the
+    answer when it holds: the answer depends on the dimensions ``depends_on`` lists."""
 
     action: str  # "allow" | "deny" | "monitor"
     rule: str | None  # deciding rule name, None for the default
     line: int | None  # the rule's line in the policy file, None for the default
     logged: bool
     enforced: str  # "accept" | "drop" | "reject"
+    depends: tuple[Condition, ...] = ()
+
+    @property
+    def decided(self) -> bool:
+        """True when the answer does not depend on anything the question left out."""
+        return not self.depends
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """The left-out dimensions the answer depends on, in DIMENSIONS order."""
+        found = {req.dimension for condition in self.depends for req in condition.requires}
+        return tuple(d for d in DIMENSIONS if d in found)
 
 
 # The any-address answer: each distinct verdict with the networks where it applies.
 Regions = list[tuple[list[Network], Verdict]]
+
+
+class _Rest(NamedTuple):
+    """The parts of a question beyond protocol, port and remote address, as the rules
+    read them; None where the question leaves them out."""
+
+    local: int | None  # the host's address as an integer, of the remote's family
+    interface: str | None
+    profile: str | None
+    icmp: tuple[int, int] | None  # the (type << 8 | code) interval asked about; None: not ICMP
+
+
+_NOTHING = _Rest(None, None, None, None)
+
+
+def _inside(intervals: Intervals, value: int) -> bool:
+    los, his = intervals
+    i = bisect.bisect_right(los, value) - 1
+    return i >= 0 and value <= his[i]
+
+
+def _interface_matches(pattern: str, name: str) -> bool:
+    """``eth0`` matches that name only; ``eth*`` every name starting with ``eth``."""
+    if pattern.endswith("*"):
+        return name.startswith(pattern[:-1])
+    return name == pattern
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,30 +158,101 @@ class _Rule:
 
     index: int
     verdict: Verdict
-    # Per family (4, 6): sorted, non-overlapping [lo, hi] integer intervals of the
-    # remote networks; None = any address of that family; () = never this family.
-    remote: dict[int, tuple[tuple[int, ...], tuple[int, ...]] | None]
+    # The IP protocols other than tcp and udp it matches (tcp and udp go by ports, in
+    # the tables); None = every one (protocol: all).
+    others: frozenset[int] | None
+    families: tuple[int, ...]  # the address families it applies to
+    # Per family (4, 6): the networks of ``from``/``to`` and of ``local``, as intervals
+    # and as written; None = any address of that family.
+    remote: dict[int, Intervals | None]
     networks: dict[int, tuple[Network, ...] | None]
+    local: dict[int, Intervals | None]
+    local_networks: dict[int, tuple[Network, ...] | None]
+    interfaces: tuple[str, ...] | None  # None = any interface
+    profiles: tuple[str, ...] | None  # None = every profile
+    icmp: Intervals | None  # (type << 8 | code) intervals; None = every type (or not ICMP)
+    icmp_entries: tuple[tuple[str, int, int], ...]  # each entry as written, with its interval
+    plain: bool  # restricted by nothing but protocol, port, remote and family
 
-    def matches(self, family: int, address: int) -> bool:
+    def covers(self, number: int) -> bool:
+        return self.others is None or number in self.others
+
+    def matches_remote(self, family: int, address: int) -> bool:
         intervals = self.remote[family]
-        if intervals is None:
-            return True
-        los, his = intervals
-        i = bisect.bisect_right(los, address) - 1
-        return i >= 0 and address <= his[i]
+        return intervals is None or _inside(intervals, address)
+
+    def requires(self, family: int, rest: _Rest) -> tuple[Requirement, ...] | None:
+        """Whether the rule matches the rest of the question (protocol, port, remote and
+        family matched already): None when it does not, () when it does, else what it
+        needs of the dimensions the question left out."""
+        if self.plain:
+            return ()
+        needs: list[Requirement] = []
+        local = self.local[family]
+        if local is not None:
+            if rest.local is None:
+                nets = self.local_networks[family] or ()
+                needs.append(Requirement("local", tuple(str(n) for n in nets)))
+            elif not _inside(local, rest.local):
+                return None
+        if self.interfaces is not None:
+            if rest.interface is None:
+                needs.append(Requirement("interface", self.interfaces))
+            elif not any(_interface_matches(p, rest.interface) for p in self.interfaces):
+                return None
+        if self.profiles is not None:
+            if rest.profile is None:
+                needs.append(Requirement("profile", self.profiles))
+            elif rest.profile not in self.profiles:
+                return None
+        if self.icmp is not None and rest.icmp is not None:
+            lo, hi = rest.icmp
+            los, his = self.icmp
+            i = bisect.bisect_right(los, lo) - 1
+            if not (i >= 0 and hi <= his[i]):  # not every message asked about is the rule's
+                overlapping = tuple(text for text, a, b in self.icmp_entries if a <= hi and lo <= b)
+                if not overlapping:
+                    return None
+                needs.append(Requirement("icmp-type", overlapping))
+        return tuple(needs)
 
 
-def _intervals(networks: list[Network]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _intervals(networks: list[Network]) -> Intervals:
     """Sorted disjoint [lo, hi] integer intervals covering ``networks``."""
-    spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in networks)
+    return _merge([(int(n.network_address), int(n.broadcast_address)) for n in networks])
+
+
+def _merge(spans: list[tuple[int, int]]) -> Intervals:
     merged: list[list[int]] = []
-    for lo, hi in spans:
+    for lo, hi in sorted(spans):
         if merged and lo <= merged[-1][1] + 1:
             merged[-1][1] = max(merged[-1][1], hi)
         else:
             merged.append([lo, hi])
     return tuple(m[0] for m in merged), tuple(m[1] for m in merged)
+
+
+def _covers(dimension: str, earlier: str, later: str) -> bool:
+    """Every value meeting the requirement value ``later`` meets ``earlier`` too."""
+    if dimension == "interface":
+        return earlier == later or (earlier.endswith("*") and later.startswith(earlier[:-1]))
+    if dimension == "local":
+        a, b = ipaddress.ip_network(earlier), ipaddress.ip_network(later)
+        return a.version == b.version and b.network_address in a and b.broadcast_address in a
+    return earlier == later
+
+
+def _subsumes(earlier: tuple[Requirement, ...], later: tuple[Requirement, ...]) -> bool:
+    """Whenever ``later`` holds, ``earlier`` does (each dimension ``earlier`` restricts,
+    ``later`` restricts too, to values ``earlier`` covers), so a condition ``later``
+    after ``earlier`` never decides. Sound, not complete: it may keep a condition that
+    cannot decide, never drop one that can."""
+    mine = {req.dimension: req.values for req in later}
+    return all(
+        req.dimension in mine
+        and all(any(_covers(req.dimension, e, v) for e in req.values) for v in mine[req.dimension])
+        for req in earlier
+    )
 
 
 class _Table:
@@ -121,10 +285,13 @@ class _Table:
         return self.segments[bisect.bisect_right(self.starts, port) - 1]
 
 
-def _address(remote: str | Address) -> Address:
+def _address(remote: str | Address, what: str = "address") -> Address:
     if isinstance(remote, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return remote
-    return ipaddress.ip_address(remote)
+    try:
+        return ipaddress.ip_address(remote)
+    except ValueError:
+        raise ValueError(f"{what} must be an IPv4 or IPv6 address, got {remote!r}") from None
 
 
 def _norm(value: Any, options: tuple[str, ...], what: str) -> str:
@@ -132,6 +299,75 @@ def _norm(value: Any, options: tuple[str, ...], what: str) -> str:
     if text not in options:
         raise ValueError(f"{what} must be one of {', '.join(options)}, got {value!r}")
     return text
+
+
+def parse_protocol(text: str) -> int:
+    """A protocol as a question names it: tcp, udp, icmp, icmpv6, an IANA keyword of the
+    bundled protocol registry (case-insensitive: ``esp``, ``IPv6-ICMP``) or a number
+    0-255. ``ValueError`` (with a suggestion for a typo) otherwise."""
+    word = text.lower()
+    if word in PROTOCOL_NUMBERS:
+        return PROTOCOL_NUMBERS[word]
+    if word in ("any", "all"):
+        raise ValueError(f"'{text}' names several protocols: ask about one (tcp, udp, icmp, a keyword or a number)")
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        if number > protocols.MAX_NUMBER:
+            raise ValueError(f"protocol number {number} is out of range 0-{protocols.MAX_NUMBER}")
+        return number
+    registry = protocols.bundled()
+    found = registry.lookup(text)
+    if found is None:
+        suggestions = registry.suggest(text, limit=1)
+        hint = f" (did you mean '{suggestions[0]}'?)" if suggestions else ""
+        raise ValueError(f"unknown protocol '{text}'{hint}")
+    return found
+
+
+def protocol_number(protocol: str | int | Any) -> int:
+    """``verdict``'s protocol argument as a number: "tcp", "udp", "icmp", "icmpv6", an
+    int 0-255 or a keyword (see ``parse_protocol``)."""
+    if isinstance(protocol, int) and not isinstance(protocol, bool):
+        if not 0 <= protocol <= protocols.MAX_NUMBER:
+            raise ValueError(f"protocol number must be 0-{protocols.MAX_NUMBER}, got {protocol}")
+        return protocol
+    text = getattr(protocol, "value", protocol)
+    if not isinstance(text, str):
+        raise ValueError(f"protocol must be a name or a number 0-255, got {protocol!r}")
+    found = PROTOCOL_NUMBERS.get(text)
+    return found if found is not None else parse_protocol(text)
+
+
+def parse_icmp_type(text: str, number: int) -> IcmpQuery:
+    """``echo-request``, ``8`` or ``3/4`` for ICMP (``number`` 1) or ICMPv6 (58): the
+    (type, code) asked about, the code None when not given. ``ValueError`` otherwise."""
+    family = ICMP_FAMILY[number]
+    found = icmp_types.parse_entry(text.lower(), family)
+    if found is None:
+        what = "ICMP" if family == 4 else "ICMPv6"
+        names = sorted(icmp_types.NAMES[family])
+        hint = difflib.get_close_matches(text.lower(), names, n=1, cutoff=0.6)
+        raise ValueError(
+            f"'{text}' is not an {what} type: write a number 0-255, TYPE/CODE, or one of {', '.join(names)}"
+            + (f" (did you mean '{hint[0]}'?)" if hint else "")
+        )
+    return found.type, found.code
+
+
+def _icmp_span(number: int, icmp: IcmpQuery | None) -> tuple[int, int]:
+    if icmp is None:
+        return _ALL_TYPES
+    if not (isinstance(icmp, tuple) and len(icmp) == 2):
+        raise ValueError(f"icmp must be (type, code), got {icmp!r}")
+    kind, code = icmp
+    for value, what in ((kind, "type"), (code, "code")):
+        if value is None and what == "code":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
+            raise ValueError(f"ICMP {what} must be an integer 0-255, got {value!r}")
+    if code is None:
+        return kind << 8, kind << 8 | 0xFF
+    return kind << 8 | code, kind << 8 | code
 
 
 class Explainer:
@@ -149,15 +385,25 @@ class Explainer:
         per_table: dict[tuple[str, str], list[tuple[_Rule, list[tuple[int, int]]]]] = {
             (d, p): [] for d in DIRECTIONS for p in PROTOCOLS
         }
+        self._rules: dict[str, list[_Rule]] = {d: [] for d in DIRECTIONS}
         for rule in policy.rules:
+            # The checks and their order are resolve_rule's, so explain refuses what
+            # fwgen build refuses, with the same located message.
+            choice = resolve_protocol(rule)  # PolicyError for an unknown protocol
+            if rule.icmp is not None and choice.kind != "icmp":
+                fix = (f"this rule's protocol is {rule.protocol.value}" if rule.protocol
+                       else "add protocol: icmp (or icmpv6)")
+                raise PolicyError(rule.key_location("icmp"), f"icmp applies to protocol icmp or icmpv6 only; {fix}")
             resolved = resolve_ports(rule, registry)  # PolicyError on a bad entry
-            compiled = self._compile_rule(rule)
+            compiled = self._compile_rule(rule, choice)
+            self._rules[rule.direction].append(compiled)
             for protocol, ranges in resolved.items():
                 per_table[(rule.direction, protocol.value)].append(
                     (compiled, [(r.lo, r.hi) for r in ranges])
                 )
         self._tables = {key: _Table(rules) for key, rules in per_table.items()}
-        self._regions_cache: dict[tuple[str, str, tuple[_Rule, ...]], Regions] = {}
+        self._others: dict[tuple[str, int], tuple[_Rule, ...]] = {}
+        self._regions_cache: dict[tuple[Any, ...], Regions] = {}
 
     @classmethod
     def from_file(cls, path: str, registry: Registry) -> Explainer:
@@ -173,7 +419,7 @@ class Explainer:
             action=action, rule=None, line=None, logged=False, enforced=self._enforced(action)
         )
 
-    def _compile_rule(self, rule: PolicyRule) -> _Rule:
+    def _compile_rule(self, rule: PolicyRule, choice: ProtocolChoice) -> _Rule:
         verdict = Verdict(
             action=rule.action,
             rule=rule.name,
@@ -181,60 +427,194 @@ class Explainer:
             logged=rule.action == "monitor" or rule.log,
             enforced=self._enforced(rule.action),
         )
-        remote: dict[int, tuple[tuple[int, ...], tuple[int, ...]] | None] = {}
+        families: tuple[int, ...] = (4, 6)
+        others: frozenset[int] | None = frozenset()
+        icmp_spans: Intervals | None = None
+        entries: list[tuple[str, int, int]] = []
+        if choice.kind == "icmp":
+            assert choice.number is not None and choice.family is not None
+            families, others = (choice.family,), frozenset({choice.number})
+            spans = resolve_icmp(rule, choice)  # PolicyError for a type of the other family
+            if rule.icmp is not None:
+                icmp_spans = _merge(list(spans))
+                for entry in rule.icmp:
+                    found = icmp_types.parse_entry(entry.value, choice.family)
+                    assert found is not None  # resolve_icmp read it
+                    entries.append((entry.value, *found.span()))
+        elif choice.kind == "number":
+            assert choice.number is not None
+            others = frozenset({choice.number})
+        elif choice.kind == "all":
+            others = None
+        remote_key = "from" if rule.direction == "in" else "to"
+        if len(families) == 1:
+            for key, listed in ((remote_key, rule.remote), ("local", rule.local)):
+                foreign = [n for n in listed or () if n.version != families[0]]
+                if foreign:
+                    written = rule.protocol.value if rule.protocol else ""
+                    raise PolicyError(
+                        rule.key_location(key),
+                        f"protocol {written} is IPv{families[0]} only, but {key} lists IPv{foreign[0].version} "
+                        f"addresses ({foreign[0]}); write them in a rule of their own",
+                    )
+        remote: dict[int, Intervals | None] = {}
         networks: dict[int, tuple[Network, ...] | None] = {}
+        local: dict[int, Intervals | None] = {}
+        local_networks: dict[int, tuple[Network, ...] | None] = {}
         for family in (4, 6):
-            if rule.remote is None:
-                remote[family] = None
-                networks[family] = None
-            else:
-                nets = [n for n in rule.remote if n.version == family]
-                remote[family] = _intervals(nets)
-                networks[family] = tuple(nets)
-        return _Rule(index=rule.index, verdict=verdict, remote=remote, networks=networks)
+            for given, spans_out, nets_out in ((rule.remote, remote, networks), (rule.local, local, local_networks)):
+                if given is None:
+                    spans_out[family] = None
+                    nets_out[family] = None
+                else:
+                    ours = [n for n in given if n.version == family]
+                    spans_out[family] = _intervals(ours)
+                    nets_out[family] = tuple(ours)
+        # A family applies when each address list the rule has holds some of its addresses.
+        applies = tuple(
+            f for f in families
+            if (networks[f] is None or networks[f]) and (local_networks[f] is None or local_networks[f])
+        )
+        if not applies:
+            raise PolicyError(
+                rule.key_location("local"),
+                f"rule '{rule.name}' can never match: its {remote_key} and local addresses share no address family",
+            )
+        interfaces = tuple(entry.value for entry in rule.interfaces) if rule.interfaces is not None else None
+        profiles = tuple(p for p in PROFILES if p in rule.profiles) if rule.profiles is not None else None
+        return _Rule(
+            index=rule.index, verdict=verdict, others=others, families=applies,
+            remote=remote, networks=networks, local=local, local_networks=local_networks,
+            interfaces=interfaces, profiles=profiles, icmp=icmp_spans, icmp_entries=tuple(entries),
+            plain=rule.local is None and interfaces is None and profiles is None and icmp_spans is None,
+        )
 
     # ------------------------------------------------------------------ queries
 
-    def _candidates(self, direction: str, protocol: str, port: int) -> tuple[_Rule, ...]:
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= PORT_MAX:
-            raise ValueError(f"port must be an integer 0-{PORT_MAX}, got {port!r}")
-        return self._tables[(direction, protocol)].candidates(port)
+    def _candidates(self, direction: str, number: int, port: int | None) -> tuple[_Rule, ...]:
+        """The rules of ``direction`` that cover the protocol (and port), in order."""
+        if number in (TCP, UDP):
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= PORT_MAX:
+                raise ValueError(f"port must be an integer 0-{PORT_MAX}, got {port!r}")
+            return self._tables[(direction, PROTOCOL_WORDS[number])].candidates(port)
+        if port is not None:
+            raise ValueError(f"a port applies to tcp and udp only, not to protocol {number}")
+        key = (direction, number)
+        found = self._others.get(key)
+        if found is None:
+            found = self._others[key] = tuple(r for r in self._rules[direction] if r.covers(number))
+        return found
 
-    def _first_match(
-        self, direction: str, candidates: tuple[_Rule, ...], family: int, address: int
+    def _decide(
+        self, direction: str, candidates: tuple[_Rule, ...], family: int, remote: int, rest: _Rest
     ) -> Verdict:
+        """The first-match loop: the first rule that matches decides; a rule that matches
+        only if a left-out dimension does becomes a condition, and the loop goes on."""
+        conditions: list[Condition] = []
         for rule in candidates:
-            if rule.matches(family, address):
+            if family not in rule.families or not rule.matches_remote(family, remote):
+                continue
+            if rule.plain and not conditions:
                 return rule.verdict
-        return self.defaults[direction]
+            requires = rule.requires(family, rest)
+            if requires is None:
+                continue
+            if requires:
+                if not any(_subsumes(c.requires, requires) for c in conditions):
+                    conditions.append(Condition(rule.verdict, requires))
+                continue
+            return dataclasses.replace(rule.verdict, depends=tuple(conditions)) if conditions else rule.verdict
+        default = self.defaults[direction]
+        return dataclasses.replace(default, depends=tuple(conditions)) if conditions else default
 
-    def verdict(self, direction: str, protocol: str, port: int, remote: str | Address) -> Verdict:
-        """The verdict for a new connection to/from ``remote`` on ``protocol``/``port``."""
+    def _families(self, number: int, address: Address | None, what: str = "local") -> tuple[int, ...]:
+        """The address families a question about protocol ``number`` can be in: ICMP's is
+        IPv4, ICMPv6's IPv6; a given address narrows them to its own."""
+        families = (ICMP_FAMILY[number],) if number in ICMP_FAMILY else (4, 6)
+        if address is not None:
+            if address.version not in families:
+                raise ValueError(
+                    f"protocol {protocol_label(number)} is IPv{families[0]} only; {what} {address} is "
+                    f"IPv{address.version}"
+                )
+            families = (address.version,)
+        return families
+
+    def _rest(
+        self, number: int, local: str | Address | None, interface: str | None, profile: str | None,
+        icmp: IcmpQuery | None,
+    ) -> tuple[Address | None, str | None, str | None, tuple[int, int] | None]:
+        """The optional dimensions of a question, checked."""
+        local_address = _address(local, "local") if local is not None else None
+        if interface is not None and (not isinstance(interface, str) or not interface or "*" in interface):
+            raise ValueError(f"interface must be a name (not a pattern), got {interface!r}")
+        if profile is not None:
+            profile = _norm(profile, PROFILES, "profile")
+        if number in ICMP_FAMILY:
+            span: tuple[int, int] | None = _icmp_span(number, icmp)
+        elif icmp is not None:
+            raise ValueError(f"an ICMP type applies to icmp and icmpv6 only, not to protocol {number}")
+        else:
+            span = None
+        return local_address, interface, profile, span
+
+    def verdict(
+        self, direction: str, protocol: str | int, port: int | None, remote: str | Address, *,
+        local: str | Address | None = None, interface: str | None = None, profile: str | None = None,
+        icmp: IcmpQuery | None = None,
+    ) -> Verdict:
+        """The verdict for a new connection to/from ``remote``: on ``protocol`` "tcp" or
+        "udp" to ``port``, or on "icmp", "icmpv6", a keyword or a number 0-255 (``port``
+        None; ``icmp`` the (type, code) for ICMP and ICMPv6, the code None for any).
+        ``local``, ``interface`` and ``profile`` are the host's address, the interface
+        (arrival for in, leaving for out) and the Windows profile; when a rule restricts
+        one that is not given, the verdict ``depends`` on it."""
         direction = _norm(direction, DIRECTIONS, "direction")
-        protocol = _norm(protocol, PROTOCOLS, "protocol")
-        address = _address(remote)
-        candidates = self._candidates(direction, protocol, port)
-        return self._first_match(direction, candidates, address.version, int(address))
+        number = PROTOCOL_NUMBERS.get(protocol) if isinstance(protocol, str) else None
+        if number is None:
+            number = protocol_number(protocol)
+        address = _address(remote, "remote")
+        candidates = self._candidates(direction, number, port)
+        if local is None and interface is None and profile is None and icmp is None and number in (TCP, UDP):
+            rest = _NOTHING  # the harness's question
+        else:
+            local_address, interface, profile, span = self._rest(number, local, interface, profile, icmp)
+            self._families(number, address, "remote")
+            if local_address is not None and local_address.version != address.version:
+                raise ValueError(f"local {local_address} and remote {address} are of different address families")
+            rest = _Rest(int(local_address) if local_address is not None else None, interface, profile, span)
+        return self._decide(direction, candidates, address.version, int(address), rest)
 
-    def regions(self, direction: str, protocol: str, port: int) -> Regions:
+    def regions(
+        self, direction: str, protocol: str | int, port: int | None = None, *,
+        local: str | Address | None = None, interface: str | None = None, profile: str | None = None,
+        icmp: IcmpQuery | None = None,
+    ) -> Regions:
         """The answer for every remote address: each distinct verdict with the networks
         (collapsed CIDRs, IPv4 first) where it applies. Ordered by the deciding rule's
-        position in the policy, the default last. Together the networks cover exactly
-        0.0.0.0/0 and ::/0, without overlap."""
+        position in the policy (for one that depends on a left-out dimension, its first
+        condition's), the default last. Together the networks cover exactly
+        the address space of the question's families (0.0.0.0/0 and ::/0; for ICMP only
+        0.0.0.0/0, for ICMPv6 ::/0, with ``local`` that address's), without overlap."""
         direction = _norm(direction, DIRECTIONS, "direction")
-        protocol = _norm(protocol, PROTOCOLS, "protocol")
-        candidates = self._candidates(direction, protocol, port)
-        key = (direction, protocol, candidates)
+        number = protocol_number(protocol)
+        candidates = self._candidates(direction, number, port)
+        local_address, interface, profile, span = self._rest(number, local, interface, profile, icmp)
+        families = self._families(number, local_address)
+        key = (direction, number, candidates, families, local_address, interface, profile, span)
         cached = self._regions_cache.get(key)
         if cached is None:
-            cached = self._partition(direction, candidates)
+            rest = _Rest(int(local_address) if local_address is not None else None, interface, profile, span)
+            cached = self._partition(direction, candidates, families, rest)
             self._regions_cache[key] = cached
         return [(list(nets), verdict) for nets, verdict in cached]
 
-    def _partition(self, direction: str, candidates: tuple[_Rule, ...]) -> Regions:
-        order: dict[Verdict, int] = {}
+    def _partition(
+        self, direction: str, candidates: tuple[_Rule, ...], families: tuple[int, ...], rest: _Rest
+    ) -> Regions:
+        order: dict[Verdict, tuple[int, int]] = {}
         pieces: dict[Verdict, list[Network]] = {}
-        for family in (4, 6):
+        for family in families:
             size = 1 << _BITS[family]
             cuts = {0, size}
             for rule in candidates:
@@ -246,7 +626,7 @@ class Explainer:
             make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
             run_start, run_verdict = 0, None
             for lo in bounds[:-1]:
-                verdict = self._first_match(direction, candidates, family, lo)
+                verdict = self._decide(direction, candidates, family, lo, rest)
                 if verdict != run_verdict:
                     if run_verdict is not None:
                         pieces.setdefault(run_verdict, []).extend(
@@ -268,10 +648,14 @@ class Explainer:
             result.append((collapsed, verdict))
         return result
 
-    def _rule_position(self, verdict: Verdict) -> int:
-        if verdict.rule is None:
-            return _DEFAULT_KEY
-        return self._index_by_name[verdict.rule]
+    def _rule_position(self, verdict: Verdict) -> tuple[int, int]:
+        """Where the first rule that may decide ``verdict`` is (its first condition's, for
+        one that depends on a left-out dimension), then its own rule's; a default last."""
+        first = verdict.depends[0].verdict if verdict.depends else verdict
+        return (
+            _DEFAULT_KEY if first.rule is None else self._index_by_name[first.rule],
+            _DEFAULT_KEY if verdict.rule is None else self._index_by_name[verdict.rule],
+        )
 
     # ------------------------------------------------------------------ presentation
 
@@ -320,6 +704,28 @@ def service_ports(registry: Registry, name: str, protocol: str) -> list[int]:
     return ports
 
 
+def protocol_names(number: int) -> list[str]:
+    """The IANA keywords (as a policy writes them) of protocol ``number``: ``["esp"]``."""
+    return [row.name for row in protocols.bundled().by_number(number) if row.name]
+
+
+def protocol_label(number: int) -> str:
+    """``tcp``, ``udp``; any other protocol by number and IANA keyword: ``50 (esp)``,
+    ``1 (icmp)``, ``58 (ipv6-icmp)``; the bare number when it has no keyword."""
+    if number in (TCP, UDP):
+        return PROTOCOL_WORDS[number]
+    names = protocol_names(number)
+    return f"{number} ({', '.join(names)})" if names else str(number)
+
+
+def icmp_label(number: int, icmp: IcmpQuery) -> str:
+    """``type 8 (echo-request)``, ``type 3/4 (destination-unreachable)``, ``type 200``."""
+    kind, code = icmp
+    name = icmp_types.type_name(ICMP_FAMILY[number], kind)
+    text = f"type {kind}" if code is None else f"type {kind}/{code}"
+    return f"{text} ({name})" if name else text
+
+
 def describe(verdict: Verdict) -> str:
     """``allow``, ``allow, logged``, ``monitor, logged``, ``deny by drop``,
     ``deny by reject, logged``."""
@@ -329,6 +735,30 @@ def describe(verdict: Verdict) -> str:
     if verdict.logged:
         text += ", logged"
     return text
+
+
+def _requirement_text(requirement: Requirement) -> str:
+    """``interface is wg0 or matches tun*``, ``local is 10.0.0.1 or is in 10.1.0.0/16``,
+    ``profile is domain or private``, ``icmp type is echo-request or 3/4``."""
+    values = requirement.values
+    if requirement.dimension == "interface":
+        exact = [v for v in values if not v.endswith("*")]
+        patterns = [v for v in values if v.endswith("*")]
+        parts = [f"{verb} {' or '.join(vs)}" for verb, vs in (("is", exact), ("matches", patterns)) if vs]
+        return "interface " + " or ".join(parts)
+    if requirement.dimension == "local":
+        nets = [ipaddress.ip_network(v) for v in values]
+        hosts = [str(n.network_address) for n in nets if n.num_addresses == 1]
+        wider = [str(n) for n in nets if n.num_addresses > 1]
+        parts = [f"{verb} {' or '.join(vs)}" for verb, vs in (("is", hosts), ("is in", wider)) if vs]
+        return "local " + " or ".join(parts)
+    word = "icmp type" if requirement.dimension == "icmp-type" else requirement.dimension
+    return f"{word} is {' or '.join(values)}"
+
+
+def describe_condition(condition: Condition) -> str:
+    """``interface is wg0``, ``local is in 192.0.2.0/24 and profile is domain``."""
+    return " and ".join(_requirement_text(r) for r in condition.requires)
 
 
 def _otherwise_index(regions: list[tuple[list[Network], Verdict]]) -> int:
@@ -341,46 +771,81 @@ def _otherwise_index(regions: list[tuple[list[Network], Verdict]]) -> int:
     return best
 
 
+def _outcome(explainer: Explainer, verdict: Verdict, direction: str, scope: str = "") -> str:
+    """``allow[ SCOPE] (rule ...)``; for a verdict that depends on a left-out dimension,
+    each condition and then the verdict itself, ``allow[ SCOPE] when interface is wg0
+    (rule vpn, ...), else deny by drop (default ...)``."""
+    at = f" {scope}" if scope else ""
+    if verdict.decided:
+        return f"{describe(verdict)}{at} ({explainer.source(verdict, direction)})"
+    parts = []
+    for i, condition in enumerate(verdict.depends):
+        parts.append(
+            f"{describe(condition.verdict)}{at if i == 0 else ''} when {describe_condition(condition)} "
+            f"({explainer.source(condition.verdict, direction)})"
+        )
+    parts.append(f"{describe(verdict)} ({explainer.source(verdict, direction)})")
+    return ", else ".join(parts)
+
+
+def _depends_prefix(verdicts: list[Verdict]) -> str:
+    found = {d for verdict in verdicts for d in verdict.depends_on}
+    if not found:
+        return ""
+    return "depends on " + ", ".join(f"--{d}" for d in DIMENSIONS if d in found) + ": "
+
+
+def query_label(
+    explainer: Explainer, direction: str, protocol: str | int, port: int | None, remote: Address | None, *,
+    local: Address | None = None, interface: str | None = None, profile: str | None = None,
+    icmp: IcmpQuery | None = None,
+) -> str:
+    """``in tcp 22 (ssh) from 192.0.2.7``, ``out 50 (esp) to 192.0.2.7 local 10.0.0.1``,
+    ``in 1 (icmp) type 8 (echo-request) interface eth0 profile public``."""
+    number = protocol_number(protocol)
+    if number in (TCP, UDP):
+        assert port is not None
+        text = f"{direction} {PROTOCOL_WORDS[number]} {explainer.port_label(PROTOCOL_WORDS[number], port)}"
+    else:
+        text = f"{direction} {protocol_label(number)}"
+        if icmp is not None and number in ICMP_FAMILY:
+            text += f" {icmp_label(number, icmp)}"
+    if remote is not None:
+        text += f" {'from' if direction == 'in' else 'to'} {remote}"
+    for word, value in (("local", local), ("interface", interface), ("profile", profile)):
+        if value is not None:
+            text += f" {word} {value}"
+    return text
+
+
 def format_answer(
-    explainer: Explainer, direction: str, protocol: str, port: int, remote: Address | None
+    explainer: Explainer, direction: str, protocol: str | int, port: int | None, remote: Address | None, *,
+    local: Address | None = None, interface: str | None = None, profile: str | None = None,
+    icmp: IcmpQuery | None = None,
 ) -> str:
     """One line: ``in tcp 22 (ssh) from 192.0.2.7: allow (rule admin-ssh, edge.yaml:14)``,
-    or without a remote, the any-address answer."""
-    label = explainer.port_label(protocol, port)
+    or without a remote, the any-address answer. An answer that depends on a left-out
+    dimension starts ``depends on --interface: ``."""
+    dims: dict[str, Any] = {"local": local, "interface": interface, "profile": profile, "icmp": icmp}
+    label = query_label(explainer, direction, protocol, port, remote, **dims)
     peer = "from" if direction == "in" else "to"
     if remote is not None:
-        verdict = explainer.verdict(direction, protocol, port, remote)
-        return (
-            f"{direction} {protocol} {label} {peer} {remote}: "
-            f"{describe(verdict)} ({explainer.source(verdict, direction)})"
-        )
-    regions = explainer.regions(direction, protocol, port)
+        verdict = explainer.verdict(direction, protocol, port, remote, **dims)
+        return f"{label}: {_depends_prefix([verdict])}{_outcome(explainer, verdict, direction)}"
+    regions = explainer.regions(direction, protocol, port, **dims)
+    prefix = _depends_prefix([verdict for _, verdict in regions])
     if len(regions) == 1:
-        verdict = regions[0][1]
-        return (
-            f"{direction} {protocol} {label}: "
-            f"{describe(verdict)} ({explainer.source(verdict, direction)})"
-        )
+        return f"{label}: {prefix}{_outcome(explainer, regions[0][1], direction)}"
     other = _otherwise_index(regions)
     parts = []
     for i, (nets, verdict) in enumerate(regions):
-        if i == other:
-            continue
-        scope = f"{peer} {', '.join(str(n) for n in nets)}"
-        parts.append(f"{describe(verdict)} {scope} ({explainer.source(verdict, direction)})")
-    verdict = regions[other][1]
-    parts.append(f"{describe(verdict)} otherwise ({explainer.source(verdict, direction)})")
-    return f"{direction} {protocol} {label}: " + "; ".join(parts)
+        if i != other:
+            parts.append(_outcome(explainer, verdict, direction, f"{peer} {', '.join(str(n) for n in nets)}"))
+    parts.append(_outcome(explainer, regions[other][1], direction, "otherwise"))
+    return f"{label}: {prefix}" + "; ".join(parts)
 
 
-def _verdict_fields(
-    explainer: Explainer, verdict: Verdict | None, direction: str
-) -> dict[str, Any]:
-    if verdict is None:
-        return {
-            "verdict": None, "rule": None, "file": None, "line": None,
-            "default": None, "logged": None, "enforced": None,
-        }
+def _fields(explainer: Explainer, verdict: Verdict, direction: str) -> dict[str, Any]:
     which = "inbound" if direction == "in" else "outbound"
     return {
         "verdict": verdict.action,
@@ -393,21 +858,43 @@ def _verdict_fields(
     }
 
 
+def _verdict_fields(
+    explainer: Explainer, verdict: Verdict | None, direction: str
+) -> dict[str, Any]:
+    if verdict is None:
+        return {
+            "verdict": None, "rule": None, "file": None, "line": None,
+            "default": None, "logged": None, "enforced": None, "depends": None,
+        }
+    out = _fields(explainer, verdict, direction)
+    out["depends"] = [
+        {"requires": {r.dimension: list(r.values) for r in c.requires}, **_fields(explainer, c.verdict, direction)}
+        for c in verdict.depends
+    ]
+    return out
+
+
 def answer_json(
-    explainer: Explainer, direction: str, protocol: str, port: int, remote: Address | None
+    explainer: Explainer, direction: str, protocol: str | int, port: int | None, remote: Address | None, *,
+    local: Address | None = None, interface: str | None = None, profile: str | None = None,
+    icmp: IcmpQuery | None = None,
 ) -> dict[str, Any]:
     """One answer of ``--json``. Without a remote, the verdict fields describe the
     answer when it is the same for every address, and are null when it depends on the
-    address; ``regions`` then lists every outcome."""
+    address; ``regions`` then lists every outcome. ``depends`` lists the conditions
+    on left-out dimensions (empty when there are none)."""
+    number = protocol_number(protocol)
+    dims: dict[str, Any] = {"local": local, "interface": interface, "profile": profile, "icmp": icmp}
     out: dict[str, Any] = {
         "port": port,
-        "port_names": explainer.registry.names_at(protocol, port),
+        "port_names": explainer.registry.names_at(PROTOCOL_WORDS[number], port)
+        if number in (TCP, UDP) and port is not None else [],
     }
     if remote is not None:
-        verdict = explainer.verdict(direction, protocol, port, remote)
+        verdict = explainer.verdict(direction, protocol, port, remote, **dims)
         out.update(_verdict_fields(explainer, verdict, direction))
         return out
-    regions = explainer.regions(direction, protocol, port)
+    regions = explainer.regions(direction, protocol, port, **dims)
     uniform = regions[0][1] if len(regions) == 1 else None
     out.update(_verdict_fields(explainer, uniform, direction))
     out["regions"] = [
