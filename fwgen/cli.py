@@ -237,6 +237,20 @@ def ports(query: str, registry_path: str | None) -> None:
 
 
 @main.command()
+@click.argument("query")
+def protocols(query: str) -> None:
+    """Show IANA Protocol Numbers rows for a number (50), a range (50-51) or a keyword (esp, gre)."""
+    from fwgen import protocols as protocol_registry
+
+    registry = protocol_registry.bundled()
+    rows = registry.query(query)
+    if not rows:
+        click.echo(f"no protocol registry entry matches '{query}' ({registry.edition})", err=True)
+        sys.exit(1)
+    click.echo(protocol_registry.format_protocols(rows), nl=False)
+
+
+@main.command()
 @click.argument("policy", type=click.Path(dir_okay=False))
 @click.option(
     "--direction", required=True, type=click.Choice(("in", "out")),

@@ -67,6 +67,56 @@ TOOL_NAMES: dict[int, dict[str, tuple[str, str]]] = {  # family -> name -> (tool
 _NUMBERS = re.compile(r"([0-9]{1,3})(?:/([0-9]{1,3}))?")
 
 
+# What Linux connection tracking makes of each ICMP type, and so whether a rule of the
+# Linux outputs ever sees it (their rules see only NEW packets; PLATFORMS.md, proven in
+# tests/differential): conntrack starts a connection only with a request.
+REQUESTS = {4: frozenset({8, 13, 15, 17}), 6: frozenset({128, 139})}
+REPLIES = {4: frozenset({0, 14, 16, 18}), 6: frozenset({129, 140})}  # established, or invalid
+ERRORS = {4: frozenset({3, 4, 5, 11, 12}), 6: frozenset(range(0, 128))}  # related, or invalid
+
+
+def linux_fate(family: int, icmp_type: int) -> str | None:
+    """How the Linux outputs decide an ICMP type before any rule, in words; None for a
+    request, which the rules decide."""
+    if icmp_type in REQUESTS[family]:
+        return None
+    if icmp_type in REPLIES[family]:
+        return "accepted when it answers the host's own request (established), dropped otherwise (invalid)"
+    if icmp_type in ERRORS[family]:
+        return "accepted when it is about a connection of the host (related), dropped otherwise (invalid)"
+    if family == 6 and icmp_type in CONTROL_V6:
+        return (f"accepted before any rule with hop limit {CONTROL_V6[icmp_type]}, as neighbour discovery and "
+                "multicast listener discovery require")
+    return "dropped as invalid: connection tracking starts no connection with it"
+
+
+# RFC 4890 section 4.4.1, the link-local ICMPv6 control messages a host must not drop,
+# as (type, hop limit, what): accepted when they carry the hop limit their link scope
+# gives them, and BEFORE conntrack's INVALID drop, since conntrack marks 141, 142, 148,
+# 149 and 153 INVALID. Echo (128/129) is deliberately absent: the policy defaults decide
+# it, as they do for ICMPv4 echo. The error messages (1 destination unreachable, 2 packet
+# too big, 3 time exceeded, 4 parameter problem) pass as RELATED to the connection they
+# report on, by the established/related rule; an unsolicited one is INVALID and dropped.
+ICMPV6_CONTROL: tuple[tuple[int, int, str], ...] = (
+    (133, 255, "router solicitation"),
+    (134, 255, "router advertisement"),
+    (135, 255, "neighbour solicitation"),
+    (136, 255, "neighbour advertisement"),
+    (141, 255, "inverse neighbour discovery solicitation"),
+    (142, 255, "inverse neighbour discovery advertisement"),
+    (130, 1, "multicast listener query"),
+    (131, 1, "multicast listener report"),
+    (132, 1, "multicast listener done"),
+    (143, 1, "multicast listener report v2"),
+    (148, 255, "certificate path solicitation"),
+    (149, 255, "certificate path advertisement"),
+    (151, 1, "multicast router advertisement"),
+    (152, 1, "multicast router solicitation"),
+    (153, 1, "multicast router termination"),
+)
+CONTROL_V6 = {icmp_type: hoplimit for icmp_type, hoplimit, _ in ICMPV6_CONTROL}
+
+
 class IcmpType(NamedTuple):
     type: int
     code: int | None  # None: every code

@@ -13,6 +13,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator
 
+from fwgen import icmp
 from fwgen.errors import Location, shorten
 from fwgen.intervals import merge_spans
 from fwgen.ir import Action, Direction, Protocol
@@ -103,6 +104,11 @@ def _reachable(ctx: Context, index: int) -> dict[Protocol, list[Span]]:
         if facts.first:
             out.setdefault(protocol, []).extend(facts.spans)
     return {p: merge_spans(s) for p, s in out.items()}
+
+
+def _every_protocol(source: PolicyRule) -> bool:
+    """``protocol: all``: a rule about protocols (and interfaces), naming no service."""
+    return source.protocol is not None and source.protocol.value == "all"
 
 
 def _any_address(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] | None) -> str | None:
@@ -252,7 +258,7 @@ def unauthorized_port(ctx: Context) -> Yield:
     ports are favourites of malware and squatting software; accept them only when
     the service is really there. Reported at the port entry (or `range:`) that brings
     them in; when the note names ports inside its row's range (x11's row says "port
-    6003"), only those count.
+    6003"), only those count. A `protocol: all` rule names no service and is left out.
 
     Example::
 
@@ -273,7 +279,7 @@ def unauthorized_port(ctx: Context) -> Yield:
     marked = _unauthorized(ctx.registry)
     for source in ctx.policy.rules:
         rule = ctx.rule[source.index]
-        if rule.action is Action.DENY or not ctx.facts[rule.index].reached:
+        if rule.action is Action.DENY or not ctx.facts[rule.index].reached or _every_protocol(source):
             continue
         reachable = _reachable(ctx, rule.index)
         hits = [
@@ -662,11 +668,68 @@ def ipv4_only_any(ctx: Context) -> Yield:
     """
     for source in ctx.policy.rules:
         remote = source.remote or ()
+        if ctx.rule[source.index].families == (4,):
+            continue  # protocol: icmp is IPv4 only by itself
         if any(n.version == 4 and n.prefixlen == 0 for n in remote) and all(n.version == 4 for n in remote):
             key = "from" if source.direction == "in" else "to"
             yield ctx.where.rule(source, key), (
                 f"rule '{source.name}' matches IPv4 only: '{key}: [0.0.0.0/0]' is every IPv4 address and no IPv6 "
                 f"one; omit '{key}' to match every address, or add \"::/0\""
+            )
+
+
+@check("icmp-state")
+def icmp_state(ctx: Context) -> Yield:
+    """An `icmp:` entry that no rule of the Linux outputs ever decides: a reply, an error
+    or a neighbour discovery message, which connection tracking decides first.
+
+    iptables and nftables accept established and related packets, and drop invalid
+    ones, before any rule; a rule only sees packets that start a connection. For ICMP,
+    only requests do: echo-request, timestamp-request, 15 (information request) and
+    address-mask-request (IPv6: echo-request and 139, node information query). So an
+    echo-reply is accepted when it answers the host's own ping and dropped otherwise,
+    whatever a rule says; an error (destination-unreachable, time-exceeded, ...) is
+    accepted when it is about one of the host's connections. Neighbour and multicast
+    listener discovery (ICMPv6 133-136, 130-132, 143, ...) are accepted before any
+    rule when their hop limit says they are link-local. Windows Firewall applies the
+    rule to such a message; the Linux outputs cannot, so the policy would mean two
+    things. Reported when the policy is built for iptables or nftables.
+
+    Example::
+
+        version: 1
+        rules:
+          - name: ssh
+            action: allow
+            ports: [ssh]
+          - name: pong
+            action: allow
+            protocol: icmp
+            icmp: [echo-request, echo-reply]
+
+    Finding::
+
+        example.yaml:9:26: warning: rule 'pong' names ICMP type 0 (echo-reply), which iptables and nftables
+        decide before any rule: accepted when it answers the host's own request (established), dropped
+        otherwise (invalid); remove it, or write the policy for Windows alone [icmp-state]
+    """
+    if not set(ctx.targets) & set(LINUX_TARGETS):
+        return
+    for source in ctx.policy.rules:
+        if source.icmp is None:
+            continue
+        family = ctx.rule[source.index].families[0]
+        kind = "ICMPv6" if family == 6 else "ICMP"
+        for entry in source.icmp:
+            found = icmp.parse_entry(entry.value, family)
+            fate = icmp.linux_fate(family, found.type) if found is not None else None
+            if fate is None or found is None:
+                continue
+            name = icmp.type_name(family, found.type)
+            what = f"{kind} type {found}" + (f" ({name})" if name and found.code is None else "")
+            yield entry.location, (
+                f"rule '{source.name}' names {what}, which iptables and nftables decide before any rule: "
+                f"{fate}; remove it, or write the policy for Windows alone"
             )
 
 
@@ -705,10 +768,11 @@ def wide_open(ctx: Context) -> Yield:
     """A very wide inbound allow or monitor: at least 1024 ports of a protocol from any
     address of a family.
 
-    `range: registered`, `range: dynamic`, no ports at all, or a wide numeric range,
-    from anywhere (no `from`, or `0.0.0.0/0` / `::/0`): every service that ever listens
-    on the host is then reachable by the whole internet. Name the ports the host
-    serves, or restrict `from`.
+    `range: registered`, `range: dynamic`, no ports at all, a wide numeric range or
+    `protocol: all`, from anywhere (no `from`, or `0.0.0.0/0` / `::/0`): every service
+    that ever listens on the host is then reachable by the whole internet. Name the
+    ports the host serves, or restrict `from`. A rule limited to an `interface` (a VPN
+    or a private link: `wg0`) is left out: naming the interface is the restriction.
 
     Example::
 
@@ -730,10 +794,17 @@ def wide_open(ctx: Context) -> Yield:
         rule = ctx.rule[source.index]
         if rule.direction is not IN or rule.action is Action.DENY or not ctx.facts[rule.index].reached:
             continue
+        if rule.interfaces is not None:
+            continue
         anyone = _any_address(source.remote)
         ports = {proto: [(r.lo, r.hi) for r in ranges] for proto, ranges in rule.ports}
         widest = max((count_ports(spans) for spans in ports.values()), default=0)
-        if anyone and widest >= WIDE:
+        if anyone and _every_protocol(source):
+            yield ctx.where.rule(source, "protocol"), (
+                f"rule '{source.name}' accepts every IP protocol and port from {anyone}; "
+                "name the protocols and ports this host serves, or restrict 'from' or 'interface'"
+            )
+        elif anyone and widest >= WIDE:
             where = source.port_range.location if source.port_range else source.location
             yield where, (
                 f"rule '{source.name}' accepts {format_ports(ports, limit=3)} ({widest} ports) from {anyone}; "

@@ -607,3 +607,96 @@ def test_model_matches_the_reference_interpreter(data: dict[str, object]) -> Non
             for k in base
         )
         assert same == (not facts.changes), rule.name
+
+
+# ---------------------------------------------------------------------- the new matches
+
+
+def policy_file(body: str, name: str = "host.yaml") -> str:
+    Path(name).write_text("version: 1\nname: host\n" + body, encoding="utf-8")
+    return name
+
+
+SSH = "  - name: ssh\n    action: allow\n    ports: [ssh]\n"
+
+
+def test_shadowed_and_redundant_over_interfaces() -> None:
+    path = policy_file("targets: [iptables, nftables]\nrules:\n" + SSH + (
+        "  - name: vpn\n    action: allow\n    protocol: all\n    interface: wg*\n"
+        "  - name: wg0\n    action: deny\n    protocol: all\n    interface: wg0\n"
+        "  - name: eth0\n    action: deny\n    protocol: all\n    interface: eth0\n"
+        "  - name: eth\n    action: deny\n    protocol: all\n    interface: eth*\n"), )
+    assert with_id(path, "shadowed", LINUX) == [
+        f"{at(path, '- name: wg0', 'name')}: warning: rule 'wg0' can never match: shadowed by 'ssh' (line 5), "
+        "'vpn' (line 8) [shadowed]"]
+    # eth0 before eth*: a narrower deny the wider one repeats (which repeats the default).
+    assert with_id(path, "redundant", LINUX) == [
+        f"{at(path, '- name: eth0', 'name')}: warning: rule 'eth0' is redundant: without it the same traffic gets "
+        "the same verdict from 'eth' (line 20) [redundant]",
+        f"{path}:20:5: warning: rule 'eth' is redundant: without it "
+        "the same traffic gets the same verdict from the default inbound deny [redundant]"]
+
+
+def test_icmp_types_and_protocol_numbers_shadow_exactly() -> None:
+    path = policy_file("rules:\n" + SSH + (
+        "  - name: ping\n    action: allow\n    protocol: icmp\n    icmp: [echo-request]\n"
+        "  - name: ping8\n    action: deny\n    protocol: icmp\n    icmp: [8/0]\n"        # inside echo-request
+        "  - name: timestamp\n    action: deny\n    protocol: icmp\n    icmp: [13, 8]\n"  # half new
+        "  - name: esp\n    action: allow\n    protocol: esp\n"
+        "  - name: esp50\n    action: deny\n    protocol: 50\n"                             # the same protocol
+        "  - name: ah\n    action: deny\n    protocol: ah\n"))                              # another one
+    shadowed = with_id(path, "shadowed")
+    assert [f.split("rule '")[1].split("'")[0] for f in shadowed] == ["ping8", "esp50"]
+    assert "shadowed by 'ping' (line 7)" in shadowed[0] and "shadowed by 'esp' (line 19)" in shadowed[1]
+    # On Linux a deny repeating the default deny is redundant, here on 13 and on ah; 8 of
+    # 'timestamp' is ping's. (Windows needs explicit denies: not reported there.)
+    assert [f.split("rule '")[1].split("'")[0] for f in with_id(path, "redundant", LINUX)] == ["timestamp", "ah"]
+    assert with_id(path, "redundant") == []
+
+
+def test_local_addresses_and_profiles_shadow_exactly() -> None:
+    path = policy_file("targets: [windows]\nrules:\n" + (
+        "  - name: rdp\n    action: allow\n    ports: [ms-wbt-server]\n"
+        "  - name: office\n    action: allow\n    ports: [microsoft-ds]\n    profiles: [domain, private]\n"
+        "  - name: home\n    action: deny\n    ports: [microsoft-ds]\n    profiles: [private]\n"   # shadowed
+        "  - name: public\n    action: deny\n    ports: [microsoft-ds]\n    profiles: [public]\n"  # reached
+        "  - name: mgmt\n    action: allow\n    ports: [8443]\n    local: [10.9.0.2]\n"
+        "  - name: mgmt-host\n    action: deny\n    ports: [8443]\n    local: [10.9.0.2]\n"  # shadowed
+        "  - name: mgmt-net\n    action: deny\n    ports: [8443]\n    local: [10.9.0.0/24]\n"))  # reached
+    assert [f.split("rule '")[1].split("'")[0] for f in with_id(path, "shadowed", ("windows",))] == [
+        "home", "mgmt-host"]
+
+
+def test_wide_open_and_unauthorized_ports_leave_interface_and_protocol_rules_alone() -> None:
+    path = policy_file("targets: [iptables, nftables]\nrules:\n" + SSH + (
+        "  - name: vpn\n    action: allow\n    protocol: all\n    interface: wg0\n"
+        "  - name: everything\n    action: allow\n    protocol: all\n"
+        "  - name: wide\n    action: allow\n    range: registered\n"))
+    assert with_id(path, "wide-open", LINUX) == [
+        f"{path}:{line_of(path, '- name: everything') + 2}:15: warning: rule 'everything' accepts every IP "
+        "protocol and port from every address; name the protocols and ports this host serves, or restrict 'from' "
+        "or 'interface' [wide-open]",
+    ]
+    assert all("rule 'vpn'" not in f and "rule 'everything'" not in f for f in with_id(path, "unauthorized-port", LINUX))
+
+
+def test_ipv4_only_any_leaves_icmp_alone() -> None:
+    path = policy_file("rules:\n" + SSH + "  - name: ping\n    action: allow\n    protocol: icmp\n    from: [0.0.0.0/0]\n")
+    assert with_id(path, "ipv4-only-any") == []
+
+
+def test_icmp_state_names_each_entry_linux_decides_first() -> None:
+    path = policy_file("rules:\n" + SSH + (
+        "  - name: v4\n    action: allow\n    protocol: icmp\n    icmp: [echo-request, 3/4, timestamp-request, 9]\n"
+        "  - name: v6\n    action: deny\n    protocol: icmpv6\n    icmp: [echo-request, 135, packet-too-big, 139]\n"
+        "  - name: all-types\n    action: allow\n    protocol: icmp\n"))
+    got = with_id(path, "icmp-state")
+    assert [f.split(": warning: ")[1].split(", which")[0] for f in got] == [
+        "rule 'v4' names ICMP type 3/4", "rule 'v4' names ICMP type 9 (router-advertisement)",
+        "rule 'v6' names ICMPv6 type 135", "rule 'v6' names ICMPv6 type 2 (packet-too-big)",
+    ]
+    assert got[0].startswith(at(path, "3/4", "3/4"))
+    assert "about a connection of the host (related)" in got[0]
+    assert "dropped as invalid" in got[1]
+    assert "with hop limit 255" in got[2]
+    assert with_id(path, "icmp-state", ("windows",)) == []  # Windows applies the rule to them

@@ -348,3 +348,29 @@ def test_format_protocols(reg: ProtocolRegistry, query: str, text: str) -> None:
 
 def test_format_nothing() -> None:
     assert format_protocols([]) == ""
+
+
+# --------------------------------------------------------------------------- fwgen protocols
+
+
+def test_cli_prints_the_rows_as_format_protocols_does(reg: ProtocolRegistry) -> None:
+    from click.testing import CliRunner
+
+    from fwgen.cli import main
+
+    for query in ("esp", "GRE", "47-51", "112", "ospf"):
+        result = CliRunner().invoke(main, ["protocols", query])
+        assert result.exit_code == 0, query
+        assert result.stdout == format_protocols(reg.query(query)) != ""
+    assert CliRunner().invoke(main, ["protocols", "vrrp"]).stdout.startswith("112  VRRP  Virtual Router Redundancy")
+
+
+def test_cli_nothing_found_is_one_line_exit_1() -> None:
+    from click.testing import CliRunner
+
+    from fwgen.cli import main
+
+    result = CliRunner().invoke(main, ["protocols", "nosuch"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == "no protocol registry entry matches 'nosuch' (highest assigned 147 (BIT-EMU))\n"

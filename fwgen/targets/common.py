@@ -9,30 +9,6 @@ from fwgen.ir import Direction, Rule, Ruleset
 LOG_PREFIX_MAX = 29
 LOG_BURST_MAX = 10000  # iptables' --limit-burst maximum
 
-# RFC 4890 section 4.4.1, the link-local ICMPv6 control messages a host must not drop,
-# as (type, hop limit, what): accepted when they carry the hop limit their link scope
-# gives them, and BEFORE conntrack's INVALID drop, since conntrack marks 141, 142, 148,
-# 149 and 153 INVALID. Echo (128/129) is deliberately absent: the policy defaults decide
-# it, as they do for ICMPv4 echo. The error messages (1 destination unreachable, 2 packet
-# too big, 3 time exceeded, 4 parameter problem) pass as RELATED to the connection they
-# report on, by the established/related rule; an unsolicited one is INVALID and dropped.
-ICMPV6_CONTROL: tuple[tuple[int, int, str], ...] = (
-    (133, 255, "router solicitation"),
-    (134, 255, "router advertisement"),
-    (135, 255, "neighbour solicitation"),
-    (136, 255, "neighbour advertisement"),
-    (141, 255, "inverse neighbour discovery solicitation"),
-    (142, 255, "inverse neighbour discovery advertisement"),
-    (130, 1, "multicast listener query"),
-    (131, 1, "multicast listener report"),
-    (132, 1, "multicast listener done"),
-    (143, 1, "multicast listener report v2"),
-    (148, 255, "certificate path solicitation"),
-    (149, 255, "certificate path advertisement"),
-    (151, 1, "multicast router advertisement"),
-    (152, 1, "multicast router solicitation"),
-    (153, 1, "multicast router termination"),
-)
 # IPv4's counterpart of MLD: IGMP (protocol 2) queries and reports, link-local with TTL 1.
 # Behind a snooping switch a host that drops them stops receiving its multicast groups.
 IGMP = 2

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 from fwgen import render as rendering
 from fwgen import sanitize
+from fwgen.icmp import ICMPV6_CONTROL
 from fwgen.ir import (
     ICMP_NUMBER,
     ICMPV6_NUMBER,
@@ -44,7 +45,6 @@ from fwgen.ir import (
 from fwgen.lowering import Run, partition, plan
 from fwgen.targets import BY_NAME, TargetOutput
 from fwgen.targets.common import (
-    ICMPV6_CONTROL,
     IGMP,
     LOOPBACK,
     icmp_entries,

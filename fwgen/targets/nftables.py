@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from fwgen import render as rendering
 from fwgen import sanitize
+from fwgen.icmp import ICMPV6_CONTROL
 from fwgen.ir import (
     ALL_PORTS,
     ICMP_NUMBER,
@@ -40,7 +41,6 @@ from fwgen.lowering import Run, join_touching, partition, plan
 from fwgen.targets import BY_NAME, TargetOutput
 from fwgen.targets.common import (
     ANTISPOOF_EXEMPT_ICMPV6,
-    ICMPV6_CONTROL,
     IGMP,
     LOOPBACK,
     icmp_entries,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from fwgen.build import build
+from fwgen.icmp import ICMPV6_CONTROL
 from fwgen.registry import bundled
-from fwgen.targets.common import ICMPV6_CONTROL
 from tests.kernel.netns import (
     Namespace,
     Probe,
