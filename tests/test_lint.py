@@ -677,12 +677,14 @@ def test_wide_open_and_unauthorized_ports_leave_interface_and_protocol_rules_alo
         "protocol and port from every address; name the protocols and ports this host serves, or restrict 'from' "
         "or 'interface' [wide-open]",
     ]
-    assert all("rule 'vpn'" not in f and "rule 'everything'" not in f for f in with_id(path, "unauthorized-port", LINUX))
+    unauthorized = [f.split("rule '")[1].split("'")[0] for f in with_id(path, "unauthorized-port", LINUX)]
+    assert unauthorized == ["wide"]  # the range names ports; the protocol rules name none
 
 
 def test_ipv4_only_any_leaves_icmp_alone() -> None:
-    path = policy_file("rules:\n" + SSH + "  - name: ping\n    action: allow\n    protocol: icmp\n    from: [0.0.0.0/0]\n")
-    assert with_id(path, "ipv4-only-any") == []
+    ping = "  - name: ping\n    action: allow\n    protocol: icmp\n    from: [0.0.0.0/0]\n"
+    assert with_id(policy_file("rules:\n" + SSH + ping), "ipv4-only-any") == []
+    assert len(with_id(policy_file("rules:\n" + SSH + ping.replace("icmp", "tcp"), "tcp.yaml"), "ipv4-only-any")) == 1
 
 
 def test_icmp_state_names_each_entry_linux_decides_first() -> None:
