@@ -670,9 +670,11 @@ def test_local_addresses_and_profiles_shadow_exactly() -> None:
 def test_wide_open_and_unauthorized_ports_leave_interface_and_protocol_rules_alone() -> None:
     path = policy_file("targets: [iptables, nftables]\nrules:\n" + SSH + (
         "  - name: vpn\n    action: allow\n    protocol: all\n    interface: wg0\n"
-        "  - name: everything\n    action: allow\n    protocol: all\n"
-        "  - name: wide\n    action: allow\n    range: registered\n"))
+        "  - name: wide\n    action: allow\n    range: registered\n"
+        "  - name: everything\n    action: allow\n    protocol: all\n"))
     assert with_id(path, "wide-open", LINUX) == [
+        f"{at(path, 'range: registered', 'registered')}: warning: rule 'wide' accepts 1024-49151/tcp+udp "
+        "(48128 ports) from every address; name the ports this host serves, or restrict 'from' [wide-open]",
         f"{path}:{line_of(path, '- name: everything') + 2}:15: warning: rule 'everything' accepts every IP "
         "protocol and port from every address; name the protocols and ports this host serves, or restrict 'from' "
         "or 'interface' [wide-open]",
