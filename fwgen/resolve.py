@@ -288,8 +288,8 @@ def resolve_rule(rule: PolicyRule, registry: Registry) -> ir.Rule:
         tcp, udp = ir.what_span(ir.TCP_NUMBER), ir.what_span(ir.UDP_NUMBER)
         other = ((0, tcp[0] - 1), (tcp[1] + 1, udp[0] - 1), (udp[1] + 1, ir.WHAT_SIZE - 1))
     remote_key = "from" if rule.direction == "in" else "to"
-    remote_v4, remote_v6 = _addresses(rule, remote_key, rule.remote, families)
-    local_v4, local_v6 = _addresses(rule, "local", rule.local, families)
+    remote_v4, remote_v6 = _addresses(rule, remote_key, rule.remote, families) if rule.remote else (None, None)
+    local_v4, local_v6 = _addresses(rule, "local", rule.local, families) if rule.local else (None, None)
     resolved = ir.Rule(
         index=rule.index,
         name=rule.name,
@@ -308,7 +308,7 @@ def resolve_rule(rule: PolicyRule, registry: Registry) -> ir.Rule:
         profiles=tuple(p for p in PROFILES if p in rule.profiles) if rule.profiles is not None else None,
         families=families,
     )
-    if not any(resolved.applies_to(family) for family in families):
+    if rule.local is not None and not any(resolved.applies_to(family) for family in families):
         raise PolicyError(
             rule.key_location("local"),
             f"rule '{rule.name}' can never match: its {remote_key} and local addresses share no address family",

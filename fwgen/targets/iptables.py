@@ -89,9 +89,9 @@ def chain_name(rule: Rule) -> str:
     return f"fwgen-rule-{rule.index}"  # <= 28 characters for any realistic index
 
 
-def port_chunks(ranges: tuple[PortRange, ...] | list[PortRange]) -> list[str]:
+def port_chunks(ranges: tuple[PortRange, ...] | list[PortRange], shape: rendering.Shapes | None = None) -> list[str]:
     """Port matches, each within multiport's 15 slots (a range takes two)."""
-    shape = shapes()
+    shape = shape or shapes()
     if len(ranges) == 1:
         r = ranges[0]
         if r.lo == PORT_MIN and r.hi == PORT_MAX:
@@ -127,7 +127,8 @@ def _protocol_parts(rule: Rule) -> list[tuple[str, str]]:
     shape = shapes()
     if rule.what() == ((0, WHAT_SIZE - 1),):
         return [("", "")]
-    parts = [(shape.protocol(proto.value), ports) for proto, ranges in rule.ports for ports in port_chunks(ranges)]
+    parts = [(shape.protocol(proto.value), ports) for proto, ranges in rule.ports
+             for ports in port_chunks(ranges, shape)]
     for number, selectors in by_protocol(rule.other).items():
         head = shape.protocol(str(number))
         if number in (ICMP_NUMBER, ICMPV6_NUMBER) and selectors != [(0, 0xFFFF)]:
@@ -223,7 +224,7 @@ class _Lowering:
             head = shape.protocol(proto.value)
             for target, (ranges, rules) in by_target.items():
                 comment = self.comment_of(rules)
-                lines.extend(shape.rule(base, head + match, comment, target) for match in port_chunks(ranges))
+                lines.extend(shape.rule(base, head + match, comment, target) for match in port_chunks(ranges, shape))
         self.runs[(base, id(run))] = (run, lines)  # keeping the run keeps its id unique
         return lines
 

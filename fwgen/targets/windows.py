@@ -17,6 +17,7 @@ import heapq
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -169,7 +170,7 @@ class _Unit(NamedTuple):
 
 def _units(rules: list[Rule]) -> list[_Unit]:
     numbers = {TCP_NUMBER if protocol is Protocol.TCP else UDP_NUMBER for r in rules for protocol, _ in r.ports}
-    numbers |= {number for r in rules for number in by_protocol(r.other)}
+    numbers |= {number for r in rules if r.other for number in by_protocol(r.other)}
     special = {ICMP_NUMBER: (4,), ICMPV6_NUMBER: (6,)}
     return [_Unit(n, special.get(n, (4, 6))) for n in sorted(numbers, key=lambda n: (n not in _PORTS, n))]
 
@@ -184,10 +185,20 @@ def _selectors(rule: Rule, number: int) -> tuple[Interval, ...]:
     return tuple(by_protocol(rule.other).get(number, ()))
 
 
-def _covers(rule: Rule, number: int) -> bool:
-    if number in _PORTS:
-        return bool(rule.port_ranges(_PORTS[number]))
-    return any(lo >> SELECTOR_BITS <= number <= hi >> SELECTOR_BITS for lo, hi in rule.other)
+def _covering(rules: tuple[Rule, ...], ids: list[int], units: list[_Unit]) -> dict[int, list[int]]:
+    """Per unit's protocol number, the rules (ids, in order) that cover some of it."""
+    found: dict[int, list[int]] = {unit.number: [] for unit in units}
+    others = [unit.number for unit in units if unit.number not in _PORTS]
+    for i in ids:
+        rule = rules[i]
+        for protocol, _ in rule.ports:
+            found[TCP_NUMBER if protocol is Protocol.TCP else UDP_NUMBER].append(i)
+        if rule.other:
+            spans = [(lo >> SELECTOR_BITS, hi >> SELECTOR_BITS) for lo, hi in rule.other]
+            for number in others:
+                if any(lo <= number <= hi for lo, hi in spans):
+                    found[number].append(i)
+    return found
 
 
 def _paint(ruleset: Ruleset, rule_ids: tuple[int, ...], number: int) -> list[Run]:
@@ -201,7 +212,8 @@ def _paint(ruleset: Ruleset, rule_ids: tuple[int, ...], number: int) -> list[Run
     return [(lo, hi, rule_ids[position]) for lo, hi, position in decided]
 
 
-def _port_map(runs: list[Run], verdicts: dict[int, str]) -> _PortMap:
+def _port_map(runs: list[Run], verdicts: Sequence[str]) -> _PortMap:
+    """``verdicts``: each rule's (by id)."""
     by_verdict: dict[str, list[Run]] = {}
     for run in runs:
         by_verdict.setdefault(verdicts[run[2]], []).append(run)
@@ -226,6 +238,9 @@ def _contexts(ruleset: Ruleset, rule_ids: list[int], families: tuple[int, ...]) 
     ``profiles`` leave out. (Which rules apply to a family at all is the regions' affair:
     a rule here is only ever left out for its local addresses or profiles.)"""
     rules = ruleset.rules
+    if all(rules[i].local_v4 is None and rules[i].local_v6 is None and rules[i].profiles is None for i in rule_ids):
+        whole: dict[int, tuple[Interval, ...]] = {f: ((0, engine.ADDRESS_SIZE[f] - 1),) for f in families}
+        return [_Context(whole, engine.PROFILES, tuple(rule_ids))] if rule_ids else []
     by_profiles = [i for i in rule_ids if rules[i].profiles is not None]
     # excluded rules -> family -> local cells, per profile
     found: dict[tuple[int, ...], dict[str, dict[int, list[Interval]]]] = {}
@@ -253,17 +268,23 @@ def _contexts(ruleset: Ruleset, rule_ids: list[int], families: tuple[int, ...]) 
     return contexts
 
 
-def _regions(ruleset: Ruleset, context: _Context, number: int) -> list[_Region]:
-    """Every remote address cell of the context's families with its first-match map."""
+def _regions(ruleset: Ruleset, context: _Context, number: int, verdicts: Sequence[str]) -> list[_Region]:
+    """Every remote address cell of the context's families with its first-match map
+    (``verdicts``: each rule's, by id)."""
     rules = ruleset.rules
-    verdicts = {i: _verdict(rules[i]) for i in context.rule_ids}
     maps: dict[tuple[int, ...], _PortMap] = {}  # rule ids -> port map, for both families
     regions: list[_Region] = []
     for family in context.local:
-        chosen = [i for i in context.rule_ids if rules[i].applies_to(family)]
         # Rules for any address cover every cell: only the others cut the address space.
-        everywhere = [i for i in chosen if rules[i].remote(family) is None]
-        restricted = [i for i in chosen if rules[i].remote(family) is not None]
+        everywhere: list[int] = []
+        restricted: list[int] = []
+        for i in context.rule_ids:
+            rule = rules[i]
+            remote = rule.remote_v4 if family == 4 else rule.remote_v6
+            if remote is None and rule.local_v4 is None and rule.local_v6 is None and family in rule.families:
+                everywhere.append(i)
+            elif rule.applies_to(family):
+                (everywhere if remote is None else restricted).append(i)
         spans_of = [(bit, engine.network_spans(rules[i].remote(family))) for bit, i in enumerate(restricted)]
         starts, masks = engine.cut(spans_of, engine.ADDRESS_SIZE[family])
         for mask, cells in engine.group(starts, masks, engine.ADDRESS_SIZE[family]).items():
@@ -590,13 +611,15 @@ def lower(ruleset: Ruleset) -> list[WinRule]:
     if ruleset.options.windows_exclusive:
         ruleset = _with_explicit_defaults(ruleset)
     out: list[WinRule] = []
+    verdicts = [_verdict(rule) for rule in ruleset.rules]
     for direction in (Direction.IN, Direction.OUT):
         of_direction = [i for i, r in enumerate(ruleset.rules) if r.direction is direction]
         emitted_direction: list[WinRule] = []
-        for unit in _units([ruleset.rules[i] for i in of_direction]):
-            covering = [i for i in of_direction if _covers(ruleset.rules[i], unit.number)]
-            for context in _contexts(ruleset, covering, unit.families):
-                regions = _regions(ruleset, context, unit.number)
+        units = _units([ruleset.rules[i] for i in of_direction])
+        covering_of = _covering(ruleset.rules, of_direction, units)
+        for unit in units:
+            for context in _contexts(ruleset, covering_of[unit.number], unit.families):
+                regions = _regions(ruleset, context, unit.number, verdicts)
                 emitted: dict[_Group, list[WinRule]] = {}  # both groupings often agree
                 for verdict in (BLOCK, ALLOW):
                     best: list[WinRule] | None = None
