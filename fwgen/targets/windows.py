@@ -245,8 +245,10 @@ def _contexts(ruleset: Ruleset, rule_ids: list[int], families: tuple[int, ...]) 
     # excluded rules -> family -> local cells, per profile
     found: dict[tuple[int, ...], dict[str, dict[int, list[Interval]]]] = {}
     for family in families:
-        restricted = [i for i in rule_ids if rules[i].local(family)]
-        spans_of = [(bit, engine.network_spans(rules[i].local(family))) for bit, i in enumerate(restricted)]
+        # A rule whose local addresses are all of the other family has none here: an
+        # empty list, inside no cell, so it is left out of every context of this family.
+        restricted = [i for i in rule_ids if rules[i].local(family) is not None]
+        spans_of = [(bit, engine.network_spans(rules[i].local(family)) or ()) for bit, i in enumerate(restricted)]
         starts, masks = engine.cut(spans_of, engine.ADDRESS_SIZE[family])
         for mask, cells in engine.group(starts, masks, engine.ADDRESS_SIZE[family]).items():
             outside = {i for bit, i in enumerate(restricted) if not mask >> bit & 1}
@@ -633,7 +635,23 @@ def lower(ruleset: Ruleset) -> list[WinRule]:
                         if best is None or len(candidate) < len(best):
                             best = candidate
                     emitted_direction += best or []
-        out += _every_protocol(emitted_direction)
+        out += _every_protocol(_united_profiles(emitted_direction))
+    return out
+
+
+def _united_profiles(rules: list[WinRule]) -> list[WinRule]:
+    """Rules that differ only in their profiles become one rule for all of them (in the
+    place of the first): the contexts cut the profile axis wherever any rule limits
+    its profiles, so a rule for every profile would otherwise repeat per context."""
+    profiles: dict[WinRule, list[str]] = {}
+    for rule in rules:
+        key = rule._replace(profiles=None)
+        found = profiles.setdefault(key, [])
+        found.extend(rule.profiles or engine.PROFILES)
+    out = []
+    for key, names in profiles.items():
+        united = tuple(p for p in engine.PROFILES if p in names)
+        out.append(key._replace(profiles=None if united == engine.PROFILES else united))
     return out
 
 
