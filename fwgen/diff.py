@@ -28,6 +28,7 @@ the current directory's repository); errors in those name the policy as
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import subprocess
@@ -83,6 +84,22 @@ class Change:
     local: tuple[int, Intervals] | None = None
     interfaces: str | None = None
     profiles: tuple[str, ...] | None = None
+    interface_set: InterfaceSet | None = None  # the interfaces exactly (None: any)
+
+    def on_interface(self, name: str) -> bool:
+        """Whether the change concerns connections on interface ``name``."""
+        return self.interface_set is None or self.interface_set.holds(name)
+
+
+class InterfaceSet(NamedTuple):
+    """Interfaces as ranks of the direction's interface axis (``engine.InterfaceAxis``)."""
+
+    spans: Intervals
+    edges: tuple[str, ...]  # the axis: rank r holds the names from edges[r] below edges[r + 1]
+
+    def holds(self, name: str) -> bool:
+        rank = bisect.bisect_right(self.edges, name) - 1
+        return any(lo <= rank <= hi for lo, hi in self.spans)
 
 
 @dataclass(frozen=True)
@@ -333,13 +350,20 @@ def _collect(lines: dict[tuple[object, ...], list[tuple[int, int]]], direction: 
         by_key.setdefault(where, {4: [], 6: []})[family].extend(remote)
     for (before, after, local, interface, profile), addresses in by_key.items():
         v4, v6 = tuple(merge_spans(addresses[4])), tuple(merge_spans(addresses[6]))
-        interfaces = side.interfaces.describe(interface, side.patterns) if interface else None
+        interfaces = (side.interfaces.describe(interface, side.patterns), interface,
+                      tuple(side.interfaces.edges)) if interface else None
         profiles = tuple(engine.PROFILES[i] for lo, hi in profile for i in range(lo, hi + 1)) if profile else None
         for number, selectors in ir.by_protocol(tuple(what)).items():
             label = _protocol_label(number, mentioned)
             if label == OTHER or number not in (ir.TCP_NUMBER, ir.UDP_NUMBER, ir.ICMP_NUMBER, ir.ICMPV6_NUMBER):
                 selectors = [(0, 0xFFFF)]  # a protocol without ports or types: every packet
-            lines.setdefault((direction, label, v4, v6, before, after, local, interfaces, profiles), []).extend(
+            # ICMP exists in IPv4 only, ICMPv6 in IPv6 only (and so do their rules); "every
+            # other protocol" says so by itself
+            mine = (v4, v6) if label == OTHER else (v4, ()) if number == ir.ICMP_NUMBER else (
+                ((), v6) if number == ir.ICMPV6_NUMBER else (v4, v6))
+            if mine == ((), ()):
+                continue
+            lines.setdefault((direction, label, *mine, before, after, local, interfaces, profiles), []).extend(
                 selectors)
 
 
@@ -354,12 +378,14 @@ def _changes(lines: dict[tuple[object, ...], list[tuple[int, int]]]) -> tuple[Ch
             protocols.append(str(label))
     changes = [
         Change(direction, tuple(sorted(protocols, key=lambda p: ORDER.get(p, 10))), ports, v4, v6, before, after,  # type: ignore[arg-type]
-               local, interfaces, profiles)  # type: ignore[arg-type]
+               local, interfaces[0] if interfaces else None, profiles,  # type: ignore[arg-type,index]
+               InterfaceSet(interfaces[1], interfaces[2]) if interfaces else None)  # type: ignore[index]
         for (direction, ports, v4, v6, before, after, local, interfaces, profiles, _), protocols in merged.items()
     ]
     changes.sort(key=lambda c: (
         DIRECTIONS.index(c.direction), ORDER.get(c.protocols[0], 10), c.protocols[0], c.ports,
         not c.v4, c.v4, c.v6, c.before, c.after, c.protocols, repr(c.local), c.interfaces or "", c.profiles or (),
+        c.interface_set or (),
     ))
     return tuple(changes)
 

@@ -187,11 +187,48 @@ def selectors_text(change: Change, namer: PortNamer) -> str:
     if change.ports == ((0, 0xFFFF),):
         return ""
     family = 6 if change.protocols == ("icmpv6",) else 4
-    entries = []
-    for entry in icmp_entries(list(change.ports)):
-        name = icmp.type_name(family, int(entry.partition("/")[0]))
-        entries.append(f"{entry} ({name})" if name and "/" not in entry else entry)
-    return ", ".join(entries)
+    direct = _icmp_text(family, list(change.ports))
+    rest = _icmp_text(family, _outside(list(change.ports), 0xFFFF))
+    return f"every type but {rest}" if len(rest) < len(direct) else direct
+
+
+def _outside(spans: list[tuple[int, int]], top: int) -> list[tuple[int, int]]:
+    """[0, top] without the sorted, disjoint ``spans``."""
+    out, at = [], 0
+    for lo, hi in spans:
+        if lo > at:
+            out.append((at, lo - 1))
+        at = hi + 1
+    return out + ([(at, top)] if at <= top else [])
+
+
+def _icmp_text(family: int, spans: list[tuple[int, int]]) -> str:
+    """ICMP (type << 8 | code) intervals in words: ``8 (echo-request), 3/4, 20-29``
+    (whole types in runs, a named one with its name)."""
+    entries = icmp_entries(spans)
+    out: list[str] = []
+    run: list[int] = []
+
+    def flush() -> None:
+        if len(run) > 2:
+            out.append(f"{run[0]}-{run[-1]}")
+        else:
+            for t in run:
+                name = icmp.type_name(family, t)
+                out.append(f"{t} ({name})" if name else str(t))
+        run.clear()
+
+    for entry in entries:
+        if "/" in entry:
+            flush()
+            out.append(entry)
+            continue
+        t = int(entry)
+        if run and (t != run[-1] + 1 or icmp.type_name(family, t) or icmp.type_name(family, run[-1])):
+            flush()
+        run.append(t)
+    flush()
+    return ", ".join(out)
 
 
 def where_text(change: Change) -> str:

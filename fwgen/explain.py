@@ -710,10 +710,12 @@ def protocol_names(number: int) -> list[str]:
 
 
 def protocol_label(number: int) -> str:
-    """``tcp``, ``udp``; any other protocol by number and IANA keyword: ``50 (esp)``,
-    ``1 (icmp)``, ``58 (ipv6-icmp)``; the bare number when it has no keyword."""
+    """``tcp``, ``udp``, ``icmp``, ``icmpv6`` (the policy's words); any other protocol by
+    number and IANA keyword: ``50 (esp)``; the bare number when it has no keyword."""
     if number in (TCP, UDP):
         return PROTOCOL_WORDS[number]
+    if number in ICMP_FAMILY:
+        return "icmp" if ICMP_FAMILY[number] == 4 else "icmpv6"
     names = protocol_names(number)
     return f"{number} ({', '.join(names)})" if names else str(number)
 
@@ -801,7 +803,7 @@ def query_label(
     icmp: IcmpQuery | None = None,
 ) -> str:
     """``in tcp 22 (ssh) from 192.0.2.7``, ``out 50 (esp) to 192.0.2.7 local 10.0.0.1``,
-    ``in 1 (icmp) type 8 (echo-request) interface eth0 profile public``."""
+    ``in icmp type 8 (echo-request) interface eth0 profile public``."""
     number = protocol_number(protocol)
     if number in (TCP, UDP):
         assert port is not None
@@ -829,20 +831,33 @@ def format_answer(
     dims: dict[str, Any] = {"local": local, "interface": interface, "profile": profile, "icmp": icmp}
     label = query_label(explainer, direction, protocol, port, remote, **dims)
     peer = "from" if direction == "in" else "to"
+    note = linux_before_rules(protocol, icmp)
+    note = f"; {note}" if note else ""
     if remote is not None:
         verdict = explainer.verdict(direction, protocol, port, remote, **dims)
-        return f"{label}: {_depends_prefix([verdict])}{_outcome(explainer, verdict, direction)}"
+        return f"{label}: {_depends_prefix([verdict])}{_outcome(explainer, verdict, direction)}{note}"
     regions = explainer.regions(direction, protocol, port, **dims)
     prefix = _depends_prefix([verdict for _, verdict in regions])
     if len(regions) == 1:
-        return f"{label}: {prefix}{_outcome(explainer, regions[0][1], direction)}"
+        return f"{label}: {prefix}{_outcome(explainer, regions[0][1], direction)}{note}"
     other = _otherwise_index(regions)
     parts = []
     for i, (nets, verdict) in enumerate(regions):
         if i != other:
             parts.append(_outcome(explainer, verdict, direction, f"{peer} {', '.join(str(n) for n in nets)}"))
     parts.append(_outcome(explainer, regions[other][1], direction, "otherwise"))
-    return f"{label}: {prefix}" + "; ".join(parts)
+    return f"{label}: {prefix}" + "; ".join(parts) + note
+
+
+def linux_before_rules(protocol: str | int, icmp: IcmpQuery | None) -> str | None:
+    """For an ICMP message that starts no connection (a reply, an error, neighbour
+    discovery): what iptables and nftables do with it before any rule, which the verdict
+    (the policy's, and Windows Firewall's) does not say. None for everything else."""
+    number = protocol_number(protocol)
+    if icmp is None or number not in ICMP_FAMILY:
+        return None
+    fate = icmp_types.linux_fate(ICMP_FAMILY[number], icmp[0])
+    return f"iptables and nftables decide this type before any rule: {fate}" if fate else None
 
 
 def _fields(explainer: Explainer, verdict: Verdict, direction: str) -> dict[str, Any]:
@@ -893,12 +908,13 @@ def answer_json(
     if remote is not None:
         verdict = explainer.verdict(direction, protocol, port, remote, **dims)
         out.update(_verdict_fields(explainer, verdict, direction))
-        return out
-    regions = explainer.regions(direction, protocol, port, **dims)
-    uniform = regions[0][1] if len(regions) == 1 else None
-    out.update(_verdict_fields(explainer, uniform, direction))
-    out["regions"] = [
-        {"networks": [str(n) for n in nets], **_verdict_fields(explainer, verdict, direction)}
-        for nets, verdict in regions
-    ]
+    else:
+        regions = explainer.regions(direction, protocol, port, **dims)
+        uniform = regions[0][1] if len(regions) == 1 else None
+        out.update(_verdict_fields(explainer, uniform, direction))
+        out["regions"] = [
+            {"networks": [str(n) for n in nets], **_verdict_fields(explainer, verdict, direction)}
+            for nets, verdict in regions
+        ]
+    out["linux_before_rules"] = linux_before_rules(protocol, icmp)
     return out

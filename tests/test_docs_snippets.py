@@ -157,3 +157,25 @@ def test_playbook() -> None:
         assert handlers[task["notify"]][0] in ("nft", "iptables-restore", "ip6tables-restore")
     readme = (ANSIBLE / "README.md").read_text()
     assert "does and does not prove" in readme and "--test" in readme
+
+
+FORMAT_DOC = ROOT / "docs" / "policy-format.md"
+WHOLE_POLICIES = [block for block in yaml_blocks(FORMAT_DOC) if block.startswith("version: 1\n") and "rules:" in block]
+
+
+def test_policy_format_has_whole_example_policies() -> None:
+    assert WHOLE_POLICIES  # the key overview, with every key at once, is not one
+
+
+@pytest.mark.parametrize("text", WHOLE_POLICIES, ids=lambda t: yaml.safe_load(t).get("name", "?"))
+def test_policy_format_examples_build(text: str, tmp_path: Path) -> None:
+    """The reference's example policies load, pass their lint errors and build for their
+    targets."""
+    from fwgen.build import build
+    from fwgen.registry import bundled
+
+    data = yaml.safe_load(text)
+    path = tmp_path / f"{data.get('name', 'example')}.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = build(str(path), bundled(), lint_errors=True)
+    assert result.files

@@ -484,7 +484,7 @@ def test_json_with_remote(monkeypatch: pytest.MonkeyPatch) -> None:
     assert doc["verdicts"] == [{
         "port": 22, "port_names": ["ssh"], "verdict": "allow", "rule": "admin-ssh",
         "file": "policies/edge.yaml", "line": 15, "default": None, "logged": False, "enforced": "accept",
-        "depends": [],
+        "depends": [], "linux_before_rules": None,
     }]
 
 
@@ -495,7 +495,7 @@ def test_json_without_remote(monkeypatch: pytest.MonkeyPatch) -> None:
     doc = json.loads(out)
     assert doc["query"]["port"] == 22 and doc["query"]["remote"] is None
     (answer,) = doc["verdicts"]
-    assert list(answer) == ["port", "port_names", *VERDICT_KEYS, "regions"]
+    assert list(answer) == ["port", "port_names", *VERDICT_KEYS, "regions", "linux_before_rules"]
     assert all(answer[k] is None for k in VERDICT_KEYS)  # depends on the address
     allow, deny = answer["regions"]
     assert list(allow) == ["networks", *VERDICT_KEYS]
@@ -1126,6 +1126,12 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return "host.yaml"
 
 
+LINUX_RELATED = ("; iptables and nftables decide this type before any rule: accepted when it is about a "
+                 "connection of the host (related), dropped otherwise (invalid)")
+LINUX_INVALID = ("; iptables and nftables decide this type before any rule: dropped as invalid: connection "
+                 "tracking starts no connection with it")
+
+
 def test_cli_new_options_text(host: str) -> None:
     base = [host, "--direction", "in"]
     assert run(*base, "--protocol", "esp", "--remote", "198.51.100.9") == (
@@ -1133,11 +1139,12 @@ def test_cli_new_options_text(host: str) -> None:
     assert run(*base, "--protocol", "50", "--remote", "192.0.2.9")[1] == (
         "in 50 (esp) from 192.0.2.9: deny by reject (default inbound deny)\n")
     assert run(*base, "--protocol", "icmp", "--icmp-type", "echo-request", "--remote", "192.0.2.9")[1] == (
-        "in 1 (icmp) type 8 (echo-request) from 192.0.2.9: allow (rule ping, host.yaml:10)\n")
+        "in icmp type 8 (echo-request) from 192.0.2.9: allow (rule ping, host.yaml:10)\n")
     assert run(*base, "--protocol", "icmpv6", "--icmp-type", "1/4", "--remote", "2001:db8::9")[1] == (
-        "in 58 (ipv6-icmp) type 1/4 (destination-unreachable) from 2001:db8::9: allow (rule ping6, host.yaml:14)\n")
+        "in icmpv6 type 1/4 (destination-unreachable) from 2001:db8::9: allow (rule ping6, host.yaml:14)"
+        + LINUX_RELATED + "\n")
     assert run(*base, "--protocol", "ipv6-icmp", "--icmp-type", "200", "--remote", "2001:db8::9")[1] == (
-        "in 58 (ipv6-icmp) type 200 from 2001:db8::9: deny by reject (default inbound deny)\n")
+        "in icmpv6 type 200 from 2001:db8::9: deny by reject (default inbound deny)" + LINUX_INVALID + "\n")
     assert run(*base, "--protocol", "tcp", "--port", "ssh", "--remote", "192.0.2.9", "--interface", "wg0")[1] == (
         "in tcp 22 (ssh) from 192.0.2.9 interface wg0: allow (rule vpn-admin, host.yaml:22)\n")
     assert run(*base, "--protocol", "6", "--port", "443", "--remote", "192.0.2.9", "--local", "10.0.0.1")[1] == (
@@ -1172,7 +1179,7 @@ def test_cli_depends_on(host: str) -> None:
         "in tcp 3389 (ms-wbt-server) from 10.1.1.1: depends on --local, --profile: allow when local is 192.168.1.10 "
         "and profile is private (rule home-rdp, laptop.yaml:11), else deny by drop (default inbound deny)\n")
     assert run(*base, "--protocol", "icmp", "--remote", "192.0.2.9")[1] == (
-        "in 1 (icmp) from 192.0.2.9: depends on --icmp-type: allow when icmp type is echo-request "
+        "in icmp from 192.0.2.9: depends on --icmp-type: allow when icmp type is echo-request "
         "(rule ping, host.yaml:10), else deny by reject (default inbound deny)\n")
     # several regions, one of them conditional
     assert run(*base, "--protocol", "tcp", "--port", "22")[1] == (
@@ -1191,7 +1198,7 @@ def test_cli_new_options_json(host: str) -> None:
                             "protocol_number": 6, "icmp_type": None, "local": None, "interface": None,
                             "profile": "domain"}
     (answer,) = doc["verdicts"]
-    assert list(answer) == ["port", "port_names", *VERDICT_KEYS]
+    assert list(answer) == ["port", "port_names", *VERDICT_KEYS, "linux_before_rules"]
     assert (answer["verdict"], answer["default"], answer["enforced"]) == ("deny", "inbound deny", "reject")
     assert answer["depends"] == [{
         "requires": {"interface": ["wg0"]}, "verdict": "allow", "rule": "vpn-admin", "file": host, "line": 22,
@@ -1224,8 +1231,8 @@ def test_cli_new_options_json(host: str) -> None:
     (["--protocol", "icmp", "--icmp-type", "packet-too-big"], "is not an ICMP type"),
     (["--protocol", "icmpv6", "--icmp-type", "redirect"], "is not an ICMPv6 type"),
     (["--protocol", "icmp", "--icmp-type", "3/256"], "is not an ICMP type"),
-    (["--protocol", "icmp", "--remote", "2001:db8::1"], "is IPv6, but 1 (icmp) is IPv4 only"),
-    (["--protocol", "icmpv6", "--local", "10.0.0.1"], "is IPv4, but 58 (ipv6-icmp) is IPv6 only"),
+    (["--protocol", "icmp", "--remote", "2001:db8::1"], "is IPv6, but icmp is IPv4 only"),
+    (["--protocol", "icmpv6", "--local", "10.0.0.1"], "is IPv4, but icmpv6 is IPv6 only"),
     (["--protocol", "tcp", "--port", "22", "--remote", "::1", "--local", "10.0.0.1"], "different address families"),
     (["--protocol", "tcp", "--port", "22", "--local", "10.0.0.0/8"], "is not an IPv4 or IPv6 address"),
     (["--protocol", "tcp", "--port", "22", "--local", "::ffff:10.0.0.1"], "IPv4-mapped"),

@@ -7,23 +7,27 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 
+from fwgen import ir
 from fwgen import lint as lint_module
 from fwgen.build import build
 from fwgen.cli import main
 from fwgen.errors import PolicyError
 from fwgen.explain import Explainer
 from fwgen.finding_ids import IDS
+from fwgen.ir import Protocol
 from fwgen.lint import Context, doc_examples, docs_markdown, finding_ids, lint_file
 from fwgen.policy import load_policy
 from fwgen.registry import bundled
-from fwgen.resolve import compile_policy, resolve_ports
+from fwgen.resolve import compile_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"
@@ -538,32 +542,78 @@ def test_acknowledge_is_documented_in_the_policy_format() -> None:
 # ---------------------------------------------------------------------- the model is exact
 
 
-def _points(policy: object) -> tuple[list[int], dict[int, list[int]]]:
-    """Every cell's corners: verdicts are constant between these points."""
-    ports, addresses = {0, 65535}, {4: {0, 2**32 - 1}, 6: {0, 2**128 - 1}}
-    for rule in policy.rules:  # type: ignore[attr-defined]
-        for ranges in resolve_ports(rule, bundled()).values():
-            for r in ranges:
-                ports.update(p for p in (r.lo - 1, r.lo, r.hi, r.hi + 1) if 0 <= p <= 65535)
-        for net in rule.remote or ():
-            top = 2 ** (32 if net.version == 4 else 128) - 1
-            lo, hi = int(net.network_address), int(net.broadcast_address)
-            addresses[net.version].update(a for a in (lo - 1, lo, hi, hi + 1) if 0 <= a <= top)
-    return sorted(ports), {f: sorted(a) for f, a in addresses.items()}
+def _edges(networks: object, top: int) -> set[int]:
+    out: set[int] = set()
+    for net in networks or ():  # type: ignore[attr-defined]
+        lo, hi = int(net.network_address), int(net.broadcast_address)
+        out.update(a for a in (lo - 1, lo, hi, hi + 1) if 0 <= a <= top)
+    return out
 
 
-def _verdicts(path: str, ports: list[int], addresses: dict[int, list[int]]) -> dict[tuple[object, ...], object]:
+class _Points(NamedTuple):
+    """Every cell's corners, per dimension: verdicts are constant between these points."""
+
+    what: list[int]  # points of the what axis (protocol << 16 | port or ICMP type << 8 | code)
+    remote: dict[int, list[int]]
+    local: dict[int, list[int | None]]  # [None] when no rule restricts local addresses
+    interfaces: list[str | None]
+    profiles: list[str | None]
+
+
+def _points(ruleset: ir.Ruleset) -> _Points:
+    what = {0, ir.WHAT_SIZE - 1, ir.what_span(ir.TCP_NUMBER)[0], ir.what_span(ir.UDP_NUMBER)[0]}
+    remote = {4: {0, 2**32 - 1}, 6: {0, 2**128 - 1}}
+    local: dict[int, set[int]] = {4: set(), 6: set()}
+    patterns: set[str] = set()
+    profiles = False
+    for rule in ruleset.rules:
+        for lo, hi in rule.what():
+            what.update(w for w in (lo - 1, lo, hi, hi + 1) if 0 <= w < ir.WHAT_SIZE)
+        for family, top in ((4, 2**32 - 1), (6, 2**128 - 1)):
+            remote[family] |= _edges(rule.remote(family), top)
+            local[family] |= _edges(rule.local(family), top)
+        patterns.update(rule.interfaces or ())
+        profiles |= rule.profiles is not None
+    names: set[str] = set()
+    for pattern in patterns:
+        names.update((pattern[:-1] + "q", pattern[:-1]) if pattern.endswith("*") else (pattern,))
+    return _Points(
+        sorted(what), {f: sorted(v) for f, v in remote.items()},
+        {f: sorted(v) or [None] for f, v in local.items()},  # type: ignore[misc]
+        sorted(names | {"zz9"}) if patterns else [None],
+        ["domain", "private", "public"] if profiles else [None],
+    )
+
+
+def _question(point: int) -> tuple[str | int, int | None, tuple[int, int] | None, tuple[int, ...]]:
+    """A what-point as explain's (protocol, port, icmp) and the families it exists in."""
+    number, selector = ir.what_protocol(point), point & 0xFFFF
+    if number in (ir.TCP_NUMBER, ir.UDP_NUMBER):
+        return ("tcp" if number == ir.TCP_NUMBER else "udp"), selector, None, (4, 6)
+    if number == ir.ICMP_NUMBER:
+        return "icmp", None, (selector >> 8, selector & 0xFF), (4,)
+    if number == ir.ICMPV6_NUMBER:
+        return "icmpv6", None, (selector >> 8, selector & 0xFF), (6,)
+    return number, None, None, (4, 6)
+
+
+def _verdicts(path: str, points: _Points) -> dict[tuple[object, ...], object]:
     explainer = Explainer(load_policy(path), bundled())
     out = {}
     for direction in ("in", "out"):
-        for protocol in ("tcp", "udp"):
-            for port in ports:
-                for family, values in addresses.items():
-                    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-                    for value in values:
-                        out[(direction, protocol, port, family, value)] = explainer.verdict(
-                            direction, protocol, port, make(value)
-                        )
+        for point in points.what:
+            protocol, port, icmp, families = _question(point)
+            for family in families:
+                make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+                for value in points.remote[family]:
+                    for local in points.local[family]:
+                        for interface in points.interfaces:
+                            for profile in points.profiles:
+                                verdict = explainer.verdict(
+                                    direction, protocol, port, make(value), icmp=icmp, interface=interface,
+                                    profile=profile, local=None if local is None else make(local))
+                                assert verdict.decided
+                                out[(direction, point, family, value, local, interface, profile)] = verdict
     return out
 
 
@@ -573,7 +623,8 @@ def _random_policy() -> object:
     return policy()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("FWGEN_LINT_EXAMPLES", "25")), deadline=None,
+          suppress_health_check=list(HealthCheck))
 @given(_random_policy())
 def test_model_matches_the_reference_interpreter(data: dict[str, object]) -> None:
     """Shadowed (never decides), redundant (removal changes no action or logging) and the
@@ -582,9 +633,10 @@ def test_model_matches_the_reference_interpreter(data: dict[str, object]) -> Non
 
     Path("p.yaml").write_text(to_yaml(data), encoding="utf-8")
     policy = load_policy("p.yaml")
-    ctx = Context(policy, compile_policy(policy, bundled()), bundled())
-    ports, addresses = _points(policy)
-    base = _verdicts("p.yaml", ports, addresses)
+    ruleset = compile_policy(policy, bundled())
+    ctx = Context(policy, ruleset, bundled())
+    points = _points(ruleset)
+    base = _verdicts("p.yaml", points)
     rules = data["rules"]
     assert isinstance(rules, list)
     for rule in policy.rules:
@@ -592,16 +644,19 @@ def test_model_matches_the_reference_interpreter(data: dict[str, object]) -> Non
         decides = {k for k, v in base.items() if v.rule == rule.name}  # type: ignore[attr-defined]
         assert bool(decides) == facts.reached, rule.name
         for (protocol, _), port_facts in facts.ports.items():
+            number = ir.TCP_NUMBER if protocol is Protocol.TCP else ir.UDP_NUMBER
             for lo, hi in port_facts.spans:
                 for port in (lo, hi):
-                    here = any(k[1] == protocol.value and k[2] == port for k in decides)
+                    point = ir.what_span(number)[0] + port
+                    assert point in points.what  # a cell's edge is some rule's
+                    here = any(k[1] == point for k in decides)
                     assert here == port_facts.first, (rule.name, protocol, port)
         if not facts.reached:
             continue
         without = copy.deepcopy(data)
         without["rules"] = [r for i, r in enumerate(rules) if i != rule.index - 1]  # type: ignore[index]
         Path("q.yaml").write_text(to_yaml(without), encoding="utf-8")
-        other = _verdicts("q.yaml", ports, addresses)
+        other = _verdicts("q.yaml", points)
         same = all(
             (base[k].action, base[k].logged) == (other[k].action, other[k].logged)  # type: ignore[attr-defined]
             for k in base
