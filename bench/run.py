@@ -67,14 +67,22 @@ class Fwgen:
     PYTHONPATH (the same code the installed ``fwgen`` script runs); ``--fwgen-cmd`` runs
     another command, e.g. an installed console script."""
 
-    def __init__(self, cmd: str | None):
+    def __init__(self, cmd: str | None, source: str = REPO):
         self.env = child_env()
         if cmd:
             self.argv = shlex.split(cmd)
         else:
             self.argv = [sys.executable, "-m", "fwgen"]
-            self.env["PYTHONPATH"] = REPO + os.pathsep + self.env.get("PYTHONPATH", "")
-        self.describe = " ".join(self.argv)
+            self.env["PYTHONPATH"] = source + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.describe = " ".join(self.argv) + (f" (PYTHONPATH={source})" if not cmd and source != REPO else "")
+
+    @classmethod
+    def baseline(cls, spec: str) -> Fwgen:
+        """``--baseline``: a source tree of another fwgen (a directory holding fwgen/, e.g.
+        a ``git worktree`` of the last release), else a command."""
+        if os.path.isdir(os.path.join(spec, "fwgen")):
+            return cls(None, os.path.abspath(spec))
+        return cls(spec)
 
     def build(self, policy: str, out: str, err: str) -> measure.ProcResult:
         return measure.run_process([*self.argv, "build", policy, "-o", out],
@@ -140,8 +148,8 @@ class CaseResults:
         self.probe: list[float] = []  # measure.speed_probe() before each timed run
 
 
-def run_case(name: str, runs: int, seed: int, fwgen: Fwgen, kernel: bool, keep: bool
-             ) -> CaseResults:
+def run_case(name: str, runs: int, seed: int, fwgen: Fwgen, kernel: bool, keep: bool,
+             baseline: Fwgen | None = None) -> CaseResults:
     res = CaseResults(name)
     # Untimed warm-up (bytecode caches, page cache) on its own seed, which also verifies
     # that every tool produces every output for this case before anything is timed.
@@ -174,6 +182,19 @@ def run_case(name: str, runs: int, seed: int, fwgen: Fwgen, kernel: bool, keep: 
             for line in r.stderr.splitlines():
                 if "warning" in line:
                     res.warnings.add("fwgen: " + line.split("warning:", 1)[-1].strip()[:160])
+            if baseline is not None:
+                # The baseline builds the same policy right after (or, every other run,
+                # right before: out of order, to spread the machine's drift over both).
+                b = baseline.build(fw_policy, os.path.join(workdir, "out-baseline"),
+                                   os.path.join(workdir, "baseline.stderr"))
+                check(b, f"baseline fwgen build ({name})")
+                if timed and i % 2:
+                    r = fwgen.build(fw_policy, out, os.path.join(workdir, "fwgen.stderr"))
+                    check(r, f"fwgen build ({name})")
+                if timed:
+                    res.wall["baseline"].append(b.wall)
+                    res.rss["baseline"].append(b.maxrss_kb)
+                    res.cpu["baseline"].append(b.cpu)
             if timed:
                 res.wall["fwgen"].append(r.wall)
                 res.rss["fwgen"].append(r.maxrss_kb)
@@ -338,6 +359,21 @@ def report(results: list[CaseResults], args: argparse.Namespace, info: list[tupl
         w(f"| {r.name} | {fmt_s(f)} | " + " | ".join(fmt_s(x) for x in a)
           + f" | {a[0] / f:.1f}x | {total / f:.1f}x |")
     w("")
+    if all(r.wall.get("baseline") for r in results):
+        w(f"### fwgen against the baseline (`{args.baseline}`), same policies, same runs, medians")
+        w("")
+        w("| case | fwgen wall s | baseline wall s | fwgen/baseline | fwgen CPU s | baseline CPU s | "
+          "fwgen/baseline | fwgen RSS MiB | baseline RSS MiB |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in results:
+            fw, bw = med(r.wall["fwgen"]), med(r.wall["baseline"])
+            fc, bc = med(r.cpu["fwgen"]), med(r.cpu["baseline"])
+            w(f"| {r.name} | {fmt_s(fw)} | {fmt_s(bw)} | {fw / bw:.2f} | {fmt_s(fc)} | {fmt_s(bc)} | "
+              f"{fc / bc:.2f} | {mib(max(r.rss['fwgen']))} | {mib(max(r.rss['baseline']))} |")
+        w("")
+        w("On odd runs fwgen builds a second time after the baseline and that build is the one "
+          "counted, so neither always goes first.")
+        w("")
     w("### Peak RSS of each process, MiB (max over runs; ru_maxrss from wait4)")
     w("")
     w("| case | fwgen all 3 | Aerleon iptables (speedway) | Aerleon nftables | Aerleon windows |")
@@ -494,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-kernel", action="store_true", help="skip the network-namespace loads")
     p.add_argument("--fwgen-cmd", help="run fwgen as this command instead of the checkout's "
                    "'python -m fwgen' (e.g. an installed 'fwgen' script)")
+    p.add_argument("--baseline", help="also time another fwgen on the same policies in the same runs: "
+                   "a source tree (a directory holding fwgen/, e.g. a git worktree of the last release) "
+                   "or a command")
     p.add_argument("--output", default=os.path.join(BENCH_DIR, "results.md"),
                    help="where to write the markdown table (default bench/results.md)")
     p.add_argument("--keep", action="store_true", help="keep the per-run temp dirs")
@@ -535,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in cases:
             log(f"case {name}: warm-up + {args.runs} run(s)")
-            results.append(run_case(name, args.runs, args.seed, fwgen, kernel, args.keep))
+            results.append(run_case(name, args.runs, args.seed, fwgen, kernel, args.keep,
+                                    Fwgen.baseline(args.baseline) if args.baseline else None))
     except HarnessError as e:
         log(f"error: {e}")
         return 2
