@@ -154,6 +154,12 @@ def resolve_protocol(rule: PolicyRule) -> ProtocolChoice:
             hint = f" (did you mean '{suggestions[0]}'?)" if suggestions else ""
             raise PolicyError(rule.protocol.location, f"unknown protocol '{shorten(text)}'{hint}")
         number = found
+    if number == 0:
+        raise PolicyError(
+            rule.protocol.location,
+            f"protocol '{shorten(text)}' is 0, HOPOPT: IPv6's hop-by-hop options header, which no packet has as its "
+            "protocol (and iptables reads -p 0 as every protocol); a rule cannot match it",
+        )
     if number in _BY_NUMBER:
         return _WORDS[_BY_NUMBER[number]]
     return ProtocolChoice("number", number=number)

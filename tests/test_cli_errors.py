@@ -117,6 +117,12 @@ CASES = [
      "proto_unknown.yaml:4:15: unknown protocol 'espp' (did you mean 'esp'?)"),
     ("proto_number.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: 256\n",
      "proto_number.yaml:4:15: protocol number 256 is not 0-255 (written without leading zeros)"),
+    ("proto_zero.yaml", "version: 1\nrules:\n  - action: deny\n    protocol: 0\n",
+     "proto_zero.yaml:4:15: protocol '0' is 0, HOPOPT: IPv6's hop-by-hop options header, which no packet has as "
+     "its protocol (and iptables reads -p 0 as every protocol); a rule cannot match it"),
+    ("proto_hopopt.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: HOPOPT\n",
+     "proto_hopopt.yaml:4:15: protocol 'HOPOPT' is 0, HOPOPT: IPv6's hop-by-hop options header, which no packet "
+     "has as its protocol (and iptables reads -p 0 as every protocol); a rule cannot match it"),
     ("proto_ports.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: esp\n    ports: [22]\n",
      "proto_ports.yaml:5:13: ports apply to tcp and udp only; this rule's protocol is esp"),
     ("all_ports.yaml", "version: 1\nrules:\n  - action: allow\n    protocol: all\n    ports: [22]\n",
