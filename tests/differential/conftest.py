@@ -19,3 +19,15 @@ def labs() -> Iterator[tuple[dict[str, Lab], KernelLog]]:
     finally:
         for lab in labs.values():
             lab.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many probes of each new kind the session checked, per target."""
+    from tests.differential.harness import PROBES
+
+    if not PROBES:
+        return
+    terminalreporter.section("differential probes checked")
+    for target in sorted({t for t, _ in PROBES}):
+        kinds = sorted((what, n) for (t, what), n in PROBES.items() if t == target)
+        terminalreporter.write_line(f"{target}: " + ", ".join(f"{what} {n}" for what, n in kinds))

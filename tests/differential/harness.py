@@ -1,60 +1,148 @@
 """The differential harness: load ONE target's output into a real kernel and check that
 every real packet's fate equals `fwgen explain`'s verdict.
 
-A ``Lab`` is a pair of network namespaces joined by a veth: the "host", which loads the
-rule set, and the "peer", which owns several IPv4 and IPv6 addresses inside and outside
-the policies' networks. Inbound probes go from a peer address to the host; outbound
-probes from the host to a peer address. Each probe runs twice: first with no rule set
-(the positive control: it must be delivered, so "not delivered" can never mean "nobody
-was listening"), then with the policy's rules.
+A ``Lab`` is three network namespaces: the "host", which loads the rule set, and two
+peers, each joined to the host by a veth of a fixed name (``fwa0`` to peer A, ``fwb0``
+to peer B). The peers own the addresses of ``policygen.PEER_V4``/``PEER_V6``, split
+between them (``policygen.PEER_LINK``); the host routes each one through its own link,
+so a probe's interface follows from its remote address. The host owns several addresses
+per family (``policygen.HOST_V4``/``HOST_V6``, two behind ``fwa0``, one behind ``fwb0``;
+each lab its own, see ``lab_address``), and every probe names the one it uses: the
+destination of an inbound probe, the bound source of an outbound one. Neighbour entries
+are static, so no resolution traffic crosses the links.
 
-Checks for every probe: delivered iff explain says allow or monitor; a TCP connect
-denied with reject fails at once (reset or ICMP error), not by timeout; a logged verdict
-leaves a kernel log line with the policy's prefix, the addresses and ``DPT=port``; and
-each monitor rule's counter reads back exactly the number of its delivered probes.
+Probes, in both directions, both families:
+- TCP connects and UDP datagrams to ports at every rule's range edges;
+- ICMP and ICMPv6 messages of the types conntrack treats as NEW (``ICMP_NEW``: echo,
+  timestamp, information and address mask requests; ICMPv6 echo and node information
+  queries), at every rule's type/code edges. Every other type is decided before any
+  rule (INVALID, or RELATED to a connection): tests/kernel/test_icmp_state.py proves it,
+  so it is never probed as rule-decided here;
+- raw IP packets of GRE, ESP, AH and VRRP (``RAW_PROTOCOLS``), each with a minimal
+  well-formed header (tests/kernel/rawprobe.py), counted by a raw socket on the
+  receiving side.
+Each probe runs twice: first with no rule set (the positive control: it must be
+delivered, so "not delivered" can never mean "nobody was listening"), then with the
+policy's rules.
+
+Checks for every probe: delivered iff explain (asked with the remote and local address,
+the interface and the ICMP type, so that every verdict is decided) says allow or
+monitor; a TCP connect denied with reject fails at once (reset or ICMP error), not by
+timeout; a logged verdict leaves a kernel log line with the policy's prefix, the
+interface, the addresses and what nf_log prints for the protocol (``DPT=`` for tcp and
+udp, ``PROTO=ICMP TYPE=8 CODE=0 ID=...``, ``PROTO=47``, ``PROTO=ESP SPI=...``; see
+``log_needles``); and each monitor rule's counter reads back exactly the number of its
+delivered probes.
+
+Conntrack keys ICMP queries on their identifier, and GRE (version 0), ESP, AH and VRRP
+on the address pair alone, and it remembers a flow across rule reloads: so every ICMP
+probe has an identifier of its own, and a raw-protocol probe between a remote and a
+host address goes in one direction only (``raw_direction``), or the reverse probe would
+be a reply (ESTABLISHED) and pass whatever the rules say.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fwgen.explain import Explainer
-from fwgen.ir import Direction, Ruleset
-from tests.differential.policygen import PEER_V4, PEER_V6
+from fwgen.ir import ICMP_NUMBER, ICMPV6_NUMBER, Direction, Rule, Ruleset, by_protocol
+from tests.differential.policygen import HOST_LINK, HOST_V4, HOST_V6, LINKS, PEER_LINK, PEER_V4, PEER_V6
 from tests.kernel.netns import (
+    Agent,
     KernelLog,
     Namespace,
     NetnsError,
     Probe,
+    ProbeResult,
     connect,
-    listen,
     load_iptables,
     load_nft,
-    run_probes,
+    mac_address,
+    static_neighbours,
 )
 
 TCP_TIMEOUT = 0.6
-# Client sockets take their source ports from here (set in both namespaces), and no probe
+# How long a UDP probe waits for an ICMP error. Delivery is judged by the listener, never
+# by the prober's status, so this only has to outlast the datagram's trip over the veth.
+UDP_WAIT = 0.1
+# Client sockets take their source ports from here (set in every namespace), and no probe
 # targets it: a listener must never find its port taken by a concurrent probe's socket.
 CLIENT_PORTS = (60000, 61999)
 OPEN_IPTABLES = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
 TARGETS = ("iptables", "nftables")
-HOSTS = {"iptables": ("203.0.113.1", "2001:db8:ffff::1"), "nftables": ("203.0.113.2", "2001:db8:ffff::2")}
+# Each lab's host addresses are the canonical ones (policygen.HOST_V4/HOST_V6, the
+# iptables lab's) plus this offset: the two labs log to one kernel log at the same time,
+# and a log line is told apart by its host address. The policies' local networks are
+# /31s and wider, so a network holds both labs' address or neither (except the single
+# addresses policygen lists on purpose).
+LAB_OFFSET = {"iptables": 0, "nftables": 1}
+ICMP_NEW = {4: (8, 13, 15, 17), 6: (128, 139)}  # the query types conntrack tracks as NEW
+RAW_PROTOCOLS = (47, 50, 51, 112)  # GRE, ESP, AH, VRRP
+ICMP_PROTOCOL = {4: "icmp", 6: "icmpv6"}
+SETTLE = 0.05  # after the last probe, for datagrams and raw packets still in flight
+
+
+def family(address: str) -> int:
+    return ipaddress.ip_address(address).version
+
+
+def lab_address(target: str, canonical: str) -> str:
+    return str(ipaddress.ip_address(canonical) + LAB_OFFSET[target])
 
 
 @dataclass(frozen=True)
 class Case:
+    """One probe, as explain is asked about it. ``local`` is the canonical host address
+    (``policygen.HOST_V4``/``HOST_V6``; each lab uses its own, ``lab_address``), None for
+    the family's first; ``profile`` is the Windows profile (the model only)."""
+
     direction: str  # in | out
-    protocol: str  # tcp | udp
-    port: int
+    protocol: str | int  # tcp | udp | icmp | icmpv6 | an IP protocol number (RAW_PROTOCOLS)
+    port: int | None  # tcp and udp only
     remote: str  # the peer's address
+    local: str | None = None
+    icmp: tuple[int, int] | None = None  # icmp and icmpv6 only: (type, code)
+    profile: str | None = None
+
+    @property
+    def family(self) -> int:
+        return family(self.remote)
+
+    @property
+    def interface(self) -> str:
+        """The host interface the probe arrives on (in) or leaves by (out)."""
+        return PEER_LINK[self.remote]
+
+    @property
+    def canonical_local(self) -> str:
+        return self.local or (HOST_V4 if self.family == 4 else HOST_V6)[0]
+
+    @property
+    def kind(self) -> str:
+        """tcp | udp | icmp | icmpv6 | raw"""
+        return self.protocol if isinstance(self.protocol, str) else "raw"
+
+
+@dataclass(frozen=True)
+class Sent:
+    """How one probe went: what the prober said, whether the other side got it, and the
+    packet's actual addresses and ICMP identifier (or ESP/AH SPI)."""
+
+    status: str
+    delivered: bool
+    src: str
+    dst: str
+    ident: int
 
 
 @dataclass
@@ -67,6 +155,8 @@ class Outcome:
     rule: str | None
     logged: bool
     enforced: str
+    sent: Sent | None = None
+    local: str = ""  # the lab's own host address
 
 
 @dataclass
@@ -87,14 +177,55 @@ def _edges(lo: int, hi: int) -> set[int]:
     return {p for p in (lo - 1, lo, hi, hi + 1, (lo + hi) // 2) if _probeable(p)}
 
 
+def restricts_more(rule: Rule) -> bool:
+    """The rule matches on something besides protocol and port: a probe must vary the
+    remote address, the local address and the link to meet every side of it."""
+    return any(x is not None for x in (rule.remote_v4, rule.remote_v6, rule.local_v4, rule.local_v6,
+                                       rule.interfaces))
+
+
+def icmp_points(rules: tuple[Rule, ...], number: int, types: tuple[int, ...] | None) -> set[tuple[int, int]]:
+    """(type, code) pairs at the edges of every rule's ICMP type/code intervals of
+    protocol ``number`` (1 or 58), and code 0 of every type in ``types``; only types in
+    ``types`` (None: every type)."""
+    points = {(t, 0) for t in types or ()}
+    for rule in rules:
+        for lo, hi in by_protocol(rule.other).get(number, ()):
+            if (lo, hi) == (0, 0xFFFF):
+                continue
+            for value in (lo - 1, lo, hi, hi + 1):
+                if 0 <= value <= 0xFFFF and (types is None or value >> 8 in types):
+                    points.add((value >> 8, value & 0xFF))
+    return points
+
+
+def raw_direction(remote: str, local: str) -> str:
+    """The one direction raw-protocol probes between these two addresses take (see the
+    module docstring): alternating over the pairs, so each direction meets every remote
+    address and every host address."""
+    peers = PEER_V4 + PEER_V6
+    hosts = HOST_V4 + HOST_V6
+    return "in" if (peers.index(remote) + hosts.index(local)) % 2 == 0 else "out"
+
+
 def choose_cases(ruleset: Ruleset, seed: int, per_direction: int = 600) -> list[Case]:
     """Range edges (lo-1, lo, hi, hi+1) and middles of every rule, a few random ports, each
-    from or to several peer addresses (all of them where a rule restricts addresses)."""
+    from or to several peer addresses (all of them where a rule restricts addresses, the
+    local address or the interface), the host addresses taking turns; ICMP and ICMPv6
+    queries at every rule's type/code edges; every raw protocol. At most
+    ``per_direction`` tcp and udp cases per direction."""
     rng = random.Random(seed)
+    hosts = {4: HOST_V4, 6: HOST_V6}
     cases: list[Case] = []
     for direction in Direction:
         rules = ruleset.rules_for(direction)
-        restricted = any(r.remote_v4 is not None or r.remote_v6 is not None for r in rules)
+        restricted = any(restricts_more(r) for r in rules)
+
+        def remotes(fam: int | None = None, restricted: bool = restricted) -> list[str]:
+            pool = list(PEER_V4 + PEER_V6) if restricted else [rng.choice(PEER_V4), rng.choice(PEER_V6)]
+            return [a for a in pool if fam is None or family(a) == fam]
+
+        mine: list[Case] = []
         for protocol in ("tcp", "udp"):
             ports: set[int] = {p for p in (rng.randint(1, 65535) for _ in range(3)) if _probeable(p)}
             for r in rules:
@@ -102,17 +233,24 @@ def choose_cases(ruleset: Ruleset, seed: int, per_direction: int = 600) -> list[
                     if proto.value == protocol:
                         for pr in ranges:
                             ports |= _edges(pr.lo, pr.hi)
-            for port in sorted(ports):
-                if restricted:
-                    remotes = list(PEER_V4 + PEER_V6)
-                else:
-                    remotes = [rng.choice(PEER_V4), rng.choice(PEER_V6)]
-                cases.extend(Case(direction.value, protocol, port, a) for a in remotes)
-        mine = [c for c in cases if c.direction == direction.value]
+            for j, port in enumerate(sorted(ports)):
+                for i, remote in enumerate(remotes()):
+                    local = hosts[family(remote)][(i + j) % 3]
+                    mine.append(Case(direction.value, protocol, port, remote, local))
         if len(mine) > per_direction:
             keep = set(rng.sample(range(len(mine)), per_direction))
-            cases = [c for c in cases if c.direction != direction.value] + [
-                c for i, c in enumerate(mine) if i in keep]
+            mine = [c for i, c in enumerate(mine) if i in keep]
+        cases.extend(mine)
+        for fam, number in ((4, ICMP_NUMBER), (6, ICMPV6_NUMBER)):
+            for j, point in enumerate(sorted(icmp_points(rules, number, ICMP_NEW[fam]))):
+                for i, remote in enumerate(remotes(fam)):
+                    local = hosts[fam][(i + j) % 3]
+                    cases.append(Case(direction.value, ICMP_PROTOCOL[fam], None, remote, local, point))
+        for protocol in RAW_PROTOCOLS:
+            for remote in remotes():
+                for local in hosts[family(remote)]:
+                    if raw_direction(remote, local) == direction.value:
+                        cases.append(Case(direction.value, protocol, None, remote, local))
     return cases
 
 
@@ -135,24 +273,60 @@ def concurrently(*calls: Callable[[], None]) -> None:
         raise errors[0]
 
 
+_TAG = re.compile(r"fwgen:([a-z]+-\d+);")
+
+
 class Lab:
-    """Two namespaces and a veth; lives across many policies."""
+    """The host and two peers; lives across many policies."""
 
     def __init__(self, target: str) -> None:
         self.target = target
-        self.host_v4, self.host_v6 = HOSTS[target]
-        self.host = Namespace().__enter__()
-        self.peer = Namespace().__enter__()
-        link = connect(self.host, self.peer, host_addrs=[f"{self.host_v4}/32", f"{self.host_v6}/128"],
-                       peer_addrs=[f"{a}/32" for a in PEER_V4] + [f"{a}/128" for a in PEER_V6])
-        for ns, ifname in ((self.host, link.host_if), (self.peer, link.peer_if)):
+        self.host_v4s = tuple(lab_address(target, a) for a in HOST_V4)
+        self.host_v6s = tuple(lab_address(target, a) for a in HOST_V6)
+        self.host_v4, self.host_v6 = self.host_v4s[0], self.host_v6s[0]
+        # identifiers of ICMP queries and ESP/AH SPIs: unique per probe (see the module
+        # docstring); a 16-bit counter wraps only after far more probes than conntrack's
+        # ICMP timeout (30 s) ever sees
+        self._ident = itertools.count(random.Random(target).randrange(1 << 16))
+        self._namespaces: list[Namespace] = []
+        try:
+            self.host = self._namespace()
+            self.peers = {link: self._namespace() for link in LINKS}
+            self._wire()
+            self.agents = {ns.name: Agent(ns) for ns in self._namespaces}
+        except BaseException:
+            self.close()
+            raise
+        self.peer = self.peers[LINKS[0]]  # peer A
+
+    def _namespace(self) -> Namespace:
+        ns = Namespace().__enter__()
+        self._namespaces.append(ns)
+        return ns
+
+    def _wire(self) -> None:
+        own = {canonical: actual for canonical, actual in zip(HOST_V4 + HOST_V6, self.host_v4s + self.host_v6s,
+                                                              strict=True)}
+        for link, peer in self.peers.items():
+            host_addrs = [own[a] + ("/128" if ":" in a else "/32") for a in own if HOST_LINK[a] == link]
+            remotes = [a for a in PEER_V4 + PEER_V6 if PEER_LINK[a] == link]
+            peer_if = "fwp" + link[2]
+            connect(self.host, peer, host_addrs=host_addrs, peer_addrs=[a + ("/128" if ":" in a else "/32")
+                                                                      for a in remotes],
+                    host_if=link, peer_if=peer_if)
+            for address in remotes:
+                self.host.run(["ip", "-6" if ":" in address else "-4", "route", "add", address, "dev", link])
+            peer.run(["ip", "route", "add", "default", "dev", peer_if])
+            peer.run(["ip", "-6", "route", "add", "default", "dev", peer_if])
+            static_neighbours(self.host, link, remotes, mac_address(peer, peer_if))
+            static_neighbours(peer, peer_if, list(own.values()), mac_address(self.host, link))
+        for ns in self._namespaces:
             ns.run(["sh", "-c", f"echo {CLIENT_PORTS[0]} {CLIENT_PORTS[1]} > /proc/sys/net/ipv4/ip_local_port_range"])
-            ns.run(["ip", "route", "add", "default", "dev", ifname])
-            ns.run(["ip", "-6", "route", "add", "default", "dev", ifname])
 
     def close(self) -> None:
-        self.host.close()
-        self.peer.close()
+        for ns in self._namespaces:
+            ns.close()
+        self._namespaces.clear()
 
     def open(self) -> None:
         if self.target == "iptables":
@@ -168,39 +342,70 @@ class Lab:
         else:
             load_nft(self.host, files[f"nftables/{name}.nft"])
 
+    def local(self, case: Case) -> str:
+        """The lab's own host address for a case."""
+        return lab_address(self.target, case.canonical_local)
+
     def host_addr(self, remote: str) -> str:
-        return self.host_v4 if ipaddress.ip_address(remote).version == 4 else self.host_v6
+        return self.host_v4 if family(remote) == 4 else self.host_v6
 
-    def send(self, cases: list[Case], tag: str) -> list[tuple[str, bool]]:
-        """Run every case once; (probe status, delivered) per case, in order."""
-        results: list[tuple[str, bool] | None] = [None] * len(cases)
+    def send(self, cases: list[Case], tag: str) -> list[Sent]:
+        """Run every case once, all at the same time: each namespace's agent listens (tcp,
+        udp and raw sockets), then each sends its probes. A ``Sent`` per case, in order."""
+        idents = [next(self._ident) & 0xFFFF for _ in cases]
+        plans = []  # per case: (client namespace, server namespace, src, dst)
+        for case in cases:
+            local, peer = self.local(case), self.peers[case.interface]
+            plans.append((peer, self.host, case.remote, local) if case.direction == "in"
+                         else (self.host, peer, local, case.remote))
+        namespaces = [self.host, *self.peers.values()]
+        statuses: dict[int, ProbeResult] = {}
+        try:
+            for ns in namespaces:
+                mine = [c for c, plan in zip(cases, plans, strict=True) if plan[1] is ns]
+                raw = sorted({(c.family, _ip_protocol(c)) for c in mine if c.kind not in ("tcp", "udp")})
+                self.agents[ns.name].listen(["0.0.0.0", "::"], tcp=sorted({c.port for c in mine if c.kind == "tcp"}),
+                                            udp=sorted({c.port for c in mine if c.kind == "udp"}), raw=raw)
+            for ns in namespaces:
+                self.agents[ns.name].ready()
 
-        def direction(dir_name: str, client: Namespace, server: Namespace) -> None:
-            idx = [i for i, c in enumerate(cases) if c.direction == dir_name]
-            if not idx:
-                return
-            probes = []
-            for i in idx:
-                c = cases[i]
-                host = self.host_addr(c.remote)
-                src, dst = (c.remote, host) if dir_name == "in" else (host, c.remote)
-                probes.append(Probe(c.protocol, dst, c.port, src, TCP_TIMEOUT, payload=f"{tag}-{i}"))
-            tcp_ports = sorted({cases[i].port for i in idx if cases[i].protocol == "tcp"})
-            udp_ports = sorted({cases[i].port for i in idx if cases[i].protocol == "udp"})
-            with listen(server, "tcp", ["0.0.0.0", "::"], tcp_ports) as lt, \
-                    listen(server, "udp", ["0.0.0.0", "::"], udp_ports) as lu:
-                statuses = run_probes(client, probes)
-                # a datagram takes microseconds on a veth; the listener drains before exiting
-            got = {r["payload"] for r in lu.stop() if r.get("payload")}
-            lt.stop()
-            for i, res in zip(idx, statuses, strict=True):
-                c = cases[i]
-                delivered = res.status == "connected" if c.protocol == "tcp" else f"{tag}-{i}" in got
-                results[i] = (res.status, delivered)
+            def probe(client: Namespace) -> None:
+                idx = [i for i, plan in enumerate(plans) if plan[0] is client]
+                # raw packets first: they are sent at once, and have the TCP timeout to arrive
+                idx.sort(key=lambda i: cases[i].kind in ("tcp", "udp"))
+                probes = [_probe(cases[i], plans[i][2], plans[i][3], f"{tag}-{i}", idents[i]) for i in idx]
+                for i, result in zip(idx, self.agents[client.name].probe(probes), strict=True):
+                    statuses[i] = result
 
-        concurrently(lambda: direction("in", self.peer, self.host), lambda: direction("out", self.host, self.peer))
-        assert all(r is not None for r in results)
-        return [r for r in results if r is not None]
+            concurrently(*(lambda ns=ns: probe(ns) for ns in namespaces))
+            time.sleep(SETTLE)
+            for ns in namespaces:
+                self.agents[ns.name].request_collect()
+            records = {ns.name: self.agents[ns.name].collected() for ns in namespaces}
+        except BaseException:
+            for agent in self.agents.values():
+                agent.restart()  # none is left half-way through a command
+            raise
+        got: set[tuple[str, Any, str]] = set()  # (namespace, what arrived, its tag)
+        for name, found in records.items():
+            for r in found:
+                match = _TAG.search(r.get("payload") or "")
+                if match is None:
+                    continue
+                what = r["proto"] if r["proto"] == "udp" else (r["proto"], tuple(r["icmp"] or ()), _norm(r["src"]))
+                got.add((name, what, match[1]))
+        sent = []
+        for i, (case, (_, server, src, dst)) in enumerate(zip(cases, plans, strict=True)):
+            status = statuses[i].status
+            if case.kind == "tcp":
+                delivered = status == "connected"
+            elif case.kind == "udp":
+                delivered = (server.name, "udp", f"{tag}-{i}") in got
+            else:
+                what = (_ip_protocol(case), case.icmp or (), _norm(src))
+                delivered = (server.name, what, f"{tag}-{i}") in got
+            sent.append(Sent(status, delivered, src, dst, idents[i]))
+        return sent
 
     def counters(self, ruleset: Ruleset) -> dict[str, int]:
         """Packets counted per monitor rule, read back from the kernel (one listing per
@@ -226,11 +431,81 @@ class Lab:
         return {rule.name: totals[f"fwgen-rule-{rule.index}"] for rule in monitors}
 
 
-def _log_needle(lab: Lab, case: Case, prefix: str) -> tuple[str, ...]:
-    host = lab.host_addr(case.remote)
-    src, dst = (case.remote, host) if case.direction == "in" else (host, case.remote)
-    src, dst = (ipaddress.ip_address(a).exploded if ":" in a else a for a in (src, dst))
-    return (f"{prefix} ", f"SRC={src} ", f"DST={dst} ", f"PROTO={case.protocol.upper()} ", f"DPT={case.port} ")
+def _norm(address: str) -> str:
+    return str(ipaddress.ip_address(address))
+
+
+def _ip_protocol(case: Case) -> int:
+    if case.kind == "icmp":
+        return ICMP_NUMBER
+    if case.kind == "icmpv6":
+        return ICMPV6_NUMBER
+    assert isinstance(case.protocol, int)
+    return case.protocol
+
+
+def _probe(case: Case, src: str, dst: str, tag: str, ident: int) -> Probe:
+    if case.kind in ("tcp", "udp"):
+        assert case.port is not None
+        timeout = TCP_TIMEOUT if case.kind == "tcp" else UDP_WAIT
+        return Probe(case.kind, dst, case.port, src, timeout, payload=f"fwgen:{tag};")
+    packet: dict[str, Any] = {"family": case.family, "proto": _ip_protocol(case), "src": src, "dst": dst,
+                              "ident": ident, "payload": f"fwgen:{tag};".ljust(20)}
+    if case.icmp is not None:
+        packet["icmp"] = list(case.icmp)
+    else:
+        packet["header"] = True
+    return Probe("raw", dst, 0, src, packet=packet)
+
+
+def log_needles(prefix: str, case: Case, sent: Sent) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What a kernel log line of this probe contains, and what it must not contain: the
+    prefix, the interface, the addresses, and what nf_log prints for the protocol
+    (checked against the kernel: tcp/udp ``DPT=``; ``PROTO=ICMP TYPE=8 CODE=0 ID=..``,
+    the ID for echo only; ``PROTO=47``, ``PROTO=112``; IPv4 ESP and AH ``PROTO=ESP
+    SPI=0x..``; IPv6 AH, an extension header, the protocol behind it, ``PROTO=41``;
+    IPv6 ESP no protocol at all)."""
+    src, dst = (ipaddress.ip_address(a).exploded if ":" in a else a for a in (sent.src, sent.dst))
+    via = f"IN={case.interface} " if case.direction == "in" else f"OUT={case.interface} "
+    need = [f"{prefix} ", via, f"SRC={src} ", f"DST={dst} "]
+    forbid: list[str] = []
+    spi = f"SPI=0x{0x46570000 | sent.ident:x} "
+    if case.kind in ("tcp", "udp"):
+        need += [f"PROTO={case.kind.upper()} ", f"DPT={case.port} "]
+    elif case.icmp is not None:
+        icmp_type, code = case.icmp
+        need.append(f"PROTO={'ICMP' if case.kind == 'icmp' else 'ICMPv6'} TYPE={icmp_type} CODE={code} ")
+        if icmp_type in (8, 128):
+            need.append(f"ID={sent.ident} ")
+    elif case.protocol == 50 and case.family == 4:
+        need.append(f"PROTO=ESP {spi}")
+    elif case.protocol == 51 and case.family == 4:
+        need.append(f"PROTO=AH {spi}")
+    elif case.protocol == 51:
+        need.append("PROTO=41 ")
+    elif case.protocol == 50:
+        forbid.append("PROTO=")
+    else:
+        need.append(f"PROTO={case.protocol} ")
+    return tuple(need), tuple(forbid)
+
+
+def ask(explainer: Explainer, case: Case, local: str, profile: str | None = None) -> Any:
+    """explain's verdict for a case, every dimension given."""
+    return explainer.verdict(case.direction, case.protocol, case.port, case.remote, local=local,
+                             interface=case.interface, profile=profile, icmp=case.icmp)
+
+
+def describe_case(case: Case, local: str | None = None) -> str:
+    """``in tcp 22 from 198.51.100.5 to 203.0.113.2 via fwa0``: the probe as it went
+    (``local``: the lab's address; without it, the canonical one and, in place of the
+    interface, the Windows profile)."""
+    what = f"{case.kind} {case.port}" if case.port is not None else (
+        f"{case.kind} {case.icmp[0]}/{case.icmp[1]}" if case.icmp else f"protocol {case.protocol}")
+    mine = local or case.canonical_local
+    way = f"from {case.remote} to {mine}" if case.direction == "in" else f"from {mine} to {case.remote}"
+    where = f"via {case.interface}" if local is not None else f"profile {case.profile or 'public'}"
+    return f"{case.direction} {what} {way} {where}"
 
 
 def check_policy(lab: Lab, ruleset: Ruleset, files: dict[str, str], explainer: Explainer,
@@ -238,33 +513,41 @@ def check_policy(lab: Lab, ruleset: Ruleset, files: dict[str, str], explainer: E
     report = Report(lab.target)
     lab.open()
     control = lab.send(cases, "c")
-    for case, (status, delivered) in zip(cases, control, strict=True):
-        if not delivered:
-            report.fail(f"positive control not delivered ({status}): {case}")
+    for case, sent in zip(cases, control, strict=True):
+        if not sent.delivered:
+            report.fail(f"positive control not delivered ({sent.status}): {describe_case(case, lab.local(case))}")
     lab.load(files, ruleset.name)
     seen_before = len(log.lines()) if log else 0
     results = lab.send(cases, "p")
-    for case, (status, delivered), (cstatus, _) in zip(cases, results, control, strict=True):
-        v = explainer.verdict(case.direction, case.protocol, case.port, case.remote)
-        outcome = Outcome(case, v.action, cstatus, status, delivered, v.rule, v.logged, v.enforced)
+    for case, sent, csent in zip(cases, results, control, strict=True):
+        local = lab.local(case)
+        v = ask(explainer, case, local)
+        outcome = Outcome(case, v.action, csent.status, sent.status, sent.delivered, v.rule, v.logged, v.enforced,
+                          sent, local)
         report.outcomes.append(outcome)
-        if delivered != (v.action != "deny"):
-            report.fail(f"{case}: explain says {v.action} (rule {v.rule}), packet "
-                        f"{'delivered' if delivered else 'not delivered'} ({status})")
-        elif v.action == "deny" and case.direction == "in" and case.protocol == "tcp":
-            if v.enforced == "reject" and status not in ("refused", "unreachable"):
-                report.fail(f"{case}: reject should fail fast, got {status}")
-            if v.enforced == "drop" and status != "timeout":
-                report.fail(f"{case}: drop should time out, got {status}")
+        what = describe_case(case, local)
+        if not v.decided:
+            report.fail(f"{what}: explain's verdict depends on {', '.join(v.depends_on)}: the harness must "
+                        "give every dimension")
+        elif sent.delivered != (v.action != "deny"):
+            report.fail(f"{what}: explain says {v.action} (rule {v.rule}), packet "
+                        f"{'delivered' if sent.delivered else 'not delivered'} ({sent.status})")
+        elif v.action == "deny" and case.direction == "in" and case.kind == "tcp":
+            if v.enforced == "reject" and sent.status not in ("refused", "unreachable"):
+                report.fail(f"{what}: reject should fail fast, got {sent.status}")
+            if v.enforced == "drop" and sent.status != "timeout":
+                report.fail(f"{what}: drop should time out, got {sent.status}")
     if log is not None:
         lines = log.lines()[seen_before:]
         prefix = ruleset.monitor.log_prefix
         for o in report.outcomes:
             if o.logged and (o.delivered or o.expected == "deny") and not report.problems:
-                needle = _log_needle(lab, o.case, prefix)
-                if not any(all(n in line for n in needle) for line in lines):
+                assert o.sent is not None
+                need, forbid = log_needles(prefix, o.case, o.sent)
+                if not any(all(n in line for n in need) and not any(f in line for f in forbid) for line in lines):
                     lost = f" (the kernel log ring buffer overwrote {log.lost} records)" if log.lost else ""
-                    report.fail(f"{o.case}: {o.expected} by {o.rule} left no kernel log line {needle}{lost}")
+                    report.fail(f"{describe_case(o.case, o.local)}: {o.expected} by {o.rule} left no kernel log "
+                                f"line {need}{' without ' + str(forbid) if forbid else ''}{lost}")
     counts = lab.counters(ruleset)
     expected_counts = Counter(o.rule for o in report.outcomes if o.expected == "monitor" and o.delivered)
     for rule in ruleset.rules:
@@ -288,3 +571,27 @@ def open_labs() -> dict[str, Lab]:
 
 def describe(outcomes: list[Outcome]) -> dict[str, Any]:
     return dict(Counter(o.expected for o in outcomes))
+
+
+# Probes checked over the session, per (target, what): the summary at the end of the run
+# (tests/differential/conftest.py) prints them.
+PROBES: Counter[tuple[str, str]] = Counter()
+_MATCHES = {"local": lambda r: r.local_v4 is not None or r.local_v6 is not None,
+            "interface": lambda r: r.interfaces is not None, "profiles": lambda r: r.profiles is not None}
+
+
+def tally(target: str, ruleset: Ruleset, decided: list[tuple[Case, str | None]]) -> None:
+    """Count checked probes: per protocol kind (icmp, icmpv6, each raw protocol, tcp,
+    udp), and, for local, interface and profiles, those a rule with that match could
+    decide (one of the probe's direction has it) and those such a rule did decide."""
+    by_name = {rule.name: rule for rule in ruleset.rules}
+    present = {(d.value, match) for d in Direction for match, has in _MATCHES.items()
+               if any(has(r) for r in ruleset.rules_for(d))}
+    for case, rule in decided:
+        kind = f"protocol {case.protocol}" if case.kind == "raw" else case.kind
+        PROBES[(target, kind)] += 1
+        for match, has in _MATCHES.items():
+            if (case.direction, match) in present:
+                PROBES[(target, f"{match}: a rule could decide")] += 1
+                if rule is not None and has(by_name[rule]):
+                    PROBES[(target, f"{match}: such a rule decided")] += 1

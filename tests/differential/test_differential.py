@@ -1,6 +1,10 @@
 """Random and example policies through the real kernel (iptables v4+v6 in one lab,
 nftables in another): every probe's fate must equal `fwgen explain`'s verdict.
 
+Each policy is checked on its targets (``targets:``): one that matches on the interface
+is for iptables and nftables and is checked in the kernel only, one that matches on the
+Windows profile is checked in the Windows model only, every other one everywhere.
+
 Random policies come in two kinds:
 - seeded: for each coverage feature (``policygen.FEATURES``), FWGEN_SEEDED_POLICIES
   policies (default 5) built to have it, drawn by hypothesis with ``derandomize``: the
@@ -26,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from fwgen.build import BuildResult, build
 from fwgen.explain import Explainer
 from fwgen.registry import bundled
-from tests.differential.harness import Lab, Report, check_policy, choose_cases, concurrently
+from tests.differential.harness import Case, Lab, Report, check_policy, choose_cases, concurrently, tally
 from tests.differential.policygen import FEATURES, Coverage, features, mentions_multi_port_name, policy, to_yaml
 from tests.differential.windows_check import exclusive_problems, windows_cases, windows_problems
 from tests.kernel.netns import KernelLog
@@ -41,13 +45,15 @@ RANDOM_POLICIES = int(os.environ.get("FWGEN_RANDOM_POLICIES", "10"))
 
 def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path,
                previous_windows: str | None = None) -> tuple[BuildResult, list[Report]]:
-    """Build a policy and check every target: iptables and nftables each in its own lab,
-    concurrently, and the Windows script in the Windows Firewall model."""
+    """Build a policy for its targets (``targets:``, else all) and check each: iptables
+    and nftables each in its own lab, concurrently, and the Windows script in the
+    Windows Firewall model."""
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     path = workdir / f"{digest}.yaml"
     path.write_text(text, encoding="utf-8")
     registry = bundled()
     result = build(str(path), registry)
+    assert {name.split("/")[0] for name in result.files} == set(result.targets)  # the policy's targets only
     explainer = Explainer.from_file(str(path), registry)
     cases = choose_cases(result.ruleset, seed=int(digest, 16))
     reports: dict[str, Report] = {}
@@ -55,14 +61,20 @@ def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path,
     def one(target: str) -> None:
         reports[target] = check_policy(labs[target], result.ruleset, result.files, explainer, cases, log)
 
-    concurrently(*(functools.partial(one, target) for target in labs))
-    windows = Report("windows")
-    script = result.files[f"windows/{result.ruleset.name}.cmd"]
-    wcases = windows_cases(result.ruleset, cases)
-    windows.problems = windows_problems(script, explainer, wcases, previous_windows) + exclusive_problems(
-        result.ruleset, explainer, wcases)
-    windows.outcomes = [None] * len(wcases)  # type: ignore[list-item]
-    return result, [*reports.values(), windows]
+    concurrently(*(functools.partial(one, target) for target in labs if target in result.targets))
+    for report in reports.values():
+        tally(report.target, result.ruleset, [(o.case, o.rule) for o in report.outcomes])
+    if "windows" in result.targets:
+        windows = Report("windows")
+        script = result.files[f"windows/{result.ruleset.name}.cmd"]
+        wcases = windows_cases(result.ruleset, cases)
+        decided: list[tuple[Case, str | None]] = []
+        windows.problems = windows_problems(script, explainer, wcases, previous_windows, decided) + \
+            exclusive_problems(result.ruleset, explainer, wcases)
+        windows.outcomes = [None] * len(wcases)  # type: ignore[list-item]
+        tally("windows model", result.ruleset, decided)
+        reports["windows"] = windows
+    return result, [reports[t] for t in (*labs, "windows") if t in reports]
 
 
 def _record_failure(text: str, problems: list[str]) -> str:
@@ -88,6 +100,7 @@ def test_example_policies_agree_with_explain(labs: tuple[dict[str, Lab], KernelL
     _, reports = run_policy(*labs, text, tmp_path)
     problems = [p for r in reports for p in r.problems]
     assert not problems, _record_failure(text, problems)
+    assert [r.target for r in reports] == ["iptables", "nftables", "windows"]
     assert all(len(r.outcomes) > 50 for r in reports)
 
 
@@ -102,14 +115,15 @@ def _random_policies(labs: tuple[dict[str, Lab], KernelLog], workdir: Path, feat
     @settings(max_examples=count, deadline=None, print_blob=True, derandomize=feature is not None,
               database=None if feature is not None else settings.default.database,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(data=policy(feature))
+    @given(data=policy(feature, mix=True))
     def check(data: dict[str, Any]) -> None:
         text = to_yaml(data)
         result, reports = run_policy(*labs, text, workdir, previous.get("windows"))
         coverage.add(data, result.ruleset)
         for r in reports:
             probes[r.target] = probes.get(r.target, 0) + len(r.outcomes)
-        previous["windows"] = result.files[f"windows/{result.ruleset.name}.cmd"]
+        if "windows" in result.targets:
+            previous["windows"] = result.files[f"windows/{result.ruleset.name}.cmd"]
         problems = [p for r in reports for p in r.problems]
         assert not problems, _record_failure(text, problems)
         if feature is not None:  # the generator kept its promise

@@ -12,7 +12,7 @@ import pytest
 from fwgen.build import build
 from fwgen.registry import bundled
 from tests.differential.harness import Lab
-from tests.differential.policygen import PEER_V4, PEER_V6
+from tests.differential.policygen import PEER_LINK, PEER_V4, PEER_V6
 from tests.kernel.netns import KernelLog, Probe, listen, run_probes
 
 POLICY = """\
@@ -26,6 +26,8 @@ rules:
     ports: [1261]
 """
 FLOOD = 40
+# lab.peer is peer A: the addresses it owns
+PEER_A = {f: [a for a in peers if PEER_LINK[a] == "fwa0"] for f, peers in ((4, PEER_V4), (6, PEER_V6))}
 
 
 @pytest.mark.parametrize("target", ["iptables", "nftables"])
@@ -36,7 +38,7 @@ def test_limiter_caps_a_flood(labs: tuple[dict[str, Lab], KernelLog], tmp_path: 
     result = build(str(path), bundled())
     lab.load(result.files, "flood")
     before = len(log.lines())
-    probes = [Probe("tcp", lab.host_v4, 1261, PEER_V4[i % len(PEER_V4)], 1.0) for i in range(FLOOD)]
+    probes = [Probe("tcp", lab.host_v4, 1261, PEER_A[4][i % len(PEER_A[4])], 1.0) for i in range(FLOOD)]
     with listen(lab.host, "tcp", ["0.0.0.0"], [1261]):
         statuses = [r.status for r in run_probes(lab.peer, probes)]
     assert statuses == ["connected"] * FLOOD
@@ -64,7 +66,7 @@ def test_limiter_per_family(labs: tuple[dict[str, Lab], KernelLog], tmp_path: Pa
     result = build(str(path), bundled())
     lab.load(result.files, "flood")
     before = len(log.lines())
-    peers = {4: PEER_V4, 6: PEER_V6}
+    peers = PEER_A
     hosts = {4: lab.host_v4, 6: lab.host_v6}
     probes = [Probe("tcp", hosts[f], 1261, peers[f][i % len(peers[f])], 1.0) for f in (4, 6) for i in range(30)]
     with listen(lab.host, "tcp", ["0.0.0.0", "::"], [1261]):

@@ -164,12 +164,13 @@ def _with_prefix(addr: str) -> str:
 
 
 def connect(host_ns: Namespace, peer_ns: Namespace, host_addrs: Sequence[str] = (),
-            peer_addrs: Sequence[str] = ()) -> Link:
+            peer_addrs: Sequence[str] = (), *, host_if: str | None = None, peer_if: str | None = None) -> Link:
     """Create a veth pair straight inside the two namespaces (so names never clash in the
-    root namespace), add every address (IPv6 with ``nodad`` so it is usable at once; plain
+    root namespace: ``host_if`` and ``peer_if`` may be fixed names, the same in several
+    namespaces), add every address (IPv6 with ``nodad`` so it is usable at once; plain
     addresses get /24 or /64) and bring both ends up.  Deleting a namespace deletes the pair."""
     n = next(_counter)
-    host_if, peer_if = f"fwh{n}", f"fwp{n}"
+    host_if, peer_if = host_if or f"fwh{n}", peer_if or f"fwp{n}"
     _run(["ip", "link", "add", host_if, "netns", host_ns.name, "type", "veth",
           "peer", "name", peer_if, "netns", peer_ns.name], what="veth: ")
     for ns, ifname, addrs in ((host_ns, host_if, host_addrs), (peer_ns, peer_if, peer_addrs)):
@@ -184,6 +185,15 @@ def connect(host_ns: Namespace, peer_ns: Namespace, host_addrs: Sequence[str] = 
         _wait_until_up(ns, ifname)
     return Link(host_ns, peer_ns, host_if, peer_if, [a.split("/")[0] for a in host_addrs],
                 [a.split("/")[0] for a in peer_addrs])
+
+
+def static_neighbours(ns: Namespace, ifname: str, addresses: Sequence[str], mac: str) -> None:
+    """Permanent neighbour (ARP and NDP) entries: ``addresses`` are at ``mac`` on ``ifname``.
+    No resolution traffic then, no first packet waiting for it, and an address the other
+    end has on another of its interfaces (which Linux answers ARP for, but not NDP) is
+    reachable over this link too."""
+    for address in addresses:
+        ns.run(["ip", "neigh", "replace", address, "lladdr", mac, "dev", ifname, "nud", "permanent"])
 
 
 def _wait_until_up(ns: Namespace, ifname: str, timeout: float = 5.0) -> None:
@@ -201,14 +211,16 @@ def _wait_until_up(ns: Namespace, ifname: str, timeout: float = 5.0) -> None:
 @dataclass
 class Probe:
     """One TCP connect or UDP datagram.  ``timeout``: how long a silently dropped TCP SYN may
-    take before it counts as 'timeout' (UDP: how long to wait for an ICMP error)."""
-    proto: str  # "tcp" | "udp"
+    take before it counts as 'timeout' (UDP: how long to wait for an ICMP error).  With
+    ``proto`` "raw", one packet of rawprobe.py's ``send`` (``packet``), sent at once."""
+    proto: str  # "tcp" | "udp" | "raw"
     dst: str
     port: int
     src: str | None = None
     timeout: float | None = None
     id: str | None = None
     payload: str | None = None
+    packet: dict | None = None
 
 
 @dataclass
@@ -252,29 +264,45 @@ def udp_send(ns: Namespace, src_addr: str | None, dst_addr: str, port: int,
 class Listener:
     """A listener process in a namespace: one process, many ports, selectors.
 
-    Start with :func:`listen`; :meth:`stop` sends SIGTERM and returns the records
-    ``{"proto", "dst", "port", "src", "payload"}``.  It waits for the child's READY line so a
-    probe never races a port that is not bound yet."""
+    Start with :func:`listen` (one protocol) or :func:`serve` (tcp, udp and raw IP
+    protocols at once); :meth:`stop` sends SIGTERM and returns the records
+    ``{"proto", "dst", "port", "src", "payload"}`` (raw ones: rawprobe.py's receive
+    records).  It waits for the child's READY line so a probe never races a port that is
+    not bound yet."""
 
-    def __init__(self, ns: Namespace, proto: str, addrs: list[str], ports: Sequence[int],
-                 deadline: float) -> None:
+    def __init__(self, ns: Namespace, proto: str | None = None, addrs: Sequence[str] = (),
+                 ports: Sequence[int] = (), deadline: float = 60.0, *, config: dict | None = None) -> None:
         self.records: list[dict] | None = None
+        self._terminated = False
+        cfg = config if config is not None else {"proto": proto, "addrs": list(addrs), "ports": list(ports)}
         self.proc = ns.popen([sys.executable, str(PROBE_SCRIPT), "listen"])
         assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps({"proto": proto, "addrs": addrs,
-                                          "ports": list(ports), "deadline": deadline}))
+        self.proc.stdin.write(json.dumps({**cfg, "deadline": deadline}))
         self.proc.stdin.close()
         self.proc.stdin = None  # so that communicate() in stop() does not flush a closed pipe
+        self._ns = ns
+
+    def wait_ready(self) -> Listener:
+        """Block until the child has bound everything (a separate step, so that several
+        listeners can start at once and be waited for together)."""
+        assert self.proc.stdout
         ready = select.select([self.proc.stdout], [], [], 15)[0]  # nothing is buffered yet
         if not ready or self.proc.stdout.readline().strip() != "READY":
             self.proc.kill()
             err = self.proc.communicate(timeout=5)[1]
-            raise NetnsError(f"listener in {ns.name} did not start: {err.strip()}")
+            raise NetnsError(f"listener in {self._ns.name} did not start: {err.strip()}")
+        return self
+
+    def terminate(self) -> None:
+        """Ask the child to stop (once: a second SIGTERM could reach it while Python shuts
+        down, which restores the default action and kills it without its records)."""
+        if not self._terminated and self.proc.poll() is None:
+            self.proc.terminate()
+        self._terminated = True
 
     def stop(self) -> list[dict]:
         if self.records is None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
+            self.terminate()
             try:
                 out, err = self.proc.communicate(timeout=10)
             except subprocess.TimeoutExpired:
@@ -284,6 +312,11 @@ class Listener:
                 raise NetnsError(f"listener failed ({self.proc.returncode}): {err.strip()}")
             self.records = json.loads(out)
         return self.records
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
 
     def received(self) -> set[tuple[str, int, str]]:
         """{(proto, port, source address)} seen so far (stops the listener)."""
@@ -297,9 +330,8 @@ class Listener:
         an exception just kills the process so the original error is not masked."""
         if exc_type is None and self.records is None:
             self.stop()
-        elif self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        else:
+            self.kill()
 
 
 def listen(ns: Namespace, proto: str, addr: str | Sequence[str], ports: Sequence[int],
@@ -308,7 +340,105 @@ def listen(ns: Namespace, proto: str, addr: str | Sequence[str], ports: Sequence
     ``deadline`` seconds (bounded even if nobody stops it); its ports then close, so keep the
     deadline longer than the probing or probes will see 'refused'."""
     addrs = [addr] if isinstance(addr, str) else list(addr)
-    return Listener(ns, proto, addrs, ports, deadline)
+    return Listener(ns, proto, addrs, ports, deadline).wait_ready()
+
+
+def serve(ns: Namespace, addrs: Sequence[str], tcp: Sequence[int] = (), udp: Sequence[int] = (),
+          raw: Sequence[tuple[int, int]] = (), deadline: float = 60.0) -> Listener:
+    """One listener for everything a probe batch sends to ``ns``: tcp and udp ports on
+    every address of ``addrs``, and every packet of the raw ``(family, IP protocol)``
+    pairs. Not yet waited for: call :meth:`Listener.wait_ready` before probing."""
+    config = {"addrs": list(addrs), "bind": {"tcp": list(tcp), "udp": list(udp)},
+              "raw": [list(pair) for pair in raw]}
+    return Listener(ns, deadline=deadline, config=config)
+
+
+class Agent:
+    """A long-lived probe.py agent in a namespace: it listens (tcp, udp, raw IP protocols,
+    as :func:`serve`) and probes (as :func:`run_probes`) without a process start per
+    batch, which costs more than the probing itself on a small machine. Each command
+    is answered in order; :meth:`listen`, :meth:`collect` and :meth:`probe` are split
+    into a request and its answer so that several agents can work at the same time."""
+
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
+        self._buffer = b""
+        self._start()
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen(self.ns.exec_argv([sys.executable, str(PROBE_SCRIPT), "agent"]),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.ns._procs.append(self.proc)  # type: ignore[arg-type]  # killed in Namespace.close()
+        self._buffer = b""
+
+    def restart(self) -> None:
+        """A fresh agent (after an error left this one in the middle of a command)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=5)
+        self._start()
+
+    def _request(self, command: dict) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(command).encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise self._died() from None
+
+    def _died(self) -> NetnsError:
+        self.proc.kill()
+        err = self.proc.communicate(timeout=5)[1].decode(errors="replace")
+        return NetnsError(f"probe agent in {self.ns.name} died ({self.proc.returncode}): {err.strip()[-3000:]}")
+
+    def _answer(self, timeout: float) -> object:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        end = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.proc.kill()
+                raise NetnsError(f"probe agent in {self.ns.name} did not answer within {timeout} s")
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                raise self._died()
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def listen(self, addrs: Sequence[str], tcp: Sequence[int] = (), udp: Sequence[int] = (),
+               raw: Sequence[tuple[int, int]] = (), deadline: float = 60.0) -> None:
+        """Start binding (finish with :meth:`ready`)."""
+        self._request({"op": "listen", "addrs": list(addrs), "bind": {"tcp": list(tcp), "udp": list(udp)},
+                       "raw": [list(pair) for pair in raw], "deadline": deadline})
+
+    def ready(self) -> None:
+        """Block until everything :meth:`listen` asked for is bound."""
+        answer = self._answer(15)
+        if answer != "ready":
+            raise NetnsError(f"probe agent in {self.ns.name}: expected ready, got {answer!r}")
+
+    def probe(self, probes: Sequence[Probe]) -> list[ProbeResult]:
+        if not probes:
+            return []
+        specs = [{k: v for k, v in vars(p).items() if v is not None} | {"id": p.id or str(i)}
+                 for i, p in enumerate(probes)]
+        self._request({"op": "probe", "probes": specs})
+        longest = max(p.timeout or 0.5 for p in probes)
+        answer = self._answer(15 + longest * (len(probes) // 2000 + 1) * 2)
+        assert isinstance(answer, list)
+        return [ProbeResult(p, r["status"], r["errno"], r["icmp"], r["elapsed"])
+                for p, r in zip(probes, answer, strict=True)]
+
+    def request_collect(self) -> None:
+        """Stop recording (finish with :meth:`collected`)."""
+        self._request({"op": "collect"})
+
+    def collected(self) -> list[dict]:
+        answer = self._answer(15)
+        assert isinstance(answer, list)
+        return answer
 
 
 # --- raw packets (rawprobe.py) -------------------------------------------------------------

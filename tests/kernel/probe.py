@@ -7,11 +7,18 @@ of probes:
 ``probe.py probe``   stdin: JSON list of probes ``{"proto", "src", "dst", "port", "timeout"}``;
                      stdout: JSON list of results in the same order.  All probes run at once
                      in a single-threaded selector loop (non-blocking sockets), so a batch
-                     costs about one timeout, not the sum of them.
+                     costs about one timeout, not the sum of them.  A probe
+                     ``{"proto": "raw", "packet": {...}}`` is one packet of rawprobe.py's
+                     ``send`` (ICMP, GRE, ESP, ...), sent at once (status ``sent``).
 ``probe.py listen``  stdin: ``{"proto", "addrs", "ports", "deadline"}``; binds every
                      (addr, port), prints ``READY`` (so the caller knows SYNs will not hit a
                      closed port), then records every TCP connection / UDP datagram until
                      SIGTERM or the deadline and prints the records as one JSON line.
+                     Instead of ``proto`` and ``ports``, ``"bind": {"tcp": [ports], "udp":
+                     [ports]}`` binds both protocols in one process, and ``"raw": [[family,
+                     protocol], ...]`` also records every packet of those IP protocols
+                     (rawprobe.py's receive records, with ``"family"``).
+``probe.py agent``   both, for one namespace, as long as it lives (see ``agent``).
 
 Why IP_RECVERR: a socket error alone cannot tell a TCP RST from an ICMP port-unreachable
 (both give ECONNREFUSED).  With IP(V6)_RECVERR the kernel also queues the ICMP message itself
@@ -19,6 +26,7 @@ on the socket's error queue, so we can report which one it was.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import resource
@@ -27,7 +35,14 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
+from collections.abc import Callable
+
+try:  # run as a script (the normal case), this directory is sys.path[0]
+    import rawprobe
+except ImportError:  # imported as tests.kernel.probe
+    from tests.kernel import rawprobe
 
 IP_RECVERR, IPV6_RECVERR = 11, 25
 MAX_IN_FLIGHT = 2000  # keeps file descriptors and ephemeral ports bounded for huge batches
@@ -88,9 +103,16 @@ class _Probe:
             self.sock = None
 
     def begin(self, sel: selectors.BaseSelector) -> None:
-        """Open, bind and fire.  TCP waits for writability; UDP waits for an ICMP error."""
+        """Open, bind and fire.  TCP waits for writability; UDP waits for an ICMP error;
+        a raw packet is just sent."""
         s = self.spec
         self.start = time.monotonic()
+        if self.proto == "raw":
+            try:
+                rawprobe.send([s["packet"]])
+            except OSError as e:
+                return self.finish("error", e.errno or 0)
+            return self.finish("sent")
         timeout = float(s.get("timeout", 0.5 if self.proto == "tcp" else 0.2))
         self.deadline = self.start + timeout
         fam = _family(s["dst"])
@@ -167,58 +189,141 @@ def run_probes(specs: list[dict]) -> list[dict]:
     return [p.result or {} for p in probes]
 
 
-def listen(cfg: dict) -> list[dict]:
-    """Bind all (addr, port) pairs and record arrivals until SIGTERM or the deadline."""
-    _raise_nofile()
-    proto = cfg["proto"]
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    records: list[dict] = []
-    sel = selectors.DefaultSelector()
-    for addr in cfg["addrs"]:
-        fam = _family(addr)
-        for port in cfg["ports"]:
-            s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if fam == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            s.bind((addr, int(port)))
-            if proto == "tcp":
-                s.listen(4096)
-            s.setblocking(False)
-            sel.register(s, selectors.EVENT_READ, (addr, int(port)))
-    print("READY", flush=True)
+class _Listening:
+    """Sockets bound for one listen config, and the records of what arrived on them."""
 
-    def drain(wait: float) -> int:
-        events = sel.select(wait)
+    def __init__(self, cfg: dict) -> None:
+        _raise_nofile()
+        bind = cfg["bind"] if "bind" in cfg else {cfg["proto"]: cfg["ports"]}
+        self.records: list[dict] = []
+        self.sel = selectors.DefaultSelector()
+        # a byte here wakes the loop at once (SIGTERM's wakeup fd, or the agent's stop)
+        self.wake_r, self.wake_w = socket.socketpair()
+        for end in (self.wake_r, self.wake_w):
+            end.setblocking(False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, ("wake",))
+        for proto, ports in bind.items():
+            for addr in cfg["addrs"]:
+                fam = _family(addr)
+                for port in ports:
+                    s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if fam == socket.AF_INET6:
+                        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    s.bind((addr, int(port)))
+                    if proto == "tcp":
+                        s.listen(4096)
+                    s.setblocking(False)
+                    self.sel.register(s, selectors.EVENT_READ, (proto, addr, int(port)))
+        for family, protocol in cfg.get("raw", ()):
+            rawprobe.open_receivers(self.sel, family, [protocol])
+
+    def drain(self, wait: float) -> int:
+        events = self.sel.select(wait)
         for key, _ in events:
-            addr, port = key.data
+            if key.data[0] == "wake":
+                with contextlib.suppress(BlockingIOError):
+                    self.wake_r.recv(64)
+                continue
+            if key.data[0] == "raw":
+                _, family, protocol = key.data
+                rawprobe.read_records(key.fileobj, family, protocol, self.records)  # type: ignore[arg-type]
+                continue
+            proto, addr, port = key.data
             for _ in range(256):  # what is queued on this socket, but bounded
                 try:
                     if proto == "tcp":
-                        conn, peer = key.fileobj.accept()
+                        conn, peer = key.fileobj.accept()  # type: ignore[union-attr]
                         conn.close()
                         payload = None
                     else:
-                        data, peer = key.fileobj.recvfrom(65535)
+                        data, peer = key.fileobj.recvfrom(65535)  # type: ignore[union-attr]
                         payload = data.decode(errors="replace")
                 except (BlockingIOError, InterruptedError):
                     break
-                records.append({"proto": proto, "dst": addr, "port": port, "src": peer[0],
-                                "payload": payload})
+                self.records.append({"proto": proto, "dst": addr, "port": port, "src": peer[0],
+                                     "payload": payload})
         return len(events)
 
-    deadline = time.monotonic() + float(cfg.get("deadline", 30))
-    while not stop["now"] and time.monotonic() < deadline:
-        drain(min(0.05, max(0.0, deadline - time.monotonic())))
-    for _ in range(1000):  # after SIGTERM: record what already arrived but was not read yet
-        if not drain(0):
-            break
-    return records
+    def run(self, stopped: Callable[[], bool], deadline: float) -> list[dict]:
+        """Record until ``stopped()`` (checked whenever the loop wakes) or the deadline, then
+        what had already arrived; close every socket but the wake pair."""
+        end = time.monotonic() + deadline
+        while not stopped() and time.monotonic() < end:
+            self.drain(min(0.05, max(0.0, end - time.monotonic())))
+        self.sel.unregister(self.wake_r)
+        for _ in range(1000):  # after the stop: record what already arrived but was not read yet
+            if not self.drain(0):
+                break
+        for key in list(self.sel.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        self.sel.close()
+        return self.records  # the wake sockets stay open: whoever stops us may still write
+
+
+def listen(cfg: dict) -> list[dict]:
+    """Bind all (addr, port) pairs and record arrivals until SIGTERM or the deadline."""
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    listening = _Listening(cfg)
+    signal.set_wakeup_fd(listening.wake_w.fileno())
+    print("READY", flush=True)
+    return listening.run(lambda: stop["now"], float(cfg.get("deadline", 30)))
+
+
+class _Recording(threading.Thread):
+    """A ``_Listening`` recording in a thread of its own, until ``collect``."""
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__(daemon=True)
+        self.listening = _Listening(cfg)
+        self.deadline = float(cfg.get("deadline", 60))
+        self.stop = False
+        self.records: list[dict] = []
+
+    def run(self) -> None:
+        self.records = self.listening.run(lambda: self.stop, self.deadline)
+
+    def collect(self) -> list[dict]:
+        self.stop = True
+        self.listening.wake_w.send(b"x")
+        self.join()
+        self.listening.wake_r.close()
+        self.listening.wake_w.close()
+        return self.records
+
+
+def agent() -> None:
+    """One long-lived process per namespace, so a probe batch starts no process at all.
+    stdin: one JSON command per line, each answered by one JSON line on stdout:
+    ``{"op": "listen", ...listen config}`` binds and starts recording in a thread
+    (answer ``"ready"``); ``{"op": "probe", "probes": [...]}`` runs a batch (answer: the
+    results, as ``probe``); ``{"op": "collect"}`` stops the recording (answer: the
+    records, as ``listen``). Exits at the end of its input."""
+    recording: _Recording | None = None
+    for line in sys.stdin:
+        command = json.loads(line)
+        op = command.pop("op")
+        if op == "listen":
+            assert recording is None, "listen twice without collect"
+            recording = _Recording(command)
+            recording.start()
+            answer: object = "ready"
+        elif op == "probe":
+            answer = run_probes(command["probes"])
+        elif op == "collect":
+            assert recording is not None, "collect without listen"
+            answer, recording = recording.collect(), None
+        else:
+            raise SystemExit(f"unknown agent command {op!r}")
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
 
 
 def main() -> None:
     mode = sys.argv[1]
+    if mode == "agent":
+        return agent()
     cfg = json.load(sys.stdin)
     out = run_probes(cfg) if mode == "probe" else listen(cfg)
     sys.stdout.write(json.dumps(out) + "\n")

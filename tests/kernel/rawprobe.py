@@ -7,14 +7,22 @@ Standard library only, like probe.py. Two modes, speaking JSON:
 
 ``rawprobe.py send``     stdin: JSON list of packets; sends each once, in order.
     ``{"family": 4|6, "proto": N, "dst", "src"?, "hops"?, "icmp"?: [type, code],
-       "payload"?: text}`` - an IP packet through a raw socket of protocol N (ICMP and
-    ICMPv6 get their header and checksum; other protocols carry the payload bytes).
+       "ident"?: N, "header"?: true, "payload"?: text}`` - an IP packet through a raw
+    socket of protocol N. ICMP and ICMPv6 get their header and checksum, with ``ident``
+    (default 0x4657) as the identifier conntrack keys echo and the other query types on;
+    with ``header``, GRE (47), ESP (50), AH (51) and VRRP (112) get a minimal well-formed
+    header of their own before the payload (see ``HEADERS``); other protocols carry the
+    payload bytes alone.
     ``{"frame": IFNAME, "dst_mac", "src", "dst", "dport", "payload"?}`` - an Ethernet
     frame holding IPv4/UDP, written straight to the link (AF_PACKET), routing bypassed.
 ``rawprobe.py receive``  stdin: ``{"family": 4|6, "protos": [N, ...], "deadline"}``;
     opens a raw socket per protocol, prints ``READY``, and records every packet of those
     protocols delivered to this namespace until SIGTERM or the deadline, then prints
     ``[{"proto", "src", "dst", "hops", "icmp": [type, code] | null, "payload"}]``.
+
+probe.py's ``listen`` mode opens the same receiving sockets (``open_receivers``,
+``read_records``) beside its TCP and UDP ones, and its ``probe`` mode sends these packets
+(``send``) in the same batch as its connects, so that one process per namespace does all.
 """
 from __future__ import annotations
 
@@ -28,6 +36,37 @@ import time
 
 ICMP, ICMPV6 = 1, 58
 ETH_P_IP = 0x0800
+# A receiving raw socket sees every packet of its protocol, and a batch can hold hundreds:
+# a buffer this size (SO_RCVBUFFORCE, root) never drops one while the reader is busy.
+RECEIVE_BUFFER = 16 << 20
+SO_RCVBUFFORCE = 33  # Linux; the socket module does not name it
+
+
+def _gre(packet: dict) -> bytes:
+    """GRE version 0 (RFC 2784): no flags, protocol type of the payload (IPv4 or IPv6)."""
+    return struct.pack("!HH", 0, 0x86DD if packet["family"] == 6 else 0x0800)
+
+
+def _esp(packet: dict) -> bytes:
+    """ESP (RFC 4303): SPI and sequence number; the rest is opaque ciphertext."""
+    return struct.pack("!II", 0x46570000 | packet.get("ident", 1) & 0xFFFF, 1)
+
+
+def _ah(packet: dict) -> bytes:
+    """AH (RFC 4302) in tunnel mode: next header IPv4 (4) or IPv6 (41), length 4 (24
+    octets: 12 fixed, a 96-bit ICV). Tunnel mode because conntrack looks past an IPv6
+    AH header: with no next header (59) behind it the packet is INVALID, with TCP behind
+    it a malformed TCP segment; an inner IP packet is tracked as a new one."""
+    inner = 41 if packet["family"] == 6 else 4
+    return struct.pack("!BBHII", inner, 4, 0, 0x46570000 | packet.get("ident", 1) & 0xFFFF, 1) + bytes(12)
+
+
+def _vrrp(packet: dict) -> bytes:
+    """VRRP version 3 advertisement (RFC 5798): VRID 1, priority 100, no addresses."""
+    return struct.pack("!BBBBHH", 0x31, 1, 100, 0, 100, 0)
+
+
+HEADERS = {47: _gre, 50: _esp, 51: _ah, 112: _vrrp}
 
 
 def _checksum(data: bytes) -> int:
@@ -39,10 +78,10 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _icmp_message(icmp: list[int], payload: bytes, v6: bool) -> bytes:
+def _icmp_message(icmp: list[int], payload: bytes, v6: bool, ident: int = 0x4657) -> bytes:
     """An ICMP(v6) message; its checksum is the kernel's job for ICMPv6 raw sockets."""
     icmp_type, code = icmp
-    body = struct.pack("!HH", 0x4657, 1) + payload  # identifier "FW", sequence 1 / rest of header
+    body = struct.pack("!HH", ident & 0xFFFF, 1) + payload  # identifier ("FW"), sequence 1 / rest of header
     header = struct.pack("!BBH", icmp_type, code, 0)
     if v6:
         return header + body
@@ -53,7 +92,12 @@ def _send_ip(packet: dict) -> None:
     v6 = packet["family"] == 6
     proto = packet["proto"]
     payload = packet.get("payload", "fwgen").encode()
-    data = _icmp_message(packet["icmp"], payload, v6) if "icmp" in packet else payload
+    if "icmp" in packet:
+        data = _icmp_message(packet["icmp"], payload, v6, packet.get("ident", 0x4657))
+    elif packet.get("header"):
+        data = HEADERS[proto](packet) + payload
+    else:
+        data = payload
     family = socket.AF_INET6 if v6 else socket.AF_INET
     with socket.socket(family, socket.SOCK_RAW, proto) as sock:
         if "src" in packet:
@@ -110,17 +154,36 @@ def _record_v6(proto: int, data: bytes, src: str, ancdata: list) -> dict:
             "payload": rest.decode("utf-8", "replace")}
 
 
-def receive(cfg: dict) -> list[dict]:
-    v6 = cfg["family"] == 6
-    sel = selectors.DefaultSelector()
+def open_receivers(sel: selectors.BaseSelector, family: int, protos: list[int]) -> list[socket.socket]:
+    """A non-blocking raw socket per protocol, registered with ``sel`` (data: the family
+    and the protocol); read what arrives with ``read_records``."""
+    v6 = family == 6
     socks = []
-    for proto in cfg["protos"]:
+    for proto in protos:
         sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW, proto)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
         if v6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
         sock.setblocking(False)
-        sel.register(sock, selectors.EVENT_READ, proto)
+        sel.register(sock, selectors.EVENT_READ, ("raw", family, proto))
         socks.append(sock)
+    return socks
+
+
+def read_records(sock: socket.socket, family: int, proto: int, records: list[dict]) -> None:
+    """Append a record for every packet queued on a socket of ``open_receivers``."""
+    while True:
+        try:
+            data, ancdata, _, address = sock.recvmsg(65535, 256)
+        except BlockingIOError:
+            return
+        record = _record_v6(proto, data, address[0], ancdata) if family == 6 else _record_v4(proto, data)
+        records.append({**record, "family": family})
+
+
+def receive(cfg: dict) -> list[dict]:
+    sel = selectors.DefaultSelector()
+    socks = open_receivers(sel, cfg["family"], cfg["protos"])
     records: list[dict] = []
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -129,15 +192,8 @@ def receive(cfg: dict) -> list[dict]:
 
     def drain(wait: float) -> None:
         for key, _ in sel.select(wait):
-            while True:
-                try:
-                    data, ancdata, _, address = key.fileobj.recvmsg(65535, 256)  # type: ignore[union-attr]
-                except BlockingIOError:
-                    break
-                if v6:
-                    records.append(_record_v6(key.data, data, address[0], ancdata))
-                else:
-                    records.append(_record_v4(key.data, data))
+            _, family, proto = key.data
+            read_records(key.fileobj, family, proto, records)  # type: ignore[arg-type]
 
     while not stop["now"] and time.monotonic() < end:
         drain(0.05)
