@@ -17,6 +17,7 @@ from typing import NamedTuple
 from fwgen import forked
 from fwgen import render as rendering
 from fwgen.errors import Location, PolicyError
+from fwgen.files import Files
 from fwgen.ir import Action, Ruleset
 from fwgen.lint import check_errors
 from fwgen.locator import Locator
@@ -47,6 +48,8 @@ class BuildResult(NamedTuple):
     files: dict[str, str]  # relative path -> text, in a stable order
     warnings: list[BuildWarning]
     targets: tuple[str, ...] = NAMES  # the targets built
+    name_location: Location | None = None  # where the policy's name is written (else its start)
+    included: tuple[str, ...] = ()  # every file the policy includes (``Files.key`` of each)
 
 
 def compile_file(policy_path: str, registry: Registry) -> Ruleset:
@@ -55,24 +58,26 @@ def compile_file(policy_path: str, registry: Registry) -> Ruleset:
 
 def build(
     policy_path: str, registry: Registry, targets: tuple[str, ...] | None = None, *,
-    lint_errors: bool = False, parallel: bool = False, strict: bool = False,
+    lint_errors: bool = False, parallel: bool = False, strict: bool = False, files: Files | None = None,
 ) -> BuildResult:
     """``targets``: the targets to build (default: the policy's ``targets:``, else all).
     ``lint_errors``: also refuse (``PolicyError`` at the finding) a policy with an
     unacknowledged error-level lint finding, as ``fwgen build`` does (docs/lint.md).
     ``strict``: a warning (what a target can express only approximately) is an error.
     ``parallel``: render the targets after the first in a forked child meanwhile (see
-    ``fwgen.forked``; the output is the same)."""
-    ruleset, chosen, warnings = _checked_ruleset(policy_path, registry, targets, lint_errors)
+    ``fwgen.forked``; the output is the same). ``files``: where to read the policy and
+    its includes (default: the file system)."""
+    files = files or Files()
+    ruleset, chosen, warnings, about = _checked_ruleset(policy_path, registry, targets, lint_errors, files)
     outputs = _render(ruleset, [BY_NAME[name] for name in chosen], parallel)
-    files: dict[str, str] = {}
+    outputs_of: dict[str, str] = {}
     for files_of, warnings_of in outputs:
-        files.update(files_of)
+        outputs_of.update(files_of)
         warnings.extend(BuildWarning(None, policy_path, text) for text in warnings_of)
     if strict and warnings:
         first = warnings[0]
         raise PolicyError(first.location, f"{first.message} (a warning; --strict makes it an error)")
-    return BuildResult(ruleset, files, warnings, chosen)
+    return BuildResult(ruleset, outputs_of, warnings, chosen, *about)
 
 
 Rendered = tuple[dict[str, str], list[str]]  # one target's files and warnings
@@ -181,18 +186,22 @@ def check_targets(policy: Policy, ruleset: Ruleset, targets: tuple[str, ...]) ->
 
 
 def _checked_ruleset(
-    policy_path: str, registry: Registry, targets: tuple[str, ...] | None, lint_errors: bool
-) -> tuple[Ruleset, tuple[str, ...], list[BuildWarning]]:
+    policy_path: str, registry: Registry, targets: tuple[str, ...] | None, lint_errors: bool, files: Files,
+) -> tuple[Ruleset, tuple[str, ...], list[BuildWarning], tuple[Location, tuple[str, ...]]]:
     """The policy (and the YAML nodes lint locates findings in) is released when this
     returns, before the targets render: for thousands of rules the nodes would otherwise
     add a fifth to peak memory."""
-    policy = load_policy(policy_path)
+    policy = load_policy(policy_path, files)
     ruleset = compile_policy(policy, registry)
-    chosen = choose_targets(policy, targets)
-    warnings = check_targets(policy, ruleset, chosen)
-    if lint_errors:
-        check_errors(policy, ruleset, registry, chosen)
-    return ruleset, chosen, warnings
+    try:
+        chosen = choose_targets(policy, targets)
+        warnings = check_targets(policy, ruleset, chosen)
+        if lint_errors:
+            check_errors(policy, ruleset, registry, chosen)
+    except PolicyError as error:
+        raise policy.chained(error) from None
+    about = (Locator(policy).top("name"), tuple(files.key(include.raw) for include in policy.includes))
+    return ruleset, chosen, warnings, about
 
 
 def write_atomically(outdir: str | os.PathLike[str], files: dict[str, str]) -> list[Path]:

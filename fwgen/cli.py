@@ -54,18 +54,19 @@ def main() -> None:
 
     \b
     Examples:
-      fwgen build policies/edge.yaml            # writes out/iptables, out/nftables, out/windows
+      fwgen build policies/edge.yaml            # writes out/edge/iptables, .../nftables, .../windows
+      fwgen build policies/fleet -o out         # every policy of a fleet, under out/NAME/
       fwgen build edge.yaml -t nftables --stdout
       fwgen ports 1274                          # what is registered on port 1274?
     """
 
 
 @main.command()
-@click.argument("policy", type=click.Path(dir_okay=False))
+@click.argument("policies", metavar="POLICY...", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", "outdir", default="out", show_default=True, help="Output directory.")
 @click.option(
     "-t", "--target", "targets", multiple=True, type=click.Choice(TARGETS),
-    help="Build only this target (repeatable). Default: the policy's targets: key, else all three.",
+    help="Build only this target (repeatable). Default: each policy's targets: key, else all three.",
 )
 @click.option("--strict", is_flag=True, help="Count warnings (what a target expresses only approximately) as errors.")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the outputs instead of writing files.")
@@ -73,57 +74,105 @@ def main() -> None:
     "--check", "check", is_flag=True,
     help="Write nothing: exit 1 listing the files under the output directory that are stale or missing.",
 )
+@click.option("--flat", is_flag=True,
+              help="fwgen 1.x's layout: ONE policy's outputs directly under the output directory, without NAME/.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
 @registry_option
 def build(
-    policy: str, outdir: str, targets: tuple[str, ...], strict: bool, to_stdout: bool, check: bool,
-    registry_path: str | None,
+    policies: tuple[str, ...], outdir: str, targets: tuple[str, ...], strict: bool, to_stdout: bool, check: bool,
+    flat: bool, jobs: int | None, registry_path: str | None,
 ) -> None:
-    """Compile POLICY into rule sets.
+    """Compile each POLICY (a file, or a directory of *.yaml policies) into rule sets.
 
     \b
-    Writes, under the output directory:
+    Writes, for each policy, under OUT/NAME/ (NAME: the policy's name):
       iptables/rules.v4, iptables/rules.v6   iptables-restore files (complete filter table)
       nftables/NAME.nft                      nft -f file replacing only table inet NAME
       windows/NAME.cmd                       netsh advfirewall script
-    Every file is rendered in memory first; on any error nothing is written.
+    A directory means the *.yaml files directly in it, less those another policy of the
+    build includes. Policies build in parallel; every output is rendered in memory
+    first, and on any error in any policy (all are reported) nothing is written.
+    --flat writes one policy's outputs directly under OUT (fwgen 1.x's layout).
 
     With --check nothing is written: the files are rendered in memory and compared
     with those under the output directory. Exit 0 ("up to date: N files") when every
     one matches byte for byte, else exit 1 with one "stale: PATH" or "missing: PATH"
     line each. Other files in the directory are ignored.
     """
-    from fwgen.build import build as run_build
+    import time
+
     from fwgen.build import write_atomically
+    from fwgen.fleet import build_fleet
 
     if check and to_stdout:
         raise click.UsageError("--check and --stdout exclude each other")
+    started = time.monotonic()
     try:
-        result = run_build(policy, _registry(registry_path), targets or None, lint_errors=True, parallel=True,
-                           strict=strict)
+        registry = _registry(registry_path)
+        if flat and (len(policies) != 1 or Path(policies[0]).is_dir()):
+            raise click.UsageError("--flat builds exactly one policy file")
+        with _progress(policies) as advance:
+            result = build_fleet(policies, registry, targets or None, strict=strict, jobs=jobs, progress=advance)
     except PolicyError as error:
         _fail(error)
         return
+    if result.errors:
+        for line in result.errors:
+            click.echo(line, err=True)
+        if len(result.errors) > 1:
+            click.echo(f"fwgen: {len(result.errors)} policies have errors; nothing written", err=True)
+        sys.exit(1)
+    files = result.hosts[0].files if flat else result.files
     written: list[Path] = []
     if not (to_stdout or check):
         try:
-            written = write_atomically(outdir, result.files)
+            written = write_atomically(outdir, files)
         except PolicyError as error:  # an OS error: that line alone, not the warnings too
             _fail(error)
             return
-    for warning in result.warnings:
-        click.echo(str(warning), err=True)
+    for host in result.hosts:
+        for warning in host.warnings:
+            click.echo(str(warning), err=True)
     if to_stdout:
-        many = len(result.files) > 1
-        for relative, text in result.files.items():
+        many = len(files) > 1
+        for relative, text in files.items():
             if many:
                 click.echo(f"# ==> {relative} <==")
             click.echo(text, nl=False)
         return
     if check:
-        _check_outputs(policy, outdir, targets, result.files)
+        _check_outputs(policies, outdir, targets, files, flat)
         return
-    for path in written:
-        click.echo(f"wrote {path}")
+    if len(result.hosts) == 1:
+        for path in written:
+            click.echo(f"wrote {path}")
+    else:
+        click.echo(f"wrote {len(written)} files for {len(result.hosts)} policies under {outdir} "
+                   f"in {time.monotonic() - started:.1f} s")
+
+
+class _progress:
+    """A progress bar on a terminal for builds of many policies; nothing otherwise."""
+
+    def __init__(self, policies: tuple[str, ...]) -> None:
+        self.bar: object | None = None
+        self.policies = policies
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        if not sys.stderr.isatty() or (len(self.policies) == 1 and not Path(self.policies[0]).is_dir()):
+            return None
+        from fwgen.fleet import policy_paths
+
+        count = len(policy_paths(self.policies)[0])
+        if count < 20:
+            return None
+        bar = click.progressbar(length=count, label="building", file=sys.stderr)
+        self.bar = bar.__enter__()
+        return bar.update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)  # type: ignore[attr-defined]
 
 
 def _outdated(outdir: str, files: dict[str, str]) -> list[tuple[str, Path]]:
@@ -143,7 +192,8 @@ def _outdated(outdir: str, files: dict[str, str]) -> list[tuple[str, Path]]:
     return found
 
 
-def _check_outputs(policy: str, outdir: str, targets: tuple[str, ...], files: dict[str, str]) -> None:
+def _check_outputs(policies: tuple[str, ...], outdir: str, targets: tuple[str, ...], files: dict[str, str],
+                   flat: bool) -> None:
     """`fwgen build --check`: compare, print, exit 0 or 1; never writes."""
     import shlex
 
@@ -153,11 +203,14 @@ def _check_outputs(policy: str, outdir: str, targets: tuple[str, ...], files: di
         return
     for state, path in outdated:
         click.echo(f"{state}: {path}")
-    command = ["fwgen", "build", policy, "-o", outdir]
+    command = ["fwgen", "build", *policies, "-o", outdir]
     for target in targets:
         command += ["-t", target]
+    if flat:
+        command.append("--flat")
     click.echo(
-        f"{policy}: {len(outdated)} of {len(files)} output files out of date; rebuild with: {shlex.join(command)}",
+        f"{' '.join(policies)}: {len(outdated)} of {len(files)} output files out of date; "
+        f"rebuild with: {shlex.join(command)}",
         err=True,
     )
     sys.exit(1)

@@ -29,21 +29,16 @@ the current directory's repository); errors in those name the policy as
 from __future__ import annotations
 
 import bisect
-import dataclasses
-import hashlib
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple, cast
 
 from fwgen import engine, ir, protocols
-from fwgen.errors import Location, PolicyError
+from fwgen.errors import PolicyError
+from fwgen.files import Files, GitFiles
 from fwgen.intervals import merge_spans
-from fwgen.policy import Policy, load_policy, parse_policy
+from fwgen.policy import Policy, load_policy
 from fwgen.registry import Registry
-from fwgen.resolve import resolve_rule
-from fwgen.yamlsource import Source
+from fwgen.resolve import check_groups, resolve_rule
 
 DIRECTIONS = ("in", "out")
 PROTOCOLS = ("tcp", "udp")
@@ -126,56 +121,39 @@ def load_spec(spec: str) -> Policy:
 
 
 def load_git(spec: str) -> Policy:
+    """``git:REV:PATH``: the policy, and every file it includes, as they were at REV."""
     rev, sep, path = spec[len("git:"):].partition(":")
     if not sep or not rev or not path:
         raise PolicyError(None, f"{spec}: not a git policy reference: write git:REV:PATH")
-    try:
-        proc = subprocess.run(
-            ["git", "--no-pager", "show", f"{rev}:{path}"], capture_output=True, check=False
-        )
-    except OSError as exc:
-        raise PolicyError(None, f"{spec}: cannot read policy: cannot run git: {exc.strerror}") from None
-    if proc.returncode != 0:
-        raise PolicyError(None, f"{spec}: cannot read policy: {_git_message(proc.stderr)}")
-    if proc.stdout.startswith(f"tree {rev}:{path}\n".encode()):
-        raise PolicyError(None, f"{spec}: cannot read policy: '{path}' is a directory in {rev}")
-    return parse_text(proc.stdout, path, spec)
-
-
-def _git_message(stderr: bytes) -> str:
-    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-    fatal = [line[len("fatal: "):] for line in lines if line.startswith("fatal: ")]
-    hints = [line[len("hint: "):] for line in lines if line.startswith("hint: ")]
-    message = (fatal or lines or ["git show failed"])[0].rstrip(".")
-    if hints:
-        message += "; " + hints[0][:1].lower() + hints[0][1:]
-    return message
+    return load_policy(path, GitFiles(rev))
 
 
 def parse_text(raw: bytes, path: str, display: str) -> Policy:
     """Parse policy bytes exactly as ``load_policy`` parses the file ``path`` (its name
     defaults to the stem of ``path``), reporting errors and naming the policy as
     ``display``."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise PolicyError(Location(display, line, 1), "policy is not valid UTF-8") from None
-    with relocated(display):
-        policy = parse_policy(Source(path, text), hashlib.sha256(raw).hexdigest())
-    return dataclasses.replace(policy, path=display)
+    files = _Named(display)
+    files.remember_bytes(path, raw)
+    return load_policy(path, files)
 
 
-@contextmanager
-def relocated(display: str) -> Iterator[None]:
-    """Re-raise located errors as located in ``display``."""
-    try:
-        yield
-    except PolicyError as error:
-        if error.location is None or error.location.path == display:
-            raise
-        where = Location(display, error.location.line, error.location.col)
-        raise PolicyError(where, error.message) from None
+class _Named(Files):
+    """The file system, but the policy's own file is given, and named ``display``."""
+
+    def __init__(self, display: str) -> None:
+        super().__init__()
+        self._display = display
+        self._path = ""
+
+    def remember_bytes(self, path: str, raw: bytes) -> None:
+        self._path = path
+        self._raw = raw
+
+    def display(self, path: str) -> str:
+        return self._display if path == self._path else path
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._raw if path == self._path else super().read_bytes(path)
 
 
 # ---------------------------------------------------------------------- the computation
@@ -334,8 +312,11 @@ def diff_policies(old: Policy, new: Policy, registry: Registry) -> DiffResult:
 
 
 def _compiled(policy: Policy, registry: Registry) -> tuple[ir.Rule, ...]:
-    with relocated(policy.path):
+    try:
+        check_groups(policy, registry)
         return tuple(resolve_rule(rule, registry) for rule in policy.rules)
+    except PolicyError as error:
+        raise policy.chained(error) from None
 
 
 def _collect(lines: dict[tuple[object, ...], list[tuple[int, int]]], direction: str, side: _Direction,

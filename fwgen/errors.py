@@ -23,13 +23,16 @@ class PolicyError(Exception):
         super().__init__(message)
         self.location = location
         self.message = message
+        # the include entries that reached the file of ``location``, innermost first
+        self.via: tuple[Location, ...] = ()
 
     def __str__(self) -> str:
         # One line, always: values echoed from a policy may hold newlines or escapes.
         message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.message)
         if self.location is None:
             return message
-        return f"{self.location}: {message}"
+        chain = "".join(f", from {where}" if k else f" (included from {where}" for k, where in enumerate(self.via))
+        return f"{self.location}: {message}{chain}{')' if chain else ''}"
 
 
 def shorten(value: str, limit: int = 60) -> str:

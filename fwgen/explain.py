@@ -56,7 +56,7 @@ from fwgen import protocols
 from fwgen.errors import PolicyError
 from fwgen.policy import PROFILES, Policy, PolicyRule, load_policy
 from fwgen.registry import Registry
-from fwgen.resolve import ProtocolChoice, resolve_icmp, resolve_ports, resolve_protocol
+from fwgen.resolve import ProtocolChoice, check_groups, resolve_icmp, resolve_ports, resolve_protocol
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -378,6 +378,8 @@ class Explainer:
         self.registry = registry
         self.path = policy.path
         self._index_by_name = {rule.name: rule.index for rule in policy.rules}
+        # the file each rule is written in (an included file's path, as messages name it)
+        self.file_of = {rule.name: rule.location.path for rule in policy.rules}
         self.defaults = {
             "in": self._default_verdict(policy.inbound),
             "out": self._default_verdict(policy.outbound),
@@ -407,7 +409,12 @@ class Explainer:
 
     @classmethod
     def from_file(cls, path: str, registry: Registry) -> Explainer:
-        return cls(load_policy(path), registry)
+        policy = load_policy(path)
+        try:
+            check_groups(policy, registry)  # as fwgen build does
+            return cls(policy, registry)
+        except PolicyError as error:
+            raise policy.chained(error) from None
 
     # ------------------------------------------------------------------ building
 
@@ -664,7 +671,7 @@ class Explainer:
         if verdict.rule is None:
             which = "inbound" if direction == "in" else "outbound"
             return f"default {which} {verdict.action}"
-        return f"rule {verdict.rule}, {self.path}:{verdict.line}"
+        return f"rule {verdict.rule}, {self.file_of[verdict.rule]}:{verdict.line}"
 
     def port_label(self, protocol: str, port: int) -> str:
         """``1261 (mpshrsv)``; the bare number when the registry names nothing there."""
@@ -865,7 +872,7 @@ def _fields(explainer: Explainer, verdict: Verdict, direction: str) -> dict[str,
     return {
         "verdict": verdict.action,
         "rule": verdict.rule,
-        "file": explainer.path if verdict.rule is not None else None,
+        "file": explainer.file_of[verdict.rule] if verdict.rule is not None else None,
         "line": verdict.line,
         "default": f"{which} {verdict.action}" if verdict.rule is None else None,
         "logged": verdict.logged,

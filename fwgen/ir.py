@@ -142,6 +142,9 @@ class Rule(NamedTuple):
     interfaces: tuple[str, ...] | None = None  # arrival (in) or leaving (out) interface; "eth*" a prefix
     profiles: tuple[str, ...] | None = None  # Windows profiles, sorted; None = all three
     families: tuple[int, ...] = (4, 6)  # ICMP is IPv4's only, ICMPv6 IPv6's
+    # the file the rule is written in, as outputs name it: "" for the policy file itself,
+    # else an included file's path relative to the policy's directory
+    file: str = ""
 
     @property
     def logged(self) -> bool:
@@ -219,6 +222,12 @@ class SourceInfo(NamedTuple):
     sha256: str
     registry_edition: str
     registry_sha256: str
+    # every included file (path relative to the policy's directory, sha256), as reached
+    includes: tuple[tuple[str, str], ...] = ()
+
+    def where(self, rule: Rule) -> str:
+        """The file a rule is written in, as outputs name it."""
+        return rule.file or self.filename
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ class Locator:
     def __init__(self, policy: Policy) -> None:
         self.root = Location(policy.path, 1, 1)
         self._top: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        self._rule_nodes: list[yaml.Node] = []  # a rule's keys are read when asked for
+        # each rule's file and node (an included rule's are its file's): keys read when asked for
+        self._rule_nodes = policy.rule_nodes
         self._source: Source | None = None
         document = policy.document
         if document is None or not isinstance(document.root, yaml.MappingNode):
@@ -26,9 +27,6 @@ class Locator:
         self._source = document.source
         self.root = document.at(document.root)
         self._top = {k.value: (k, v) for k, v in document.root.value}
-        rules = self._top.get("rules", (None, None))[1]
-        if isinstance(rules, yaml.SequenceNode):
-            self._rule_nodes = rules.value
 
     def _at(self, node: yaml.Node | None, fallback: Location) -> Location:
         return self._source.at(node) if self._source is not None and node is not None else fallback
@@ -48,9 +46,11 @@ class Locator:
 
     def rule(self, rule: PolicyRule, key: str) -> Location:
         """The value of ``key`` in ``rule``, else the rule's own location."""
-        node = self._rule_nodes[rule.index - 1] if rule.index <= len(self._rule_nodes) else None
+        if not 0 < rule.index <= len(self._rule_nodes):
+            return rule.location
+        source, node = self._rule_nodes[rule.index - 1]
         keys = {k.value: v for k, v in node.value} if isinstance(node, yaml.MappingNode) else {}
-        return self._at(keys.get(key), rule.location)
+        return source.at(keys[key]) if key in keys else rule.location
 
     def acknowledgements(self) -> list[tuple[str, Location]]:
         node = self._top.get("acknowledge", (None, None))[1]

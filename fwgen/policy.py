@@ -7,9 +7,11 @@ registry. Each problem is a ``PolicyError`` pointing at the offending value.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import ipaddress
+import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -18,8 +20,9 @@ import yaml
 
 from fwgen import finding_ids
 from fwgen.errors import Location, PolicyError, shorten
+from fwgen.files import Files, Loaded, ReadError
 from fwgen.targets.nft_keywords import NFT_KEYWORDS, OTHER_TABLES
-from fwgen.yamlsource import BOOL_TAG, INT_TAG, NULL_TAG, STR_TAG, Document, Source, compose, describe
+from fwgen.yamlsource import BOOL_TAG, INT_TAG, NULL_TAG, STR_TAG, Document, Source, describe
 
 POLICY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,19}")
 RULE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -88,8 +91,54 @@ class Policy:
     antispoof: bool = True
     windows_exclusive: bool = False
     targets: tuple[Text, ...] | None = None  # the outputs the policy is for; None = all of them
+    # every included file, in the order the includes first reached it
+    includes: tuple[Include, ...] = ()
+    # named groups (networks:, services:) of the policy and its includes
+    networks: tuple[Group, ...] = ()
+    services: tuple[Group, ...] = ()
     # The nodes it was read from, so lint can locate keys Policy keeps no location for.
     document: Document | None = field(default=None, compare=False, repr=False)
+    # each rule's own file and node (rules may come from included files), in rule order
+    rule_nodes: tuple[tuple[Source, yaml.Node], ...] = field(default=(), compare=False, repr=False)
+    # for each included file (as messages name it): the include entries that reached it,
+    # innermost first
+    via: dict[str, tuple[Location, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def chained(self, error: PolicyError) -> PolicyError:
+        """``error``, naming the includes that reached its file when that is an included one."""
+        if error.location is not None and not error.via and error.location.path in self.via:
+            error.via = self.via[error.location.path]
+        return error
+
+    @functools.cached_property
+    def _relative(self) -> dict[str, str]:
+        return {include.path: include.relative for include in self.includes}
+
+    def file_of(self, rule: PolicyRule) -> str:
+        """The file ``rule`` is written in, as outputs name it: "" for the policy itself,
+        else the included file's path relative to the policy's directory."""
+        return self._relative.get(rule.location.path, "") if self.includes else ""
+
+
+class Include(NamedTuple):
+    """A file a policy includes."""
+
+    path: str  # as messages name it
+    relative: str  # relative to the including policy's directory, as outputs name it
+    sha256: str
+    raw: str  # the path as read
+
+
+class Group(NamedTuple):
+    """A named group as written: ``networks:`` or ``services:`` NAME: [items]."""
+
+    kind: str  # network | service
+    name: str
+    location: Location  # where the name is written
+    items: tuple[yaml.Node, ...]
+    source: Source  # the file the items' marks point into
+    # services: the entries it stands for, groups expanded (filled in by the loader)
+    entries: tuple[Text, ...] = ()
 
 
 class _Reader:
@@ -174,24 +223,35 @@ def _closest(word: str, options: tuple[str, ...]) -> str | None:
     return matches[0] if matches else None
 
 
-def load_policy(path: str) -> Policy:
-    """Read and validate a policy file. ``path`` is echoed verbatim in error messages."""
+def load_policy(path: str, files: Files | None = None) -> Policy:
+    """Read and validate a policy file and every file it includes. ``path`` is echoed
+    verbatim in error messages; ``files``: where to read (default: the file system)."""
+    files = files or Files()
+    loader = _Includes(files, path)
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise PolicyError(None, f"{path}: cannot read policy: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise PolicyError(Location(path, line, 1), "policy is not valid UTF-8") from None
-    return parse_policy(Source(path, text), hashlib.sha256(raw).hexdigest())
+        return loader.policy()
+    except PolicyError as error:
+        raise loader.chained(error) from None
+
+
+def parse_policy(source: Source, sha256: str) -> Policy:
+    """A policy from its text alone (it may include nothing it cannot read from disk)."""
+    files = Files()
+    files.remember(source, sha256)
+    return load_policy(source.path, files)
 
 
 TOP_KEYS = (
-    "version", "name", "description", "targets", "defaults", "monitor", "rules", "acknowledge", "antispoof",
-    "windows",
+    "version", "name", "description", "targets", "defaults", "monitor", "include", "networks", "services", "rules",
+    "acknowledge", "antispoof", "windows",
 )
+# what an included file may hold: the rest belongs to the host policy
+FRAGMENT_KEYS = ("version", "include", "networks", "services", "rules")
+MAX_INCLUDE_DEPTH = 8
+# a relative path of plain characters (it is named in every output's header)
+INCLUDE_PATH = re.compile(r"(?!/)[A-Za-z0-9_./-]{1,255}")
+# a group name: never an address (no ':', not starting with a digit)
+GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}")
 TARGET_NAMES = ("iptables", "nftables", "windows")
 PROFILES = ("domain", "private", "public")
 # Linux interface names: at most 15 characters (IFNAMSIZ - 1), none of them a slash,
@@ -206,16 +266,231 @@ RULE_KEYS = (
     "name", "action", "log", "direction", "protocol", "ports", "range", "icmp", "from", "to", "local",
     "interface", "profiles", "comment",
 )
+class _Fragment:
+    """One file of a policy, read and checked for shape: its top-level keys, and its
+    rules: each a rule node, or the files an include entry splices there."""
+
+    def __init__(self, raw: str, loaded: Loaded, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> None:
+        self.raw = raw  # the path as read
+        self.path = loaded.source.path  # as messages name it
+        self.loaded = loaded
+        self.reader = _Reader(loaded.source)
+        self.top = top
+        self.rules: list[tuple[yaml.Node, tuple[_Fragment, ...]]] = []  # (node, spliced files; () for a rule)
 
 
-def parse_policy(source: Source, sha256: str) -> Policy:
-    reader = _Reader(source)
-    root = compose(source)
-    start = Location(source.path, 1, 1)
-    if root is None:
-        raise PolicyError(start, "policy is empty: it needs at least 'version: 1'")
-    top = reader.mapping(root, "the policy", TOP_KEYS)
+class _Includes:
+    """Loads a host policy and the files it includes, in three steps: walk the includes
+    (reading each file once, refusing cycles, depth over 8 and keys that belong to the
+    host), resolve the named groups, then read the rules in order, splicing included
+    rules where their include entries stand."""
 
+    def __init__(self, files: Files, path: str) -> None:
+        self.files = files
+        self.path = path
+        self.fragments: dict[str, _Fragment] = {}  # by path as messages name it, in the order reached
+        self.via: dict[str, tuple[Location, ...]] = {}
+        self.spliced: dict[str, Location] = {}  # a file whose rules are spliced -> where
+        self.groups: dict[str, dict[str, Group]] = {"network": {}, "service": {}}
+        self.networks: dict[str, tuple[Network, ...]] = {}  # resolved
+        self.services: dict[str, tuple[Text, ...]] = {}
+
+    def chained(self, error: PolicyError) -> PolicyError:
+        if error.location is not None and not error.via and error.location.path in self.via:
+            error.via = self.via[error.location.path]
+        return error
+
+    def policy(self) -> Policy:
+        host = self.visit(self.path, (), (), host=True)
+        for kind, resolved in (("network", self.networks), ("service", self.services)):
+            for name, group in self.groups[kind].items():
+                if name not in resolved:
+                    self._resolve(group, ())
+        rules: list[PolicyRule] = []
+        nodes: list[tuple[Source, yaml.Node]] = []
+        seen: dict[str, Location] = {}
+        for fragment, node in self._rule_nodes(host):
+            rule = _parse_rule(fragment.reader, node, len(rules) + 1, self)
+            if rule.name in seen:
+                first = seen[rule.name]
+                at = f"line {first.line}" if first.path == rule.location.path else str(first)
+                raise PolicyError(
+                    rule.location if rule.name.startswith("rule-") else _name_location(fragment.reader, node),
+                    f"duplicate rule name '{rule.name}' (first at {at})",
+                )
+            seen[rule.name] = rule.location
+            rules.append(rule)
+            nodes.append((fragment.loaded.source, node))
+        base = posixpath.dirname(self.path)
+        includes = tuple(
+            Include(f.path, posixpath.relpath(f.raw, base or "."), f.loaded.sha256, f.raw)
+            for f in self.fragments.values() if f is not host)
+        return _host_policy(
+            host, tuple(rules), includes=includes,
+            networks=tuple(self.groups["network"].values()),
+            services=tuple(g._replace(entries=self.services[g.name]) for g in self.groups["service"].values()),
+            rule_nodes=tuple(nodes), via=dict(self.via),
+        )
+
+    def _rule_nodes(self, fragment: _Fragment) -> Iterator[tuple[_Fragment, yaml.Node]]:
+        for node, spliced in fragment.rules:
+            if not spliced:
+                yield fragment, node
+            for child in spliced:
+                yield from self._rule_nodes(child)
+
+    # ------------------------------------------------------------------ the walk
+
+    def visit(self, raw: str, stack: tuple[tuple[str, str], ...], via: tuple[Location, ...],
+              host: bool) -> _Fragment:
+        """Read ``raw`` (reached through the include entries ``via``, inside the files
+        ``stack``: (key, name) each) and every file it includes."""
+        try:
+            loaded = self.files.load(raw)
+        except ReadError as error:
+            if not via:
+                raise
+            raise PolicyError(via[0], f"cannot read included file {self.files.display(raw)}: {error.reason}") from None
+        name = loaded.source.path
+        if name in self.fragments:
+            return self.fragments[name]
+        if via:
+            self.via.setdefault(name, via)
+        reader = _Reader(loaded.source)
+        root = loaded.root
+        if root is None:
+            what = "policy" if host else "included file"
+            raise PolicyError(Location(name, 1, 1), f"{what} is empty: it needs at least 'version: 1'")
+        if host:
+            top = reader.mapping(root, "the policy", TOP_KEYS)
+        else:
+            if isinstance(root, yaml.MappingNode):
+                for key, _ in root.value:
+                    if isinstance(key, yaml.ScalarNode) and key.value in TOP_KEYS and key.value not in FRAGMENT_KEYS:
+                        raise reader.fail(key, f"'{key.value}' belongs to the host policy, not to an included file "
+                                               f"(which holds {', '.join(FRAGMENT_KEYS)})")
+            top = reader.mapping(root, "an included file", FRAGMENT_KEYS)
+        _check_version(reader, root, top)
+        fragment = self.fragments[name] = _Fragment(raw, loaded, top)
+        stack = (*stack, (self.files.key(raw), posixpath.basename(name)))
+        for kind, key in (("network", "networks"), ("service", "services")):
+            if key in top:
+                self._definitions(fragment, kind, top[key][1])
+        if "include" in top:
+            for where, text, child in self._entries(fragment, top["include"][1], stack):
+                included = self.visit(child, stack, (where, *via), host=False)
+                if "rules" in included.top:
+                    raise PolicyError(
+                        where,
+                        f"{included.path} has rules, but a top-level include takes only networks and services; "
+                        f"splice its rules where they belong in rules: (- include: {text})",
+                    )
+        if "rules" in top:
+            rules_node = top["rules"][1]
+            if not isinstance(rules_node, yaml.SequenceNode):
+                raise reader.fail(rules_node, f"rules must be a list, got {describe(rules_node)}")
+            for node in rules_node.value:
+                keys = node.value if isinstance(node, yaml.MappingNode) else []
+                if not any(isinstance(k, yaml.ScalarNode) and k.value == "include" for k, _ in keys):
+                    fragment.rules.append((node, ()))
+                    continue
+                entry_keys = reader.mapping(node, "an include entry in rules", ("include",))
+                children = []
+                for where, _, child in self._entries(fragment, entry_keys["include"][1], stack):
+                    included = self.visit(child, stack, (where, *via), host=False)
+                    if included.path in self.spliced:
+                        raise PolicyError(where, f"the rules of {included.path} are already spliced at "
+                                                 f"{self.spliced[included.path]}: a file's rules appear once")
+                    self.spliced[included.path] = where
+                    children.append(included)
+                fragment.rules.append((node, tuple(children)))
+        return fragment
+
+    def _entries(self, fragment: _Fragment, node: yaml.Node,
+                 stack: tuple[tuple[str, str], ...]) -> Iterator[tuple[Location, str, str]]:
+        """(where, as written, path) of each file an ``include`` value names, each
+        checked: a plain relative path, no cycle, no deeper than 8."""
+        reader = fragment.reader
+        for item in reader.items(node, "include"):
+            text = reader.text(item, "an include path")
+            where = reader.at(item)
+            if not INCLUDE_PATH.fullmatch(text) or not text.endswith((".yaml", ".yml")):
+                raise PolicyError(where, f"include path '{shorten(text)}' is not valid: write a relative path to a "
+                                         ".yaml file, of letters, digits, '_', '.', '-' and '/'")
+            child = self.files.join(fragment.raw, text)
+            keys = [key for key, _ in stack]
+            if self.files.key(child) in keys:
+                cycle = [name for _, name in stack[keys.index(self.files.key(child)):]]
+                raise PolicyError(where, f"include cycle: {' -> '.join([*cycle, cycle[0]])}")
+            if len(stack) > MAX_INCLUDE_DEPTH:
+                raise PolicyError(where, f"includes nest more than {MAX_INCLUDE_DEPTH} deep")
+            yield where, text, child
+
+    # ---------------------------------------------------------------- the groups
+
+    def _definitions(self, fragment: _Fragment, kind: str, node: yaml.Node) -> None:
+        """``networks:`` / ``services:``: NAME: [items], recorded for resolving."""
+        reader = fragment.reader
+        key = f"{kind}s"
+        if not isinstance(node, yaml.MappingNode):
+            raise reader.fail(node, f"{key} must be a mapping of names to lists, got {describe(node)}")
+        known = self.groups[kind]
+        for name_node, items_node in node.value:
+            if not (isinstance(name_node, yaml.ScalarNode) and name_node.tag == STR_TAG
+                    and GROUP_NAME.fullmatch(name_node.value)):
+                raise reader.fail(name_node, f"{kind} name {describe(name_node)} is not valid: it must match "
+                                             "[A-Za-z_][A-Za-z0-9_.-]{0,62}")
+            name = str(name_node.value)
+            where = reader.at(name_node)
+            if name in known:
+                first = known[name].location
+                at = f"line {first.line}" if first.path == where.path else str(first)
+                raise PolicyError(where, f"{kind} '{name}' is defined twice (first at {at})")
+            items = tuple(reader.items(items_node, f"{kind} '{name}'"))
+            known[name] = Group(kind, name, where, items, fragment.loaded.source)
+
+    def _resolve(self, group: Group, trail: tuple[str, ...]) -> None:
+        """Expand ``group``'s references to other groups of its kind (memoized)."""
+        reader = _Reader(group.source)
+        trail = (*trail, group.name)
+        if group.kind == "network":
+            networks: list[Network] = []
+            for item in group.items:
+                name = self._reference(reader, item, "network", trail)
+                networks.extend(self.networks[name] if name else (_parse_network(reader, item, self),))
+            self.networks[group.name] = tuple(networks)
+        else:
+            entries: list[Text] = []
+            for item in group.items:
+                name = self._reference(reader, item, "service", trail)
+                entries.extend(self.services[name] if name else (reader.scalar(item, "a port entry"),))
+            self.services[group.name] = tuple(entries)
+
+    def _reference(self, reader: _Reader, item: yaml.Node, kind: str, trail: tuple[str, ...]) -> str | None:
+        """The group ``item`` names (resolved by now), else None."""
+        if not (isinstance(item, yaml.ScalarNode) and item.tag == STR_TAG and item.value in self.groups[kind]):
+            return None
+        name = str(item.value)
+        if name in trail:
+            cycle = " -> ".join((*trail[trail.index(name):], name))
+            raise reader.fail(item, f"{kind} '{name}' refers to itself: {cycle}")
+        resolved = self.networks if kind == "network" else self.services
+        if name not in resolved:
+            self._resolve(self.groups[kind][name], trail)
+        return name
+
+    def network(self, reader: _Reader, item: yaml.Node) -> tuple[Network, ...]:
+        """An address list item of a rule: an address or network, or a network's name."""
+        name = self._reference(reader, item, "network", ())
+        return self.networks[name] if name else (_parse_network(reader, item, self),)
+
+    def ports(self, reader: _Reader, item: yaml.Node) -> tuple[Text, ...]:
+        """A ``ports`` item of a rule: a port entry, or a service group's entries."""
+        name = self._reference(reader, item, "service", ())
+        return self.services[name] if name else (reader.scalar(item, "a port entry"),)
+
+
+def _check_version(reader: _Reader, root: yaml.Node, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> None:
     if "version" not in top:
         raise PolicyError(reader.at(root), "missing 'version' (this fwgen reads 'version: 1')")
     version = top["version"][1]
@@ -228,11 +503,16 @@ def parse_policy(source: Source, sha256: str) -> Policy:
         found = shorten(str(version.value))
         raise reader.fail(version, f"unsupported version '{found}': this fwgen reads 'version: 1'")
 
+
+def _host_policy(host: _Fragment, rules: tuple[PolicyRule, ...], **loaded: object) -> Policy:
+    """The host policy's own settings (name, defaults, monitor, ...) around its rules."""
+    reader, top, source = host.reader, host.top, host.loaded.source
+    start = Location(source.path, 1, 1)
     if "name" in top:
         name = reader.pattern(top["name"][1], "policy name", POLICY_NAME, "[a-z0-9][a-z0-9_-]{0,19}")
         _check_table_name(name, reader.at(top["name"][1]), from_file=False)
     else:
-        name = Path(source.path).stem
+        name = Path(host.raw).stem
         if not POLICY_NAME.fullmatch(name):
             raise PolicyError(
                 start,
@@ -277,31 +557,15 @@ def parse_policy(source: Source, sha256: str) -> Policy:
             if rate > MAX_RATE:
                 raise reader.fail(rate_node, f"monitor.rate '{rate_text}' is too high: at most {MAX_RATE} per period")
 
-    rules: list[PolicyRule] = []
-    if "rules" in top:
-        rules_node = top["rules"][1]
-        if not isinstance(rules_node, yaml.SequenceNode):
-            raise reader.fail(rules_node, f"rules must be a list, got {describe(rules_node)}")
-        seen: dict[str, Location] = {}
-        for index, rule_node in enumerate(rules_node.value, start=1):
-            rule = _parse_rule(reader, rule_node, index)
-            if rule.name in seen:
-                raise PolicyError(
-                    rule.location if rule.name.startswith("rule-") else _name_location(reader, rule_node),
-                    f"duplicate rule name '{rule.name}' (first at line {seen[rule.name].line})",
-                )
-            seen[rule.name] = rule.location
-            rules.append(rule)
-
     acknowledge = _parse_acknowledge(reader, top["acknowledge"][1]) if "acknowledge" in top else ()
     targets = _parse_targets(reader, top["targets"][1]) if "targets" in top else None
-
+    assert host.loaded.root is not None
     return Policy(
-        path=source.path, sha256=sha256, name=name, description=description,
+        path=source.path, sha256=host.loaded.sha256, name=name, description=description,
         inbound=inbound, outbound=outbound, deny=deny,
-        log_prefix=prefix, rate=rate, rate_per=per, rules=tuple(rules), acknowledge=acknowledge,
+        log_prefix=prefix, rate=rate, rate_per=per, rules=rules, acknowledge=acknowledge,
         forward=forward, antispoof=antispoof, windows_exclusive=windows_exclusive, targets=targets,
-        document=Document(source, root),
+        document=Document(source, host.loaded.root), **loaded,  # type: ignore[arg-type]
     )
 
 
@@ -366,7 +630,7 @@ def _name_location(reader: _Reader, rule_node: yaml.Node) -> Location:
     return reader.at(rule_node)
 
 
-def _parse_rule(reader: _Reader, node: yaml.Node, index: int) -> PolicyRule:
+def _parse_rule(reader: _Reader, node: yaml.Node, index: int, groups: _Includes) -> PolicyRule:
     what = f"rule {index}"
     keys = reader.mapping(node, what, RULE_KEYS)
     location = reader.at(node)
@@ -393,7 +657,7 @@ def _parse_rule(reader: _Reader, node: yaml.Node, index: int) -> PolicyRule:
         raise reader.fail(keys["range"][0], f"{what} has both 'ports' and 'range': use one")
     ports = None
     if "ports" in keys:
-        ports = tuple(reader.scalar(item, "a port entry") for item in reader.items(keys["ports"][1], "ports"))
+        ports = tuple(entry for item in reader.items(keys["ports"][1], "ports") for entry in groups.ports(reader, item))
     port_range = None
     if "range" in keys:
         reader.choice(keys["range"][1], "range", tuple(RANGES))
@@ -408,16 +672,15 @@ def _parse_rule(reader: _Reader, node: yaml.Node, index: int) -> PolicyRule:
         )
     remote = None
     if remote_key in keys:
-        remote = tuple(
-            _parse_network(reader, item) for item in reader.items(keys[remote_key][1], remote_key)
-        )
+        items = reader.items(keys[remote_key][1], remote_key)
+        remote = tuple(network for item in items for network in groups.network(reader, item))
 
     icmp = None
     if "icmp" in keys:
         icmp = tuple(reader.scalar(item, "an ICMP type") for item in reader.items(keys["icmp"][1], "icmp"))
     local = None
     if "local" in keys:
-        local = tuple(_parse_network(reader, item) for item in reader.items(keys["local"][1], "local"))
+        local = tuple(n for item in reader.items(keys["local"][1], "local") for n in groups.network(reader, item))
     interfaces = None
     if "interface" in keys:
         interfaces = _parse_interfaces(reader, keys["interface"][1])
@@ -486,7 +749,8 @@ def list_hint(text: str) -> str:
     return f"; to give several, write a YAML list: [{', '.join(items)}]"
 
 
-def _parse_network(reader: _Reader, node: yaml.Node) -> Network:
+def _parse_network(reader: _Reader, node: yaml.Node, groups: _Includes) -> Network:
+    """An address or network (``groups``: the networks a name could have meant)."""
     if not isinstance(node, yaml.ScalarNode) or node.tag not in (STR_TAG, INT_TAG):
         raise reader.fail(node, f"an address must be an IP address or CIDR network, got {describe(node)}")
     text = str(node.value)
@@ -496,6 +760,12 @@ def _parse_network(reader: _Reader, node: yaml.Node) -> Network:
         try:
             loose = ipaddress.ip_network(text, strict=False)
         except ValueError:
+            names = tuple(groups.groups["network"])
+            if GROUP_NAME.fullmatch(text) and names:
+                hint = _closest(text, names)
+                raise reader.fail(node, f"unknown network '{shorten(text)}'"
+                                  + (f" (did you mean '{hint}'?)" if hint else " (not an address, nor a name in "
+                                                                               "networks:)")) from None
             raise reader.fail(
                 node, f"'{shorten(text)}' is not an IP address or CIDR network{list_hint(text)}"
             ) from None

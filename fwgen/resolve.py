@@ -275,7 +275,8 @@ def _addresses(
     return _split_families(networks)
 
 
-def resolve_rule(rule: PolicyRule, registry: Registry) -> ir.Rule:
+def resolve_rule(rule: PolicyRule, registry: Registry, file: str = "") -> ir.Rule:
+    """``file``: the rule's file as outputs name it (``Policy.file_of``)."""
     choice = resolve_protocol(rule)
     if rule.icmp is not None and choice.kind != "icmp":
         fix = f"this rule's protocol is {rule.protocol.value}" if rule.protocol else "add protocol: icmp (or icmpv6)"
@@ -313,6 +314,7 @@ def resolve_rule(rule: PolicyRule, registry: Registry) -> ir.Rule:
         interfaces=tuple(entry.value for entry in rule.interfaces) if rule.interfaces is not None else None,
         profiles=tuple(p for p in PROFILES if p in rule.profiles) if rule.profiles is not None else None,
         families=families,
+        file=file,
     )
     if rule.local is not None and not any(resolved.applies_to(family) for family in families):
         raise PolicyError(
@@ -322,8 +324,33 @@ def resolve_rule(rule: PolicyRule, registry: Registry) -> ir.Rule:
     return resolved
 
 
+def check_groups(policy: Policy, registry: Registry) -> None:
+    """Every service group as ``ports`` would check it, used or not, and none named as an
+    IANA service (a rule writing that name would mean the group, silently)."""
+    for group in policy.services:
+        if registry.pairs(group.name) is not None:
+            raise PolicyError(
+                group.location,
+                f"service group '{group.name}' has the name of an IANA service: a rule's ports: [{group.name}] "
+                "would no longer mean the registered port; choose another name",
+            )
+        stand_in = PolicyRule(index=0, name=group.name, location=group.location, action="allow", log=False,
+                              direction="in", protocol=None, ports=group.entries, port_range=None, remote=None,
+                              comment="")
+        resolve_ports(stand_in, registry)
+
+
 def compile_policy(policy: Policy, registry: Registry) -> ir.Ruleset:
-    """Policy -> IR: the one normalized form every target, explain and diff read."""
+    """Policy -> IR: the one normalized form every target, explain and diff read. Errors
+    in included files name the includes that reached them."""
+    try:
+        return _compile(policy, registry)
+    except PolicyError as error:
+        raise policy.chained(error) from None
+
+
+def _compile(policy: Policy, registry: Registry) -> ir.Ruleset:
+    check_groups(policy, registry)
     return ir.Ruleset(
         name=policy.name,
         description=policy.description,
@@ -334,12 +361,13 @@ def compile_policy(policy: Policy, registry: Registry) -> ir.Ruleset:
             forward=_ACTION[policy.forward],
         ),
         monitor=ir.MonitorSettings(policy.log_prefix, policy.rate, policy.rate_per),
-        rules=tuple(resolve_rule(rule, registry) for rule in policy.rules),
+        rules=tuple(resolve_rule(rule, registry, policy.file_of(rule)) for rule in policy.rules),
         source=ir.SourceInfo(
             filename=os.path.basename(policy.path),
             sha256=policy.sha256,
             registry_edition=registry.edition,
             registry_sha256=registry.sha256,
+            includes=tuple((include.relative, include.sha256) for include in policy.includes),
         ),
         options=ir.Options(antispoof=policy.antispoof, windows_exclusive=policy.windows_exclusive),
     )

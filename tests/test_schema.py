@@ -211,7 +211,7 @@ def test_loader_and_schema_both_accept(tmp_path: Path, text: str) -> None:
 
 
 def _rule_schema() -> dict[str, Any]:
-    rule: dict[str, Any] = SCHEMA["properties"]["rules"]["items"]
+    rule: dict[str, Any] = SCHEMA["$defs"]["rule"]
     return rule
 
 

@@ -52,7 +52,7 @@ def log_burst(ruleset: Ruleset) -> int:
 def rule_summary(ruleset: Ruleset, rule: Rule) -> str:
     """How a generated rule names its policy rule: name, source line, action."""
     verb = rule.action.value + (" +log" if rule.log else "")
-    return f"{rule.name} ({ruleset.source.filename}:{rule.location.line}) {verb}"
+    return f"{rule.name} ({ruleset.source.where(rule)}:{rule.location.line}) {verb}"
 
 
 def chain_direction(direction: Direction) -> str:
