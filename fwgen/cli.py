@@ -240,7 +240,7 @@ def schema() -> None:
 
 
 @main.command()
-@click.argument("policy", type=click.Path(dir_okay=False))
+@click.argument("policies", metavar="POLICY...", nargs=-1, required=True, type=click.Path())
 @click.option(
     "-t", "--target", "targets", multiple=True, type=click.Choice(TARGETS),
     help="The targets the policy is built for (repeatable; some findings depend on them). Default: the "
@@ -248,26 +248,56 @@ def schema() -> None:
 )
 @click.option("--strict", is_flag=True, help="Count warnings as errors (exit status 1).")
 @registry_option
-def lint(policy: str, targets: tuple[str, ...], strict: bool, registry_path: str | None) -> None:
-    """Report likely mistakes in POLICY: shadowed, redundant and partly overridden
-    rules, ports with reported unauthorized use, an SSH lockout, traffic the defaults
-    break (DNS, NTP, DHCP) and more (see docs/lint.md).
+def lint(policies: tuple[str, ...], targets: tuple[str, ...], strict: bool, registry_path: str | None) -> None:
+    """Report likely mistakes in each POLICY (a file, or a directory of *.yaml policies
+    less those another includes): shadowed, redundant and partly overridden rules,
+    ports with reported unauthorized use, an SSH lockout, traffic the defaults break
+    (DNS, NTP, DHCP) and more (see docs/lint.md).
 
     One line per finding, PATH:LINE:COL: warning|error: message [id], sorted by
-    position. Exit status 1 when there is an error (with --strict: any finding) or the
-    policy does not load; list a finding's id under the policy's acknowledge: key to
-    accept it.
+    position, policy by policy. Exit status 1 when there is an error (with --strict: any
+    finding) or a policy does not load; list a finding's id under the policy's
+    acknowledge: key to accept it.
     """
-    from fwgen.lint import exit_status, lint_file
+    import os
+
+    from fwgen.files import Files
+    from fwgen.fleet import policy_paths
+    from fwgen.lint import exit_status
+    from fwgen.lint import lint as run_lint
+    from fwgen.policy import Policy, load_policy
 
     try:
-        findings = lint_file(policy, _registry(registry_path), targets or None)
+        registry = _registry(registry_path)
+        paths, listed = policy_paths(policies)
     except PolicyError as error:
         _fail(error)
         return
-    for finding in findings:
-        click.echo(str(finding))
-    sys.exit(exit_status(findings, strict))
+    files = Files()
+    loaded: list[tuple[str, Policy | PolicyError]] = []
+    for path in paths:
+        try:
+            loaded.append((path, load_policy(path, files)))
+        except PolicyError as error:
+            loaded.append((path, error))
+    included = {files.key(i.raw) for _, p in loaded if isinstance(p, Policy) for i in p.includes}
+    status = 0
+    for path, policy in loaded:
+        if path in listed and os.path.realpath(path) in included:
+            continue  # a shared file of the fleet, linted as part of each policy including it
+        try:
+            if isinstance(policy, PolicyError):
+                raise policy
+            chosen = targets or (tuple(t.value for t in policy.targets) if policy.targets is not None else TARGETS)
+            findings = run_lint(policy, registry, targets=chosen)
+        except PolicyError as error:
+            click.echo(str(error), err=True)
+            status = 1
+            continue
+        for finding in findings:
+            click.echo(str(finding))
+        status = max(status, exit_status(findings, strict))
+    sys.exit(status)
 
 
 @main.command()

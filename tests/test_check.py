@@ -16,7 +16,7 @@ from fwgen.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGE = ROOT / "policies" / "edge.yaml"
-EDGE_FILES = ["iptables/rules.v4", "iptables/rules.v6", "nftables/edge.nft", "windows/edge.cmd"]
+EDGE_FILES = ["edge/iptables/rules.v4", "edge/iptables/rules.v6", "edge/nftables/edge.nft", "edge/windows/edge.cmd"]
 
 
 def _run(*args: str) -> tuple[int, str, str]:
@@ -68,7 +68,7 @@ def test_edited_policy_lists_stale_files(built: tuple[Path, Path]) -> None:
 
 def test_hand_edited_output_is_stale(built: tuple[Path, Path]) -> None:
     policy, out = built
-    nft = out / "nftables" / "edge.nft"
+    nft = out / "edge" / "nftables" / "edge.nft"
     nft.write_bytes(nft.read_bytes() + b"# local change\n")
     code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out))
     assert (code, stdout) == (1, f"stale: {nft}\n")
@@ -77,7 +77,7 @@ def test_hand_edited_output_is_stale(built: tuple[Path, Path]) -> None:
 def test_crlf_output_is_stale(built: tuple[Path, Path]) -> None:
     """Byte for byte: a checkout that turned LF into CRLF is not what fwgen writes."""
     policy, out = built
-    v4 = out / "iptables" / "rules.v4"
+    v4 = out / "edge" / "iptables" / "rules.v4"
     v4.write_bytes(v4.read_bytes().replace(b"\n", b"\r\n"))
     code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out))
     assert (code, stdout) == (1, f"stale: {v4}\n")
@@ -85,21 +85,21 @@ def test_crlf_output_is_stale(built: tuple[Path, Path]) -> None:
 
 def test_deleted_file_is_missing(built: tuple[Path, Path]) -> None:
     policy, out = built
-    (out / "windows" / "edge.cmd").unlink()
+    (out / "edge" / "windows" / "edge.cmd").unlink()
     code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out))
-    assert (code, stdout) == (1, f"missing: {out / 'windows' / 'edge.cmd'}\n")
+    assert (code, stdout) == (1, f"missing: {out / 'edge' / 'windows' / 'edge.cmd'}\n")
 
 
 def test_missing_and_stale_together(built: tuple[Path, Path]) -> None:
     policy, out = built
-    shutil.rmtree(out / "iptables")
-    (out / "windows" / "edge.cmd").write_text("rem old\n")
+    shutil.rmtree(out / "edge" / "iptables")
+    (out / "edge" / "windows" / "edge.cmd").write_text("rem old\n")
     code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out))
     assert code == 1
     assert stdout.splitlines() == [
-        f"missing: {out / 'iptables/rules.v4'}",
-        f"missing: {out / 'iptables/rules.v6'}",
-        f"stale: {out / 'windows/edge.cmd'}",
+        f"missing: {out / 'edge' / 'iptables/rules.v4'}",
+        f"missing: {out / 'edge' / 'iptables/rules.v6'}",
+        f"stale: {out / 'edge' / 'windows/edge.cmd'}",
     ]
 
 
@@ -113,7 +113,7 @@ def test_no_output_dir_at_all(tmp_path: Path) -> None:
 
 def test_directory_in_place_of_a_file_is_stale(built: tuple[Path, Path]) -> None:
     policy, out = built
-    nft = out / "nftables" / "edge.nft"
+    nft = out / "edge" / "nftables" / "edge.nft"
     nft.unlink()
     nft.mkdir()
     code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out))
@@ -123,23 +123,23 @@ def test_directory_in_place_of_a_file_is_stale(built: tuple[Path, Path]) -> None
 def test_unrelated_files_are_not_reported(built: tuple[Path, Path]) -> None:
     policy, out = built
     (out / "README").write_text("not fwgen's\n")
-    (out / "nftables" / "other.nft").write_text("table inet other {}\n")
-    (out / "iptables" / ".rules.v4.abc.tmp").write_text("leftover\n")
+    (out / "edge" / "nftables" / "other.nft").write_text("table inet other {}\n")
+    (out / "edge" / "iptables" / ".rules.v4.abc.tmp").write_text("leftover\n")
     code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out))
     assert (code, stdout) == (0, "up to date: 4 files\n")
 
 
 def test_targets_limit_what_is_checked(built: tuple[Path, Path]) -> None:
     policy, out = built
-    shutil.rmtree(out / "windows")
-    (out / "iptables" / "rules.v6").write_text("stale\n")
+    shutil.rmtree(out / "edge" / "windows")
+    (out / "edge" / "iptables" / "rules.v6").write_text("stale\n")
     code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out), "-t", "nftables")
     assert (code, stdout) == (0, "up to date: 1 files\n")
     code, stdout, stderr = _run("build", "--check", str(policy), "-o", str(out), "-t", "iptables", "-t", "nftables")
-    assert (code, stdout) == (1, f"stale: {out / 'iptables/rules.v6'}\n")
+    assert (code, stdout) == (1, f"stale: {out / 'edge' / 'iptables/rules.v6'}\n")
     assert f"-o {out} -t iptables -t nftables" in stderr
     code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out), "-t", "nftables", "-t", "windows")
-    assert (code, stdout) == (1, f"missing: {out / 'windows/edge.cmd'}\n")
+    assert (code, stdout) == (1, f"missing: {out / 'edge' / 'windows/edge.cmd'}\n")
     # built for Windows alone, the policy would lock out RDP and WinRM (rdp-lockout)
     code, stdout, stderr = _run("build", "--check", str(policy), "-o", str(out), "-t", "windows")
     assert (code, stdout) == (1, "") and stderr.endswith("[rdp-lockout]\n")
@@ -155,10 +155,10 @@ def test_a_target_built_alone_checks_alone(tmp_path: Path) -> None:
 
 def test_check_never_writes(built: tuple[Path, Path]) -> None:
     policy, out = built
-    (out / "windows" / "edge.cmd").unlink()
-    (out / "iptables" / "rules.v4").write_text("stale\n")
-    old = os.stat(out / "iptables" / "rules.v4").st_mtime_ns - 10**9
-    os.utime(out / "iptables" / "rules.v4", ns=(old, old))
+    (out / "edge" / "windows" / "edge.cmd").unlink()
+    (out / "edge" / "iptables" / "rules.v4").write_text("stale\n")
+    old = os.stat(out / "edge" / "iptables" / "rules.v4").st_mtime_ns - 10**9
+    os.utime(out / "edge" / "iptables" / "rules.v4", ns=(old, old))
     before = _snapshot(out.parent)
     for args in ([], ["-t", "windows"], ["-t", "iptables"]):
         code, _, _ = _run("build", "--check", str(policy), "-o", str(out), *args)

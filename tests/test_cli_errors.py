@@ -256,7 +256,7 @@ POLICY = "version: 1\nrules:\n  - action: allow\n    ports: [ssh]\n"
 
 def _build(tmp_path: Path, out: str) -> object:
     (tmp_path / "edge.yaml").write_text(POLICY, encoding="utf-8")
-    return CliRunner().invoke(main, ["build", "edge.yaml", "-o", out])
+    return CliRunner().invoke(main, ["build", "edge.yaml", "-o", out, "--flat"])
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -334,7 +334,7 @@ def test_output_error_in_a_real_process(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(POLICY, encoding="utf-8")
     (tmp_path / "afile").write_text("", encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-m", "fwgen", "build", "p.yaml", "-o", "afile/x"],
+        [sys.executable, "-m", "fwgen", "build", "p.yaml", "-o", "afile/x", "--flat"],
         capture_output=True, text=True, check=False, cwd=tmp_path,
     )
     assert proc.returncode == 1

@@ -255,7 +255,7 @@ def test_explain_shares_no_compiler_code() -> None:
         "fwgen.policy.load_policy",
         "fwgen.registry", "fwgen.registry.Registry",
         "fwgen.resolve", "fwgen.resolve.resolve_ports", "fwgen.resolve.resolve_protocol",
-        "fwgen.resolve.resolve_icmp", "fwgen.resolve.ProtocolChoice",
+        "fwgen.resolve.resolve_icmp", "fwgen.resolve.ProtocolChoice", "fwgen.resolve.check_groups",
     }, fwgen_imports
 
 

@@ -330,7 +330,7 @@ def test_acknowledgement_silences_and_build_proceeds(tmp_path: Path) -> None:
     assert [line.rsplit("[", 1)[1] for line in out] == ["dhcpv6-replies]"]
     assert run("lint", "--strict", path)[0] == 1
     code, out, _ = run("build", path, "-o", "out")
-    assert code == 0 and (tmp_path / "out" / "nftables" / "edge.nft").exists()
+    assert code == 0 and (tmp_path / "out" / "edge" / "nftables" / "edge.nft").exists()
     # the acknowledgement changes no output
     Path("plain").mkdir()
     plain = example("edge", WITHOUT_ADMIN_SSH, as_name="plain/edge.yaml")

@@ -104,7 +104,7 @@ def test_targets_key_lets_a_linux_policy_use_interfaces(tmp_path: Path) -> None:
     result = build_cli(write(tmp_path, text), "-o", str(out))
     assert result.exit_code == 0, result.output
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "iptables/rules.v4", "iptables/rules.v6", "nftables/p.nft"]
+        "p/iptables/rules.v4", "p/iptables/rules.v6", "p/nftables/p.nft"]
 
 
 # ---------------------------------------------------------------------- degrades: warnings
@@ -128,7 +128,7 @@ def test_degradations_are_located_warnings_and_strict_makes_them_errors(tmp_path
         f"{policy}:8:13: warning: windows: {windows.degrades[Feature.MONITOR]} (rule 'watch')",
         f"{policy}:12:10: warning: windows: {windows.degrades[Feature.LOG]} (rule 'logged')",
     ]
-    assert (out / "windows" / "p.cmd").is_file()
+    assert (out / "p" / "windows" / "p.cmd").is_file()
     # Linux expresses all three exactly: no warning of them.
     linux = build_cli(policy, "-t", "iptables", "-t", "nftables", "-o", str(tmp_path / "linux"))
     assert linux.exit_code == 0 and linux.stderr == ""
