@@ -1,0 +1,133 @@
+"""`fwgen build` over many policies: files and directories, OUT/NAME/ whatever the
+count, shared files skipped as hosts, every error reported and nothing written, the
+same bytes from parallel workers as from one process."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fwgen.build import build
+from fwgen.cli import main
+from fwgen.fleet import build_fleet
+from fwgen.registry import bundled
+
+ROOT = Path(__file__).resolve().parents[1]
+FLEET = ROOT / "policies" / "fleet"
+OPEN = "version: 1\ntargets: [nftables]\ndefaults: {inbound: allow}\n"
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Path:
+    shutil.copytree(FLEET, tmp_path / "fleet")
+    return tmp_path / "fleet"
+
+
+def test_one_policy_or_many_the_layout_is_out_name(tmp_path: Path) -> None:
+    """The layout does not depend on how many files a glob matched."""
+    one = tmp_path / "one"
+    assert run("build", str(ROOT / "policies" / "edge.yaml"), "-o", str(one))[0] == 0
+    many = tmp_path / "many"
+    assert run("build", str(ROOT / "policies" / "edge.yaml"), str(ROOT / "policies" / "locked-down.yaml"),
+               "-o", str(many))[0] == 0
+    assert sorted(tree(one)) == ["edge/iptables/rules.v4", "edge/iptables/rules.v6", "edge/nftables/edge.nft",
+                                 "edge/windows/edge.cmd"]
+    assert {k: v for k, v in tree(many).items() if k.startswith("edge/")} == tree(one)
+    assert len(tree(many)) == 8
+
+
+def test_flat_is_the_1x_layout_for_one_policy(tmp_path: Path) -> None:
+    code, out, _ = run("build", str(ROOT / "policies" / "edge.yaml"), "-o", str(tmp_path), "--flat")
+    assert code == 0 and sorted(tree(tmp_path)) == ["iptables/rules.v4", "iptables/rules.v6", "nftables/edge.nft",
+                                                    "windows/edge.cmd"]
+    assert out.splitlines()[0] == f"wrote {tmp_path / 'iptables' / 'rules.v4'}"
+    code, _, err = run("build", str(FLEET), "-o", str(tmp_path / "x"), "--flat")
+    assert code == 2 and "--flat builds exactly one policy file" in err
+
+
+def test_a_directory_skips_the_files_its_policies_include(fleet: Path, tmp_path: Path) -> None:
+    """A shared file beside the policies (not in a subdirectory) is not built as a host."""
+    (fleet / "shared.yaml").write_text("version: 1\nnetworks:\n  extra: [192.0.2.99]\n", encoding="utf-8")
+    web = fleet / "web.yaml"
+    web.write_text(web.read_text(encoding="utf-8").replace("include: [base/networks.yaml]",
+                                                           "include: [base/networks.yaml, shared.yaml]"),
+                   encoding="utf-8")
+    code, out, err = run("build", str(fleet), "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    assert out.startswith("wrote 9 files for 3 policies under ")
+    assert sorted({k.split("/")[0] for k in tree(tmp_path / "out")}) == ["bastion", "db", "web"]
+
+
+def test_parallel_workers_write_the_bytes_one_process_writes(fleet: Path, tmp_path: Path) -> None:
+    for i in range(12):  # enough policies for several workers
+        (fleet / f"h{i:02}.yaml").write_text(OPEN + f"name: h{i:02}\ninclude: [base/networks.yaml]\nrules:\n"
+                                             f"  - include: base/rules.yaml\n  - action: deny\n    ports: [{i}]\n",
+                                             encoding="utf-8")
+    registry = bundled()
+    serial = build_fleet([str(fleet)], registry, jobs=1)
+    parallel = build_fleet([str(fleet)], registry, jobs=2)
+    assert not serial.errors and serial.files == parallel.files
+    assert [h.name for h in parallel.hosts] == ["bastion", "db", *(f"h{i:02}" for i in range(12)), "web"]
+    alone = build(str(fleet / "web.yaml"), registry)
+    assert {k[len("web/"):]: v for k, v in parallel.files.items() if k.startswith("web/")} == alone.files
+
+
+def test_every_error_is_reported_and_nothing_written(fleet: Path, tmp_path: Path) -> None:
+    (fleet / "broken.yaml").write_text("version: 1\nrules:\n  - action: permit\n", encoding="utf-8")
+    (fleet / "typo.yaml").write_text(OPEN + "rules:\n  - action: monitor\n    ports: [mpshrv]\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, stdout, stderr = run("build", str(fleet), "-o", str(out))
+    assert code == 1 and stdout == "" and not out.exists()
+    assert stderr.splitlines() == [
+        f"{fleet}/broken.yaml:3:13: action must be one of allow | deny | monitor, got text 'permit'",
+        f"{fleet}/typo.yaml:6:13: unknown service 'mpshrv' (did you mean 'mpshrsv'?)",
+        "fwgen: 2 policies have errors; nothing written",
+    ]
+
+
+def test_two_policies_with_one_name_are_an_error(fleet: Path, tmp_path: Path) -> None:
+    (fleet / "web2.yaml").write_text(OPEN + "name: web\n", encoding="utf-8")
+    code, _, stderr = run("build", str(fleet), "-o", str(tmp_path / "out"))
+    assert code == 1 and not (tmp_path / "out").exists()
+    assert stderr.splitlines()[0].startswith(f"{fleet}/web2.yaml:4:7: policy name 'web' is also the name of ")
+
+
+def test_check_covers_the_whole_fleet(fleet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run("build", str(fleet), "-o", str(out))[0] == 0
+    assert run("build", "--check", str(fleet), "-o", str(out))[:2] == (0, "up to date: 9 files\n")
+    rules = fleet / "base" / "networks.yaml"
+    rules.write_text(rules.read_text(encoding="utf-8").replace("198.51.100.10", "198.51.100.11"), encoding="utf-8")
+    code, stdout, stderr = run("build", "--check", str(fleet), "-o", str(out))
+    assert code == 1 and len(stdout.splitlines()) == 9 and "9 of 9 output files out of date" in stderr
+
+
+def test_stdout_names_each_file_under_its_policy() -> None:
+    code, out, _ = run("build", str(FLEET), "-t", "nftables", "--stdout")
+    assert code == 0
+    assert [line for line in out.splitlines() if line.startswith("# ==> ")] == [
+        "# ==> bastion/nftables/bastion.nft <==", "# ==> db/nftables/db.nft <==", "# ==> web/nftables/web.nft <=="]
+
+
+def test_real_process_one_summary_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "fwgen", "build", str(FLEET), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, check=False, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 1 and proc.stdout.startswith("wrote 9 files for 3 policies under ")
+    assert proc.stderr == ""
