@@ -66,7 +66,7 @@ def policy_paths(arguments: Sequence[str]) -> tuple[list[str], set[str]]:
 
 
 _REGISTRY: Registry | None = None  # the workers' (set before they fork)
-_OPTIONS: tuple[tuple[str, ...] | None, bool] = (None, False)
+_OPTIONS: tuple[tuple[str, ...] | None, bool, bool] = (None, False, False)  # targets, strict, parallel
 _FILES: Files | None = None
 
 
@@ -75,9 +75,9 @@ def _build_one(path: str) -> Host | Failed:
     assert _REGISTRY is not None
     if _FILES is None:
         _FILES = Files()
-    targets, strict = _OPTIONS
+    targets, strict, parallel = _OPTIONS
     try:
-        result = build(path, _REGISTRY, targets, lint_errors=True, strict=strict, files=_FILES)
+        result = build(path, _REGISTRY, targets, lint_errors=True, strict=strict, files=_FILES, parallel=parallel)
     except PolicyError as error:
         return Failed(path, str(error))
     assert result.name_location is not None
@@ -94,7 +94,8 @@ def build_fleet(
     global _REGISTRY, _OPTIONS, _FILES
     paths, listed = policy_paths(arguments)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths) // MIN_PER_WORKER))
-    _REGISTRY, _OPTIONS, _FILES = registry, (targets, strict), None
+    # one policy alone may still render its targets on two cores (``build(parallel=)``)
+    _REGISTRY, _OPTIONS, _FILES = registry, (targets, strict, len(paths) == 1), None
     outcomes: list[Host | Failed] = []
     try:
         if jobs > 1 and hasattr(os, "fork"):
