@@ -70,3 +70,26 @@ def aclgen_argv(policy_file: str, definitions: str, output_dir: str) -> list[str
 def output_path(output_dir: str, policy_file: str, target: str) -> str:
     stem = os.path.splitext(os.path.basename(policy_file))[0]
     return os.path.join(output_dir, stem + TARGET_OUTPUT[target][0])
+
+
+def aclgen_dir_argv(base_directory: str, definitions: str, output_dir: str,
+                    max_renderers: int | None = None) -> list[str]:
+    """ONE aclgen run over every policy under ``base_directory`` (aclgen renders each
+    ``*/pol/*.yaml`` it finds, every target its headers name, in a pool of
+    ``--max_renderers`` processes, Aerleon's default 10 when None)."""
+    argv = [
+        ACLGEN,
+        "--base_directory", base_directory,
+        "--definitions_directory", definitions,
+        "--output_directory", output_dir,
+    ]
+    if max_renderers:
+        argv += ["--max_renderers", str(max_renderers)]
+    return argv
+
+
+def fleet_output_paths(output_dir: str, names: list[str]) -> dict[str, list[str]]:
+    """target -> the files a directory run writes for policies base/pol/NAME.yaml whose
+    filters name every target (aclgen writes them to output_dir/NAME.SUFFIX)."""
+    return {target: [os.path.join(output_dir, name + suffix) for name in names]
+            for target, (suffix, _) in TARGET_OUTPUT.items()}

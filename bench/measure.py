@@ -52,6 +52,60 @@ def run_process(
     return ProcResult(argv, wall, usage.ru_maxrss, cpu, proc.returncode, text)
 
 
+def run_parallel(
+    argvs: list[list[str]],
+    jobs: int,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    stderr_path: str | None = None,
+) -> ProcResult:
+    """Run every argv as its own fresh process, at most ``jobs`` at a time (like
+    ``xargs -P jobs``), as one timed unit: wall clock from just before the first fork
+    until the last child is reaped; CPU = the sum of the children's; peak RSS = the largest
+    child's; returncode = the first non-zero one (else 0); stderr = all of theirs, in
+    start order. The caller must have no other children running (``os.wait4(-1)``)."""
+    if not argvs:
+        raise ValueError("run_parallel: nothing to run")
+    base = stderr_path or os.devnull
+    running: dict[int, tuple[int, subprocess.Popen[bytes], str]] = {}
+    rusages: dict[int, tuple[int, float, int]] = {}  # index -> (maxrss, cpu, returncode)
+    errs: list[str] = []
+    todo = list(enumerate(argvs))
+    todo.reverse()
+    with open(os.devnull, "rb") as inp:
+        t0 = time.perf_counter()
+        while todo or running:
+            while todo and len(running) < max(1, jobs):
+                index, argv = todo.pop()
+                err_path = os.devnull if base == os.devnull else f"{base}.{index}"
+                errs.append(err_path)
+                with open(err_path, "wb") as err:
+                    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=inp,
+                                            stdout=subprocess.DEVNULL, stderr=err)
+                running[proc.pid] = (index, proc, err_path)
+            pid, status, usage = os.wait4(-1, 0)
+            if pid not in running:
+                continue
+            index, proc, _ = running.pop(pid)
+            proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
+            rusages[index] = (usage.ru_maxrss, usage.ru_utime + usage.ru_stime, proc.returncode)
+        wall = time.perf_counter() - t0
+    text = []
+    for path in errs:
+        if path != os.devnull:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                text.append(fh.read())
+    codes = [rusages[i][2] for i in range(len(argvs))]
+    return ProcResult(
+        [*argvs[0], f"(+ {len(argvs) - 1} more processes, {jobs} at a time)"],
+        wall,
+        max(r[0] for r in rusages.values()),
+        sum(r[1] for r in rusages.values()),
+        next((c for c in codes if c), 0),
+        "".join(text),
+    )
+
+
 def speed_probe(env: dict[str, str] | None = None) -> float:
     """Seconds a bare interpreter (``python -c pass``) takes to start and exit: a gauge of
     how fast the machine is at the moment for what a short build spends most of its time

@@ -42,6 +42,7 @@ FWGEN_TARGETS = ("iptables", "nftables", "windows")
 AERLEON_LABEL = {"speedway": "iptables (speedway)", "nftables": "nftables",
                  "windows_advfirewall": "windows_advfirewall"}
 HELP_RUNS = 20
+DEFAULT_CASES = (*policies.CASES, "fleet100")
 
 
 def child_env() -> dict[str, str]:
@@ -88,6 +89,23 @@ class Fwgen:
         return measure.run_process([*self.argv, "build", policy, "-o", out],
                                    cwd=os.path.dirname(policy), env=self.env, stderr_path=err)
 
+    def build_fleet(self, directory: str, out: str, err: str, mode: str,
+                    jobs: int) -> measure.ProcResult:
+        """Every policy of ``directory`` into OUT/NAME/..., timed as one unit.
+
+        mode 'dir': ONE ``fwgen build DIR -o OUT`` process (the directory build);
+        'files': one ``fwgen build DIR/NAME.yaml -o OUT/NAME`` process per policy, ``jobs``
+        at a time, for an fwgen without directory builds (the generated policies' names
+        are their file stems, so both modes write the same tree)."""
+        cwd = os.path.dirname(directory)
+        if mode == "dir":
+            return measure.run_process([*self.argv, "build", directory, "-o", out], cwd=cwd,
+                                       env=self.env, stderr_path=err)
+        names = sorted(f[:-5] for f in os.listdir(directory) if f.endswith(".yaml"))
+        argvs = [[*self.argv, "build", os.path.join(directory, n + ".yaml"), "-o",
+                  os.path.join(out, n)] for n in names]
+        return measure.run_parallel(argvs, jobs, cwd=cwd, env=self.env, stderr_path=err)
+
     def help(self) -> measure.ProcResult:
         return measure.run_process([*self.argv, "--help"], env=self.env)
 
@@ -97,8 +115,23 @@ class Fwgen:
         return r.stdout.strip() or r.stderr.strip()
 
     @staticmethod
+    def fleet_outputs(out: str, names: list[str], mode: str) -> dict[str, list[str]]:
+        """target -> the files a fleet build must write: OUT/NAME/... per policy (in files
+        mode each build's own OUT is OUT/NAME, so a fwgen whose one-file builds write
+        OUT/NAME/ too puts them under OUT/NAME/NAME/)."""
+        got: dict[str, list[str]] = defaultdict(list)
+        for name in names:
+            root = os.path.join(out, name) if mode == "files" else out
+            for target, items in Fwgen.outputs(root, name).items():
+                got[target] += [path for _, path in items]
+        return got
+
+    @staticmethod
     def outputs(out: str, case: str) -> dict[str, list[tuple[str, str]]]:
-        """target -> [(label, path)]"""
+        """target -> [(label, path)] of a build of policy ``case`` with ``-o out``: under
+        OUT/NAME/ (fwgen 2's layout, for one file too), else directly under OUT (1.x's)."""
+        if os.path.isdir(os.path.join(out, case)):
+            out = os.path.join(out, case)
         return {
             "iptables": [("rules.v4", os.path.join(out, "iptables", "rules.v4")),
                          ("rules.v6", os.path.join(out, "iptables", "rules.v6"))],
@@ -124,6 +157,17 @@ def check(result: measure.ProcResult, what: str) -> None:
 def require_file(path: str, what: str) -> None:
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise HarnessError(f"{what}: no output at {path}")
+
+
+def require_files(paths: list[str], what: str, out_dir: str) -> None:
+    """Every expected output exists and is non-empty, else stop with how many are missing
+    (a tool that exits 0 having written nothing, or only part of a fleet)."""
+    missing = [p for p in paths if not os.path.isfile(p) or os.path.getsize(p) == 0]
+    if missing:
+        found = sum(len(files) for _, _, files in os.walk(out_dir))
+        raise HarnessError(f"{what}: {len(missing)} of {len(paths)} expected output files "
+                           f"missing or empty under {out_dir} ({found} files there), e.g. "
+                           + ", ".join(os.path.relpath(p, out_dir) for p in missing[:3]))
 
 
 # ---------------------------------------------------------------------------- one case
@@ -254,6 +298,238 @@ def run_case(name: str, runs: int, seed: int, fwgen: Fwgen, kernel: bool, keep: 
     return res
 
 
+# ---------------------------------------------------------------------------- fleet
+
+FLEET_WARMUP_HOSTS = 20  # the untimed warm-up builds a small fleet: every check, little time
+FLEET_GOAL_RATIO_HOSTS, FLEET_GOAL_RATIO = 100, 25.0  # fleet of 100: >= 25x faster than Aerleon
+FLEET_GOAL_WALL_HOSTS, FLEET_GOAL_WALL = 1000, 5.0  # 1,000 hosts in at most 5 s wall
+NO_SLOWER = 1.05  # single-policy cases against --baseline: fwgen/baseline wall, noise allowance
+
+
+class FleetResults:
+    def __init__(self, name: str, hosts: int):
+        self.name = name
+        self.hosts = hosts
+        self.wall: dict[str, list[float]] = defaultdict(list)  # 'fwgen' / 'baseline' / 'aerleon'
+        self.rss: dict[str, list[int]] = defaultdict(list)
+        self.cpu: dict[str, list[float]] = defaultdict(list)
+        self.modes: dict[str, str] = {}  # 'fwgen' / 'baseline' -> 'dir' | 'files'
+        # (tool, target) -> per run: (files, rules, bytes, longest line), summed over hosts
+        self.outputs: dict[tuple[str, str], list[tuple[int, int, int, int]]] = defaultdict(list)
+        self.loads: dict[tuple[str, str], list[measure.LoadResult]] = defaultdict(list)
+        self.policy_rules = 0
+        self.aerleon_terms = 0
+        self.services = 0
+        self.networks = 0
+        self.warnings: set[str] = set()
+        self.acknowledge: tuple[str, ...] = ()
+        self.probe: list[float] = []
+
+
+def _fleet_build(tool: Fwgen, label: str, fw_dir: str, out: str, err: str, res: FleetResults,
+                 args: argparse.Namespace) -> measure.ProcResult:
+    """One fleet build; the first one (warm-up) also decides the mode: 'dir' unless this
+    fwgen refuses a directory (click: "... is a directory", exit 2: no directory builds),
+    then 'files' (one process per policy, --fleet-jobs at a time)."""
+    mode = res.modes.get(label) or (args.fleet_mode if args.fleet_mode != "auto" else "dir")
+    r = tool.build_fleet(fw_dir, out, err, mode, args.fleet_jobs)
+    if label not in res.modes:
+        if (args.fleet_mode == "auto" and r.returncode == 2
+                and "is a directory" in r.stderr):
+            shutil.rmtree(out, ignore_errors=True)
+            mode = "files"
+            r = tool.build_fleet(fw_dir, out, err, mode, args.fleet_jobs)
+        res.modes[label] = mode
+    return r
+
+
+def run_fleet(name: str, hosts: int, args: argparse.Namespace, fwgen: Fwgen,
+              baseline: Fwgen | None, kernel: bool) -> FleetResults:
+    res = FleetResults(name, hosts)
+    jobs_note = f"{args.fleet_jobs} at a time"
+    for i in [-1, *range(args.runs)]:
+        timed = i >= 0
+        n = hosts if timed else min(hosts, FLEET_WARMUP_HOSTS)
+        seed = args.seed * 1000 + i if timed else -args.seed - 1
+        fleet = policies.generate_fleet(n, seed, args.seed, res.acknowledge)
+        workdir = tempfile.mkdtemp(prefix=f"fwgen-bench-{name}-{f'run{i}' if timed else 'warmup'}-")
+        try:
+            fleet.write(workdir)
+            fw_dir = os.path.join(workdir, policies.Fleet.FWGEN_DIR)
+            names = [h.name for h in fleet.hosts]
+            if timed:
+                res.probe.append(measure.speed_probe(child_env()))
+            tools = [("fwgen", fwgen)] + ([("baseline", baseline)] if baseline else [])
+            if timed and i % 2:
+                tools.reverse()  # the baseline first on odd runs: neither always goes first
+            for label, tool in tools:
+                out = os.path.join(workdir, f"out-{label}")
+                err = os.path.join(workdir, f"{label}.stderr")
+                r = _fleet_build(tool, label, fw_dir, out, err, res, args)
+                if not timed and r.returncode == 1 and label == "fwgen":
+                    # as in run_case: acknowledge the error-level lint findings fwgen names
+                    ids = sorted(set(_FINDING.findall(r.stderr)) - set(res.acknowledge))
+                    if ids:
+                        res.acknowledge = (*res.acknowledge, *ids)
+                        fleet = policies.generate_fleet(n, seed, args.seed, res.acknowledge)
+                        fleet.write(workdir)
+                        shutil.rmtree(out, ignore_errors=True)
+                        r = _fleet_build(tool, label, fw_dir, out, err, res, args)
+                check(r, f"{label} fwgen fleet build ({name}, {res.modes[label]} mode)")
+                expected = Fwgen.fleet_outputs(out, names, res.modes[label])
+                require_files([p for ps in expected.values() for p in ps],
+                              f"{label} fwgen fleet build ({name})", out)
+                for line in r.stderr.splitlines():
+                    if "warning" in line and label == "fwgen":
+                        res.warnings.add("fwgen: " + line.split("warning:", 1)[-1].strip()[:160])
+                if timed:
+                    res.wall[label].append(r.wall)
+                    res.rss[label].append(r.maxrss_kb)
+                    res.cpu[label].append(r.cpu)
+                    if label == "fwgen":
+                        fw_out = expected
+
+            a_out = os.path.join(workdir, "out-aerleon")
+            r = measure.run_process(
+                aerleon_env.aclgen_dir_argv(os.path.join(workdir, policies.Fleet.AERLEON_BASE),
+                                            os.path.join(workdir, policies.Fleet.AERLEON_DEFS),
+                                            a_out, args.aerleon_renderers),
+                env=child_env(), stderr_path=os.path.join(workdir, "aclgen.log"))
+            check(r, f"aclgen --base_directory ({name})")
+            a_expected = aerleon_env.fleet_output_paths(a_out, names)
+            require_files([p for ps in a_expected.values() for p in ps],
+                          f"aclgen --base_directory ({name})", a_out)
+            if not timed:
+                continue
+            res.wall["aerleon"].append(r.wall)
+            res.rss["aerleon"].append(r.maxrss_kb)
+            res.cpu["aerleon"].append(r.cpu)
+
+            # --- untimed: output totals, and the first host's outputs into the kernel
+            res.policy_rules = fleet.rules
+            res.aerleon_terms = fleet.aerleon_terms
+            res.services, res.networks = len(fleet.services), len(fleet.networks)
+            for tool, by_target, kinds in (
+                    ("fwgen", fw_out, {t: t for t in FWGEN_TARGETS}),
+                    ("aerleon", a_expected, {t: k for t, (_, k) in aerleon_env.TARGET_OUTPUT.items()})):
+                for target, paths in by_target.items():
+                    st = [measure.file_stats(p, kinds[target]) for p in paths]
+                    res.outputs[(tool, target)].append(
+                        (len(st), sum(x.rules for x in st), sum(x.bytes for x in st),
+                         max(x.longest_line for x in st)))
+            if kernel:
+                first = os.path.join(workdir, "load")
+                v4, v6, nft = fw_out["iptables"][0], fw_out["iptables"][1], fw_out["nftables"][0]
+                res.loads[("fwgen", "nftables")].append(measure.load_nft(nft, first + ".nft"))
+                l4, l6 = measure.load_iptables(v4, v6, first + ".ipt")
+                res.loads[("fwgen", "iptables v4")].append(l4)
+                res.loads[("fwgen", "iptables v6")].append(l6)
+                res.loads[("aerleon", "nftables")].append(
+                    measure.load_nft(a_expected["nftables"][0], first + ".anft"))
+                a4, a6 = measure.split_speedway(a_expected["speedway"][0], workdir)
+                l4, l6 = measure.load_iptables(a4, a6, first + ".aipt")
+                res.loads[("aerleon", "speedway v4")].append(l4)
+                res.loads[("aerleon", "speedway v6")].append(l6)
+            log(f"  {name} run {i + 1}/{args.runs}: fwgen {res.wall['fwgen'][-1]:.3f}s "
+                f"({res.modes['fwgen']}"
+                + (f", {jobs_note}" if res.modes["fwgen"] == "files" else "") + ")"
+                + (f", baseline {res.wall['baseline'][-1]:.3f}s ({res.modes['baseline']})"
+                   if baseline else "")
+                + f", aerleon {res.wall['aerleon'][-1]:.3f}s")
+        finally:
+            if args.keep:
+                log(f"  kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+    return res
+
+
+def _mode_text(mode: str, jobs: int) -> str:
+    if mode == "dir":
+        return "one `fwgen build DIR -o OUT` process"
+    return f"one `fwgen build FILE -o OUT/NAME` process per policy, {jobs} at a time"
+
+
+def fleet_report(fleets: list[FleetResults], args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    w = out.append
+    has_base = all(f.wall.get("baseline") for f in fleets)
+    w("### Fleet: N host policies in one build (fresh processes; fwgen = all three targets "
+      "of every host, Aerleon = ONE `aclgen --base_directory` run, all three targets)")
+    w("")
+    for f in fleets:
+        w(f"- {f.name}: fwgen ran as {_mode_text(f.modes['fwgen'], args.fleet_jobs)}"
+          + (f"; the baseline as {_mode_text(f.modes['baseline'], args.fleet_jobs)}"
+             if has_base else "")
+          + f"; aclgen with --max_renderers "
+          f"{args.aerleon_renderers or '10 (its default)'}. {f.policy_rules} fwgen rules; "
+          f"{f.aerleon_terms} Aerleon terms (each in its direction's IPv4 and IPv6 filters), "
+          f"{f.services} services, {f.networks} networks.")
+    w("")
+    head = "| case | hosts | fwgen wall s | ms per host | Aerleon wall s | ms per host | Aerleon/fwgen |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|"
+    if has_base:
+        head += " baseline wall s | fwgen/baseline |"
+        rule += "---:|---:|"
+    w(head)
+    w(rule)
+    for f in fleets:
+        fw, ae = med(f.wall["fwgen"]), med(f.wall["aerleon"])
+        row = (f"| {f.name} | {f.hosts} | {fmt_s(fw)} | {fw * 1000 / f.hosts:.1f} | {fmt_s(ae)} | "
+               f"{ae * 1000 / f.hosts:.1f} | {ae / fw:.1f}x |")
+        if has_base:
+            bw = med(f.wall["baseline"])
+            row += f" {fmt_s(bw)} | {fw / bw:.2f} |"
+        w(row)
+    w("")
+    w("CPU time (user + system, the children each process waited for included) and peak RSS "
+      "(the largest single process) of the same runs:")
+    w("")
+    w("| case | fwgen CPU s | Aerleon CPU s | Aerleon/fwgen | fwgen peak RSS MiB | "
+      "Aerleon peak RSS MiB |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for f in fleets:
+        fc, ac = med(f.cpu["fwgen"]), med(f.cpu["aerleon"])
+        w(f"| {f.name} | {fmt_s(fc)} | {fmt_s(ac)} | {ac / fc:.1f}x | {mib(max(f.rss['fwgen']))} | "
+          f"{mib(max(f.rss['aerleon']))} |")
+    w("")
+    w("Outputs, summed over the hosts (median over runs; longest line = max). Rules counted "
+      "as in the single-policy tables.")
+    w("")
+    w("| case | tool | target | files | rules | bytes | longest line |")
+    w("|---|---|---|---:|---:|---:|---:|")
+    for f in fleets:
+        for (tool, target), runs in f.outputs.items():
+            label = AERLEON_LABEL.get(target, target) if tool == "aerleon" else target
+            w(f"| {f.name} | {tool} | {label} | {_med_int(x[0] for x in runs)} | "
+              f"{_med_int(x[1] for x in runs)} | {_med_int(x[2] for x in runs)} | "
+              f"{max(x[3] for x in runs)} |")
+    w("")
+    loads = [f"{f.name}: " + ", ".join(f"{tool} {what} {_load_cell(v)}"
+                                       for (tool, what), v in f.loads.items())
+             for f in fleets if f.loads]
+    if loads:
+        w("Kernel load of the first host's outputs, seconds (a fresh network namespace each, "
+          "as above; Aerleon's speedway file split into v4 and v6): " + "; ".join(loads) + ".")
+        w("")
+    return out
+
+
+def fleet_goals(fleets: list[FleetResults]) -> list[tuple[bool, str]]:
+    goals = []
+    for f in fleets:
+        fw, ae = med(f.wall["fwgen"]), med(f.wall["aerleon"])
+        if f.hosts == FLEET_GOAL_RATIO_HOSTS:
+            goals.append((ae / fw >= FLEET_GOAL_RATIO,
+                          f"{f.name}: fwgen {ae / fw:.1f}x faster than Aerleon's one aclgen run "
+                          f"({fw:.3f} s against {ae:.3f} s), goal >= {FLEET_GOAL_RATIO:.0f}x"))
+        if f.hosts == FLEET_GOAL_WALL_HOSTS:
+            goals.append((fw <= FLEET_GOAL_WALL,
+                          f"{f.name}: fwgen {fw:.3f} s wall for {f.hosts} hosts <= "
+                          f"{FLEET_GOAL_WALL:.0f} s"))
+    return goals
+
+
 # ---------------------------------------------------------------------------- report
 
 med = measure.median
@@ -310,7 +586,8 @@ def machine_info(fwgen: Fwgen, aerleon_version: str) -> list[tuple[str, str]]:
     ]
 
 
-def report(results: list[CaseResults], args: argparse.Namespace, info: list[tuple[str, str]],
+def report(results: list[CaseResults], fleets: list[FleetResults], args: argparse.Namespace,
+           info: list[tuple[str, str]],
            help_times: list[float], help_rss: list[int], bare_python: float, load_start: str, load_end: str,
            baseline: float | None, git_changed: bool) -> tuple[str, list[tuple[bool, str]]]:
     A = policies.AERLEON_TARGETS
@@ -329,131 +606,136 @@ def report(results: list[CaseResults], args: argparse.Namespace, info: list[tupl
     for k, v in info:
         w(f"- {k}: {v}")
     w("")
-    w("### Build wall time, seconds (fresh process each; fwgen = all three targets in one "
-      "invocation, Aerleon = one aclgen run per target)")
-    w("")
-    w("| case | fwgen all 3 | Aerleon iptables (speedway) | Aerleon nftables | Aerleon windows | "
-      "Aerleon sum of 3 | Aerleon/fwgen iptables | nftables | windows | all 3 |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        f = med(r.wall["fwgen"])
-        a = [med(r.wall[t]) for t in A]
-        total = med([sum(x) for x in zip(*(r.wall[t] for t in A), strict=False)])
-        w(f"| {r.name} | {fmt_s(f)} | " + " | ".join(fmt_s(x) for x in a)
-          + f" | {fmt_s(total)} | " + " | ".join(f"{x / f:.1f}x" for x in [*a, total]) + " |")
-    w("")
-    w("Ratios compare fwgen's time for all three targets with Aerleon's time for ONE target "
-      "(the last column: with the sum of Aerleon's three runs).")
-    w("")
-    w("### CPU time (user + system) of the same processes, seconds, median")
-    w("")
-    w("Less disturbed than wall time when other work shares the machine; the goals use wall time.")
-    w("")
-    w("| case | fwgen all 3 | Aerleon iptables (speedway) | Aerleon nftables | Aerleon windows | "
-      "Aerleon/fwgen iptables | all 3 |")
-    w("|---|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        f = med(r.cpu["fwgen"])
-        a = [med(r.cpu[t]) for t in A]
-        total = med([sum(x) for x in zip(*(r.cpu[t] for t in A), strict=False)])
-        w(f"| {r.name} | {fmt_s(f)} | " + " | ".join(fmt_s(x) for x in a)
-          + f" | {a[0] / f:.1f}x | {total / f:.1f}x |")
-    w("")
-    if all(r.wall.get("baseline") for r in results):
-        w(f"### fwgen against the baseline (`{args.baseline}`), same policies, same runs, medians")
+    if results:
+        w("### Build wall time, seconds (fresh process each; fwgen = all three targets in one "
+          "invocation, Aerleon = one aclgen run per target)")
         w("")
-        w("| case | fwgen wall s | baseline wall s | fwgen/baseline | fwgen CPU s | baseline CPU s | "
-          "fwgen/baseline | fwgen RSS MiB | baseline RSS MiB |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| case | fwgen all 3 | Aerleon iptables (speedway) | Aerleon nftables | Aerleon windows | "
+          "Aerleon sum of 3 | Aerleon/fwgen iptables | nftables | windows | all 3 |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in results:
-            fw, bw = med(r.wall["fwgen"]), med(r.wall["baseline"])
-            fc, bc = med(r.cpu["fwgen"]), med(r.cpu["baseline"])
-            w(f"| {r.name} | {fmt_s(fw)} | {fmt_s(bw)} | {fw / bw:.2f} | {fmt_s(fc)} | {fmt_s(bc)} | "
-              f"{fc / bc:.2f} | {mib(max(r.rss['fwgen']))} | {mib(max(r.rss['baseline']))} |")
+            f = med(r.wall["fwgen"])
+            a = [med(r.wall[t]) for t in A]
+            total = med([sum(x) for x in zip(*(r.wall[t] for t in A), strict=False)])
+            w(f"| {r.name} | {fmt_s(f)} | " + " | ".join(fmt_s(x) for x in a)
+              + f" | {fmt_s(total)} | " + " | ".join(f"{x / f:.1f}x" for x in [*a, total]) + " |")
         w("")
-        w("On odd runs fwgen builds a second time after the baseline and that build is the one "
-          "counted, so neither always goes first.")
+        w("Ratios compare fwgen's time for all three targets with Aerleon's time for ONE target "
+          "(the last column: with the sum of Aerleon's three runs).")
         w("")
-    w("### Peak RSS of each process, MiB (max over runs; ru_maxrss from wait4)")
-    w("")
-    w("| case | fwgen all 3 | Aerleon iptables (speedway) | Aerleon nftables | Aerleon windows |")
-    w("|---|---:|---:|---:|---:|")
-    for r in results:
-        w(f"| {r.name} | {mib(max(r.rss['fwgen']))} | "
-          + " | ".join(mib(max(r.rss[t])) for t in A) + " |")
-    w("")
+        w("### CPU time (user + system) of the same processes, seconds, median")
+        w("")
+        w("Less disturbed than wall time when other work shares the machine; the goals use wall time.")
+        w("")
+        w("| case | fwgen all 3 | Aerleon iptables (speedway) | Aerleon nftables | Aerleon windows | "
+          "Aerleon/fwgen iptables | all 3 |")
+        w("|---|---:|---:|---:|---:|---:|---:|")
+        for r in results:
+            f = med(r.cpu["fwgen"])
+            a = [med(r.cpu[t]) for t in A]
+            total = med([sum(x) for x in zip(*(r.cpu[t] for t in A), strict=False)])
+            w(f"| {r.name} | {fmt_s(f)} | " + " | ".join(fmt_s(x) for x in a)
+              + f" | {a[0] / f:.1f}x | {total / f:.1f}x |")
+        w("")
+        if all(r.wall.get("baseline") for r in results):
+            w(f"### fwgen against the baseline (`{args.baseline}`), same policies, same runs, medians")
+            w("")
+            w("| case | fwgen wall s | baseline wall s | fwgen/baseline | fwgen CPU s | baseline CPU s | "
+              "fwgen/baseline | fwgen RSS MiB | baseline RSS MiB |")
+            w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for r in results:
+                fw, bw = med(r.wall["fwgen"]), med(r.wall["baseline"])
+                fc, bc = med(r.cpu["fwgen"]), med(r.cpu["baseline"])
+                w(f"| {r.name} | {fmt_s(fw)} | {fmt_s(bw)} | {fw / bw:.2f} | {fmt_s(fc)} | {fmt_s(bc)} | "
+                  f"{fc / bc:.2f} | {mib(max(r.rss['fwgen']))} | {mib(max(r.rss['baseline']))} |")
+            w("")
+            w("On odd runs fwgen builds a second time after the baseline and that build is the one "
+              "counted, so neither always goes first.")
+            w("")
+        w("### Peak RSS of each process, MiB (max over runs; ru_maxrss from wait4)")
+        w("")
+        w("| case | fwgen all 3 | Aerleon iptables (speedway) | Aerleon nftables | Aerleon windows |")
+        w("|---|---:|---:|---:|---:|")
+        for r in results:
+            w(f"| {r.name} | {mib(max(r.rss['fwgen']))} | "
+              + " | ".join(mib(max(r.rss[t])) for t in A) + " |")
+        w("")
     w(f"`fwgen --help`: median {med(help_times) * 1000:.1f} ms over "
       f"{len(help_times)} runs (min {min(help_times) * 1000:.1f}, max "
       f"{max(help_times) * 1000:.1f}), peak RSS {mib(max(help_rss))} MiB; for reference, "
       f"the bare interpreter (`python -c pass`, same environment) takes {bare_python * 1000:.1f} ms.")
     w("")
-    probes = [p for r in results for p in r.probe]
+    probes = [p for r in [*results, *fleets] for p in r.probe]
     if probes:
         w(f"Machine speed during the runs: the bare interpreter (`python -c pass`), timed before "
           f"each run, took {min(probes) * 1000:.0f}-{max(probes) * 1000:.0f} ms (median "
           f"{med(probes) * 1000:.0f}); short builds slow down with it, for both tools alike.")
         w("")
 
-    w("### fwgen outputs (median over runs; longest line = max over runs)")
-    w("")
-    w("Rules: iptables `-A` lines per file; nftables rule lines inside chains (set/map "
-      "elements counted separately); windows `add rule` lines. Kernel load: wall time of "
-      "`ip netns exec NS nft -f FILE` (resp. `iptables-restore`, `ip6tables-restore`) into a "
-      "fresh throwaway network namespace"
-      + (f", including the ~{baseline * 1000:.0f} ms cost of `ip netns exec NS true`."
-         if baseline is not None else " (not measured: --no-kernel or no netns here)."))
-    w("")
-    w("| case | target | file | rules | set elements | bytes | longest line | kernel load s |")
-    w("|---|---|---|---:|---:|---:|---:|---:|")
-    for r in results:
-        for (tool, target, label), stats in r.stats.items():
-            if tool != "fwgen":
-                continue
-            load = r.loads.get((tool, target, label if target == "iptables" else ""))
-            w(f"| {r.name} | {target} | {label} | {_med_int(s.rules for s in stats)} | "
-              f"{_med_int(s.elements for s in stats) if target == 'nftables' else ''} | "
-              f"{_med_int(s.bytes for s in stats)} | {max(s.longest_line for s in stats)} | "
-              f"{_load_cell(load)} |")
-    w("")
-    w("nftables rules against the policy's port intervals (ports merged into intervals per "
-      "protocol: within each rule, and over the whole policy):")
-    w("")
-    w("| case | policy rules | nft rules | nft set elements | intervals, per rule | "
-      "intervals, whole policy tcp + udp |")
-    w("|---|---:|---:|---:|---:|---:|")
-    for r in results:
-        nft = next(s for (tool, t, _), s in r.stats.items() if tool == "fwgen" and t == "nftables")
-        w(f"| {r.name} | {r.policy_rules} | {_med_int(s.rules for s in nft)} | "
-          f"{_med_int(s.elements for s in nft)} | {r.intervals_per_rule} | "
-          f"{r.intervals_merged['tcp']} + {r.intervals_merged['udp']} |")
-    w("")
+    if results:
+        w("### fwgen outputs (median over runs; longest line = max over runs)")
+        w("")
+        w("Rules: iptables `-A` lines per file; nftables rule lines inside chains (set/map "
+          "elements counted separately); windows `add rule` lines. Kernel load: wall time of "
+          "`ip netns exec NS nft -f FILE` (resp. `iptables-restore`, `ip6tables-restore`) into a "
+          "fresh throwaway network namespace"
+          + (f", including the ~{baseline * 1000:.0f} ms cost of `ip netns exec NS true`."
+             if baseline is not None else " (not measured: --no-kernel or no netns here)."))
+        w("")
+        w("| case | target | file | rules | set elements | bytes | longest line | kernel load s |")
+        w("|---|---|---|---:|---:|---:|---:|---:|")
+        for r in results:
+            for (tool, target, label), stats in r.stats.items():
+                if tool != "fwgen":
+                    continue
+                load = r.loads.get((tool, target, label if target == "iptables" else ""))
+                w(f"| {r.name} | {target} | {label} | {_med_int(s.rules for s in stats)} | "
+                  f"{_med_int(s.elements for s in stats) if target == 'nftables' else ''} | "
+                  f"{_med_int(s.bytes for s in stats)} | {max(s.longest_line for s in stats)} | "
+                  f"{_load_cell(load)} |")
+        w("")
+        w("nftables rules against the policy's port intervals (ports merged into intervals per "
+          "protocol: within each rule, and over the whole policy):")
+        w("")
+        w("| case | policy rules | nft rules | nft set elements | intervals, per rule | "
+          "intervals, whole policy tcp + udp |")
+        w("|---|---:|---:|---:|---:|---:|")
+        for r in results:
+            nft = next(s for (tool, t, _), s in r.stats.items() if tool == "fwgen" and t == "nftables")
+            w(f"| {r.name} | {r.policy_rules} | {_med_int(s.rules for s in nft)} | "
+              f"{_med_int(s.elements for s in nft)} | {r.intervals_per_rule} | "
+              f"{r.intervals_merged['tcp']} + {r.intervals_merged['udp']} |")
+        w("")
 
-    w("### Aerleon outputs, for comparison")
-    w("")
-    w("Same counting. The speedway file holds the IPv4 and the IPv6 filter in ONE `*filter` "
-      "block, which iptables-restore cannot load as is; for the load test it is split into a "
-      "v4 and a v6 file. Kernel load = does it load (and how long), same method as fwgen's.")
-    w("")
-    w("| case | target | terms in policy | rules | bytes | longest line | kernel load s |")
-    w("|---|---|---:|---:|---:|---:|---:|")
-    for r in results:
-        for (tool, target, _label), stats in r.stats.items():
-            if tool != "aerleon":
-                continue
-            if target == "speedway":
-                loads = [r.loads.get(("aerleon", "speedway", "v4")),
-                         r.loads.get(("aerleon", "speedway", "v6"))]
-                cell = " / ".join(_load_cell(x) for x in loads) if loads[0] else "n/a"
-                if loads[0]:
-                    cell += " (v4 / v6)"
-            elif target == "nftables":
-                cell = _load_cell(r.loads.get(("aerleon", "nftables", "")))
-            else:
-                cell = "n/a (Windows)"
-            w(f"| {r.name} | {AERLEON_LABEL[target]} | {r.aerleon_terms} | "
-              f"{_med_int(s.rules for s in stats)} | {_med_int(s.bytes for s in stats)} | "
-              f"{max(s.longest_line for s in stats)} | {cell} |")
-    w("")
+        w("### Aerleon outputs, for comparison")
+        w("")
+        w("Same counting. The speedway file holds the IPv4 and the IPv6 filter in ONE `*filter` "
+          "block, which iptables-restore cannot load as is; for the load test it is split into a "
+          "v4 and a v6 file. Kernel load = does it load (and how long), same method as fwgen's.")
+        w("")
+        w("| case | target | terms in policy | rules | bytes | longest line | kernel load s |")
+        w("|---|---|---:|---:|---:|---:|---:|")
+        for r in results:
+            for (tool, target, _label), stats in r.stats.items():
+                if tool != "aerleon":
+                    continue
+                if target == "speedway":
+                    loads = [r.loads.get(("aerleon", "speedway", "v4")),
+                             r.loads.get(("aerleon", "speedway", "v6"))]
+                    cell = " / ".join(_load_cell(x) for x in loads) if loads[0] else "n/a"
+                    if loads[0]:
+                        cell += " (v4 / v6)"
+                elif target == "nftables":
+                    cell = _load_cell(r.loads.get(("aerleon", "nftables", "")))
+                else:
+                    cell = "n/a (Windows)"
+                w(f"| {r.name} | {AERLEON_LABEL[target]} | {r.aerleon_terms} | "
+                  f"{_med_int(s.rules for s in stats)} | {_med_int(s.bytes for s in stats)} | "
+                  f"{max(s.longest_line for s in stats)} | {cell} |")
+        w("")
+
+    if fleets:
+        out.extend(fleet_report(fleets, args))
 
     # ---- goals
     goals: list[tuple[bool, str]] = []
@@ -467,13 +749,23 @@ def report(results: list[CaseResults], args: argparse.Namespace, info: list[tupl
     if "registry" in by:
         fr = med(by["registry"].wall["fwgen"])
         goals.append((fr <= 0.5, f"(c) registry: fwgen all three targets {fr:.3f} s <= 0.5 s"))
-    peak = max(max(r.rss["fwgen"]) for r in results)
-    goals.append((peak <= 80 * 1024, f"fwgen peak RSS {mib(peak)} MiB <= 80 MiB (max over all cases and runs)"))
+    if results and all(r.wall.get("baseline") for r in results):
+        for r in results:
+            ratio = med(r.wall["fwgen"]) / med(r.wall["baseline"])
+            goals.append((ratio <= NO_SLOWER, f"{r.name}: fwgen no slower than the baseline: "
+                          f"fwgen/baseline wall {ratio:.2f} <= {NO_SLOWER:.2f}"))
+    goals += fleet_goals(fleets)
+    if results:
+        peak = max(max(r.rss["fwgen"]) for r in results)
+        goals.append((peak <= 80 * 1024, f"fwgen peak RSS {mib(peak)} MiB <= 80 MiB (max over the "
+                      "single-policy cases and runs)"))
     h = med(help_times)
     goals.append((h <= 0.1, f"fwgen --help {h * 1000:.1f} ms <= 100 ms (median of {len(help_times)})"))
     longest = max(
-        (max(s.longest_line for s in stats) for r in results
-         for (tool, t, _), stats in r.stats.items() if tool == "fwgen" and t == "windows"),
+        [*(max(s.longest_line for s in stats) for r in results
+           for (tool, t, _), stats in r.stats.items() if tool == "fwgen" and t == "windows"),
+         *(max(x[3] for x in v) for f in fleets for (tool, t), v in f.outputs.items()
+           if tool == "fwgen" and t == "windows")],
         default=0,
     )
     goals.append((longest <= 8191, f"every fwgen netsh line <= 8,191 characters (longest {longest})"))
@@ -485,18 +777,20 @@ def report(results: list[CaseResults], args: argparse.Namespace, info: list[tupl
     w("```")
     w("")
     a_long = max(
-        (max(s.longest_line for s in stats) for r in results
-         for (tool, t, _), stats in r.stats.items() if tool == "aerleon" and t == "windows_advfirewall"),
+        [*(max(s.longest_line for s in stats) for r in results
+           for (tool, t, _), stats in r.stats.items() if tool == "aerleon" and t == "windows_advfirewall"),
+         *(max(x[3] for x in v) for f in fleets for (tool, t), v in f.outputs.items()
+           if tool == "aerleon" and t == "windows_advfirewall")],
         default=0,
     )
     w(f"For comparison, Aerleon's longest windows_advfirewall line: {a_long} characters"
       + (" (over cmd.exe's 8,191 limit)." if a_long > 8191 else "."))
-    acks = [f"{r.name}: {', '.join(r.acknowledge)}" for r in results if r.acknowledge]
+    acks = [f"{r.name}: {', '.join(r.acknowledge)}" for r in [*results, *fleets] if r.acknowledge]
     if acks:
         w("")
         w("fwgen's linter refused the generated policies until they acknowledged these findings "
           "(added as `acknowledge:` to every run's fwgen policy): " + "; ".join(acks) + ".")
-    warnings = sorted({wn for r in results for wn in r.warnings})
+    warnings = sorted({wn for r in [*results, *fleets] for wn in r.warnings})
     if warnings:
         w("")
         w("fwgen build warnings seen: " + "; ".join(f"`{x}`" for x in warnings[:6]))
@@ -525,8 +819,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5, help="timed runs per case and tool (default 5)")
     p.add_argument("--quick", action="store_true", help="1 run each (smoke test)")
     p.add_argument("--seed", type=int, default=1, help="base seed of the generated policies")
-    p.add_argument("--cases", default=",".join(policies.CASES),
-                   help=f"comma-separated subset of {','.join(policies.CASES)}")
+    p.add_argument("--cases", default=",".join(DEFAULT_CASES),
+                   help=f"comma-separated cases: {', '.join(policies.CASES)}, and fleetN (N host "
+                   f"policies in one build; fleet = fleet{policies.FLEET_DEFAULT_HOSTS}), e.g. "
+                   f"fleet100,fleet1000 (default {','.join(DEFAULT_CASES)})")
+    p.add_argument("--fleet-mode", choices=("auto", "dir", "files"), default="auto",
+                   help="how fwgen (and the baseline) build a fleet: dir = one 'fwgen build DIR -o OUT', "
+                   "files = one 'fwgen build FILE -o OUT/NAME' per policy, --fleet-jobs at a time; "
+                   "auto (default) = dir unless that fwgen refuses a directory, then files")
+    p.add_argument("--fleet-jobs", type=int, default=os.cpu_count() or 1,
+                   help="processes at a time in files mode (default: the number of cores, "
+                   f"{os.cpu_count()})")
+    p.add_argument("--aerleon-renderers", type=int,
+                   help="aclgen --max_renderers for the fleet (default: aclgen's own, 10)")
     p.add_argument("--no-kernel", action="store_true", help="skip the network-namespace loads")
     p.add_argument("--fwgen-cmd", help="run fwgen as this command instead of the checkout's "
                    "'python -m fwgen' (e.g. an installed 'fwgen' script)")
@@ -543,9 +848,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         p.error("--runs must be >= 1")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = set(cases) - set(policies.CASES)
+    unknown = [c for c in cases if not policies.is_case(c)]
     if unknown:
-        p.error(f"unknown case(s): {', '.join(sorted(unknown))}")
+        p.error(f"unknown case(s): {', '.join(unknown)}")
+    if args.fleet_jobs < 1:
+        p.error("--fleet-jobs must be >= 1")
+    # 'fleet' is fleet100; each case once, in the order given
+    cases = list(dict.fromkeys(c if c in policies.CASES else f"fleet{policies.fleet_hosts(c)}"
+                               for c in cases))
     given = argv if argv is not None else sys.argv[1:]
     args.command = " ".join(["python3 bench/run.py", *(shlex.quote(a) for a in given)])
 
@@ -571,17 +881,22 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(HELP_RUNS)]
 
     results = []
+    fleets = []
     try:
         for name in cases:
             log(f"case {name}: warm-up + {args.runs} run(s)")
-            results.append(run_case(name, args.runs, args.seed, fwgen, kernel, args.keep,
-                                    Fwgen.baseline(args.baseline) if args.baseline else None))
+            base = Fwgen.baseline(args.baseline) if args.baseline else None
+            hosts = policies.fleet_hosts(name)
+            if hosts is None:
+                results.append(run_case(name, args.runs, args.seed, fwgen, kernel, args.keep, base))
+            else:
+                fleets.append(run_fleet(name, hosts, args, fwgen, base, kernel))
     except HarnessError as e:
         log(f"error: {e}")
         return 2
     load_end = " ".join(open("/proc/loadavg").read().split()[:3])
 
-    text, goals = report(results, args, info, [h.wall for h in helps],
+    text, goals = report(results, fleets, args, info, [h.wall for h in helps],
                          [h.maxrss_kb for h in helps], med(bare), load_start, load_end, baseline,
                          git_state() != git_start)
     print(text)

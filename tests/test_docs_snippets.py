@@ -76,8 +76,9 @@ def test_github_actions_snippet() -> None:
     assert workflow["permissions"]["pull-requests"] == "write"
     (job,) = workflow["jobs"].values()
     runs = "\n".join(step.get("run", "") for step in job["steps"])
-    assert "fwgen build --check policies/edge.yaml -o out" in runs
-    assert 'fwgen diff --format markdown "git:origin/$BASE:policies/edge.yaml" policies/edge.yaml' in runs
+    assert "fwgen lint policies" in runs
+    assert "fwgen build --check policies -o out" in runs
+    assert 'fwgen diff --format markdown "git:origin/$BASE:policies" policies' in runs
     assert "gh pr comment" in runs and "--body-file diff.md" in runs
     comment = next(s for s in job["steps"] if "gh pr comment" in s.get("run", ""))
     assert comment["env"]["GH_TOKEN"] == "${{ github.token }}"
@@ -89,9 +90,9 @@ def test_github_actions_snippet() -> None:
 def test_gitlab_snippet() -> None:
     pipeline = _by_marker("CI_PIPELINE_SOURCE")
     check, diff = pipeline["fwgen-check"], pipeline["fwgen-diff"]
-    assert check["script"] == ["fwgen build --check policies/edge.yaml -o out"]
+    assert check["script"] == ["fwgen lint policies", "fwgen build --check policies -o out"]
     script = "\n".join(diff["script"])
-    assert "fwgen diff --format markdown" in script
+    assert 'fwgen diff --format markdown "git:origin/$BASE:policies" policies' in script
     assert "/merge_requests/$CI_MERGE_REQUEST_IID/notes" in script
     assert "PRIVATE-TOKEN: $FWGEN_NOTE_TOKEN" in script
     for job in (check, diff):
@@ -125,7 +126,8 @@ def test_fwgen_commands_in_snippets_parse() -> None:
     for block in BLOCKS:
         for text in strings(yaml.safe_load(block)):
             found.extend(fwgen_commands(text))
-    assert ["build", "--check", "policies/edge.yaml", "-o", "out"] in found
+    assert ["build", "--check", "policies", "-o", "out"] in found
+    assert ["lint", "policies"] in found
     assert any(argv[:3] == ["diff", "--format", "markdown"] for argv in found)
     for argv in found:
         _check_command(argv)

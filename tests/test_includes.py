@@ -226,12 +226,13 @@ def test_explain_and_lint_name_the_rules_file(tmp_path: Path, monkeypatch: pytes
     write(tmp_path, GROUPED)
     monkeypatch.chdir(tmp_path)
     explainer = Explainer.from_file("grouped.yaml", bundled())
-    result = CliRunner().invoke(main, ["explain", "grouped.yaml", "--direction", "in", "--protocol", "tcp", "--port", "1261", "--json"])
+    query = ["explain", "grouped.yaml", "--direction", "in", "--protocol", "tcp", "--port", "1261"]
+    result = CliRunner().invoke(main, [*query, "--json"])
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     found = answer["verdicts"][0]
     assert (found["rule"], found["file"], found["line"]) == ("base-watch", "defs/rules.yaml", 6)
-    text = CliRunner().invoke(main, ["explain", "grouped.yaml", "--direction", "in", "--protocol", "tcp", "--port", "1261"]).stdout
+    text = CliRunner().invoke(main, query).stdout
     assert "rule base-watch, defs/rules.yaml:6" in text
     assert explainer.file_of["ssh"] == "grouped.yaml"
     write(tmp_path, {"defs/rules.yaml": GROUPED["defs/rules.yaml"] + "  - name: again\n    action: allow\n"
