@@ -522,16 +522,29 @@ def diff(old: str, new: str, fmt: str, registry_path: str | None) -> None:
     protocol, ports, remote addresses) whose verdict, drop/reject or logging changed.
     Exit status as diff(1): 0 no semantic change, 1 changed, 2 trouble. See docs/diff.md.
 
+    OLD and NEW may also be two fleets: directories, or git:REV:DIR for a directory at
+    REV. Hosts pair up by policy name; each gets its diff, and each changed file (shared
+    ones included) the hosts its change alone changes: "base/rules.yaml changes 2 of 3
+    hosts (db, web)". Exit status 1 when a host changed, was added or removed.
+
     \b
     Examples:
       fwgen diff git:origin/main:policies/edge.yaml policies/edge.yaml
       fwgen diff old.yaml new.yaml --format markdown
+      fwgen diff git:origin/main:policies/fleet policies/fleet --format markdown
     """
+    from fwgen import fleet_diff
     from fwgen.diff import diff_specs
     from fwgen.diff_format import render
 
     try:
         registry = _registry(registry_path)
+        if fleet_diff.is_fleet(old) or fleet_diff.is_fleet(new):
+            out, errors, status = fleet_diff.run(old, new, registry, fmt)
+            for line in errors:
+                click.echo(line, err=True)
+            click.echo(out, nl=False)
+            sys.exit(status)
         result = diff_specs(old, new, registry)
     except PolicyError as error:
         click.echo(str(error), err=True)

@@ -311,10 +311,16 @@ def diff_policies(old: Policy, new: Policy, registry: Registry) -> DiffResult:
     return DiffResult(old.path, new.path, _changes(lines), metadata_changes(old, new))
 
 
+def check(policy: Policy, registry: Registry) -> None:
+    """Raise the ``PolicyError`` diffing ``policy`` would raise (an unknown service, a
+    group that resolves to nothing, ...), located and with its include chain."""
+    _compiled(policy, registry)
+
+
 def _compiled(policy: Policy, registry: Registry) -> tuple[ir.Rule, ...]:
     try:
         check_groups(policy, registry)
-        return tuple(resolve_rule(rule, registry) for rule in policy.rules)
+        return tuple(resolve_rule(rule, registry, groups=policy.service_names) for rule in policy.rules)
     except PolicyError as error:
         raise policy.chained(error) from None
 

@@ -264,8 +264,17 @@ def _cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
-def markdown(result: DiffResult, namer: PortNamer) -> str:
-    out = [f"### fwgen diff: `{_cell(result.old)}` {ARROW} `{_cell(result.new)}`", ""]
+def code(text: str) -> str:
+    """``text`` as inline code in a table cell or a heading."""
+    return f"`{_cell(text)}`"
+
+
+def markdown(result: DiffResult, namer: PortNamer, heading: str | None = None) -> str:
+    """The PR comment: ``heading`` (by default ``### fwgen diff: `OLD` → `NEW```), the
+    table, the number of changes and the metadata changed."""
+    if heading is None:
+        heading = f"### fwgen diff: {code(result.old)} {ARROW} {code(result.new)}"
+    out = [heading, ""]
     if result.changes:
         out.append("| direction | protocol | ports (names) | remote | before | after |")
         out.append("|---|---|---|---|---|---|")

@@ -396,7 +396,7 @@ class Explainer:
                 fix = (f"this rule's protocol is {rule.protocol.value}" if rule.protocol
                        else "add protocol: icmp (or icmpv6)")
                 raise PolicyError(rule.key_location("icmp"), f"icmp applies to protocol icmp or icmpv6 only; {fix}")
-            resolved = resolve_ports(rule, registry)  # PolicyError on a bad entry
+            resolved = resolve_ports(rule, registry, groups=policy.service_names)  # PolicyError on a bad entry
             compiled = self._compile_rule(rule, choice)
             self._rules[rule.direction].append(compiled)
             for protocol, ranges in resolved.items():

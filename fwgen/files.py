@@ -95,6 +95,7 @@ class GitFiles(Files):
     def __init__(self, rev: str) -> None:
         super().__init__()
         self.rev = rev
+        self._raw: dict[str, bytes] = {}  # read ahead by prefetch
 
     def display(self, path: str) -> str:
         return f"git:{self.rev}:{path}"
@@ -103,6 +104,9 @@ class GitFiles(Files):
         return path
 
     def read_bytes(self, path: str) -> bytes:
+        raw = self._raw.pop(path, None)
+        if raw is not None:
+            return raw
         spec = self.display(path)
         try:
             proc = subprocess.run(["git", "--no-pager", "show", f"{self.rev}:{path}"], capture_output=True,
@@ -116,18 +120,105 @@ class GitFiles(Files):
         return proc.stdout
 
     def list_yaml(self, directory: str) -> list[str]:
-        """The ``*.yaml`` files directly in ``directory`` at this revision."""
+        """The ``*.yaml`` (and ``*.yml``) files directly in ``directory`` at this revision,
+        sorted, as paths to read (``directory`` as ``git show`` takes it: from the
+        repository root, or ``./DIR`` from the current directory). Symbolic links are left
+        out (git holds their target's name, not a policy)."""
         spec = self.display(directory)
-        prefix = directory.rstrip("/") + "/"
+        prefix = dir_prefix(directory)
+        # --full-tree: without it, ls-tree run in a subdirectory lists only the part of
+        # the tree under that subdirectory's own path
+        entries = self._git(["ls-tree", "-z", "--full-tree", f"{self.rev}:{prefix}"], f"{spec}: cannot list")
+        names = []
+        for entry in entries.split(b"\0"):
+            meta, tab, name = entry.partition(b"\t")
+            mode, _, kind = meta.partition(b" ")
+            text = name.decode("utf-8", "replace")
+            if tab and kind.startswith(b"blob") and mode in (b"100644", b"100755") and text.endswith((".yaml", ".yml")):
+                names.append(prefix + text)
+        return sorted(names)
+
+    def is_tree(self, path: str) -> bool:
+        """Whether ``path`` names a directory at this revision (False when it names a file,
+        or nothing: reading it then says why)."""
         try:
-            proc = subprocess.run(["git", "--no-pager", "ls-tree", "--name-only", self.rev, "--", prefix],
+            proc = subprocess.run(["git", "--no-pager", "cat-file", "-t", f"{self.rev}:{dir_prefix(path)}"],
                                   capture_output=True, check=False)
+        except OSError:
+            return False
+        return proc.returncode == 0 and proc.stdout.strip() == b"tree"
+
+    def prefetch(self, paths: list[str]) -> None:
+        """Read many files with one ``git cat-file --batch`` (instead of one ``git show``
+        each); files it cannot read are left for ``read_bytes`` to report."""
+        if not paths:
+            return
+        request = "".join(f"{self.rev}:{path}\n" for path in paths).encode()
+        try:
+            out = self._git(["cat-file", "--batch"], f"{self.display(paths[0])}: cannot read policy", request)
+        except PolicyError:
+            return
+        at = 0
+        for path in paths:
+            end = out.index(b"\n", at)
+            header = out[at:end].split()
+            at = end + 1
+            if len(header) == 3 and header[1] == b"blob":
+                size = int(header[2])
+                self._raw[path] = out[at:at + size]
+                at += size + 1
+            elif len(header) == 3:  # a tree or another object: skipped, with its contents
+                at += int(header[2]) + 1
+
+    def _git(self, args: list[str], what: str, stdin: bytes | None = None) -> bytes:
+        try:
+            proc = subprocess.run(["git", "--no-pager", *args], input=stdin, capture_output=True, check=False)
         except OSError as exc:
-            raise PolicyError(None, f"{spec}: cannot list: cannot run git: {exc.strerror}") from None
+            raise PolicyError(None, f"{what}: cannot run git: {exc.strerror}") from None
         if proc.returncode != 0:
-            raise PolicyError(None, f"{spec}: cannot list: {git_message(proc.stderr)}")
-        names = proc.stdout.decode("utf-8", "replace").splitlines()
-        return sorted(prefix + posixpath.basename(n) for n in names if n.endswith((".yaml", ".yml")))
+            raise PolicyError(None, f"{what}: {git_message(proc.stderr)}")
+        return proc.stdout
+
+
+class OverlayFiles(Files):
+    """``base``'s files, but the one at ``path`` (as ``base`` reads it) is ``replacement``:
+    another version of that file, already read (None: the file is gone). Everything else
+    comes from ``base``, and from its cache."""
+
+    def __init__(self, base: Files, path: str, replacement: Loaded | None, gone: str = "removed") -> None:
+        super().__init__()
+        self.base, self.path, self.replacement, self.gone = base, path, replacement, gone
+        self._key = base.key(path)
+
+    def display(self, path: str) -> str:
+        return self.base.display(path)
+
+    def key(self, path: str) -> str:
+        return self.base.key(path)
+
+    def join(self, base: str, relative: str) -> str:
+        return self.base.join(base, relative)
+
+    def read_bytes(self, path: str) -> bytes:
+        return self.base.read_bytes(path)
+
+    def load(self, path: str) -> Loaded:
+        if self.base.key(path) != self._key:
+            return self.base.load(path)
+        if self.replacement is None:
+            raise ReadError(self.display(path), self.gone)
+        return self.replacement
+
+
+def dir_prefix(directory: str) -> str:
+    """``directory`` normalized, with a trailing slash, as git names a tree
+    (``policies/``, ``./fleet/``; ``./`` for the current directory)."""
+    path = posixpath.normpath(directory)
+    if path == ".":
+        return "./"
+    if directory.startswith("./") and not path.startswith(".."):
+        path = "./" + path
+    return path + "/"
 
 
 def git_message(stderr: bytes) -> str:

@@ -111,6 +111,10 @@ class Policy:
         return error
 
     @functools.cached_property
+    def service_names(self) -> tuple[str, ...]:
+        return tuple(group.name for group in self.services)
+
+    @functools.cached_property
     def _relative(self) -> dict[str, str]:
         return {include.path: include.relative for include in self.includes}
 

@@ -91,11 +91,11 @@ def parse_number_or_range(body: str, entry: Text) -> PortRange | None:
 
 
 def _service_pairs(
-    registry: Registry, name: str, protocols: tuple[Protocol, ...], entry: Text
+    registry: Registry, name: str, protocols: tuple[Protocol, ...], entry: Text, groups: tuple[str, ...] = ()
 ) -> list[Pair]:
     pairs = registry.pairs(name)
     if pairs is None:
-        suggestions = registry.suggest(name, limit=1)
+        suggestions = difflib.get_close_matches(name, groups, n=1, cutoff=0.75) or registry.suggest(name, limit=1)
         hint = f" (did you mean '{suggestions[0]}'?)" if suggestions else ""
         raise PolicyError(entry.location, f"unknown service '{shorten(name)}'{hint}")
     if not pairs:
@@ -166,11 +166,12 @@ def resolve_protocol(rule: PolicyRule) -> ProtocolChoice:
 
 
 def resolve_ports(
-    rule: PolicyRule, registry: Registry, choice: ProtocolChoice | None = None
+    rule: PolicyRule, registry: Registry, choice: ProtocolChoice | None = None, groups: tuple[str, ...] = ()
 ) -> dict[Protocol, tuple[PortRange, ...]]:
     """The rule's tcp and udp ports per protocol, merged; protocols it does not cover are
     absent (a rule for another protocol covers neither; ``protocol: all`` every port).
-    ``choice``: the rule's ``resolve_protocol``, when the caller has it."""
+    ``choice``: the rule's ``resolve_protocol``, when the caller has it; ``groups``: the
+    policy's service group names (an unknown name may be a misspelt one of them)."""
     choice = choice or resolve_protocol(rule)
     if choice.kind != "ports":
         written = rule.protocol.value if rule.protocol else ""
@@ -205,7 +206,7 @@ def resolve_ports(
             if port_range is not None:
                 pairs.extend((proto, port_range) for proto in protocols)
             else:
-                pairs.extend(_service_pairs(registry, body, protocols, entry))
+                pairs.extend(_service_pairs(registry, body, protocols, entry, groups))
     else:
         lo, hi = RANGES[rule.port_range.value] if rule.port_range else (ir.PORT_MIN, ir.PORT_MAX)
         pairs.extend((proto, PortRange(lo, hi)) for proto in default_protocols)
@@ -275,13 +276,14 @@ def _addresses(
     return _split_families(networks)
 
 
-def resolve_rule(rule: PolicyRule, registry: Registry, file: str = "") -> ir.Rule:
-    """``file``: the rule's file as outputs name it (``Policy.file_of``)."""
+def resolve_rule(rule: PolicyRule, registry: Registry, file: str = "", groups: tuple[str, ...] = ()) -> ir.Rule:
+    """``file``: the rule's file as outputs name it (``Policy.file_of``); ``groups``: the
+    policy's service group names."""
     choice = resolve_protocol(rule)
     if rule.icmp is not None and choice.kind != "icmp":
         fix = f"this rule's protocol is {rule.protocol.value}" if rule.protocol else "add protocol: icmp (or icmpv6)"
         raise PolicyError(rule.key_location("icmp"), f"icmp applies to protocol icmp or icmpv6 only; {fix}")
-    ports = resolve_ports(rule, registry, choice)
+    ports = resolve_ports(rule, registry, choice, groups)
     other: tuple[Span, ...] = ()
     families: tuple[int, ...] = (4, 6)
     if choice.kind == "icmp":
@@ -337,7 +339,7 @@ def check_groups(policy: Policy, registry: Registry) -> None:
         stand_in = PolicyRule(index=0, name=group.name, location=group.location, action="allow", log=False,
                               direction="in", protocol=None, ports=group.entries, port_range=None, remote=None,
                               comment="")
-        resolve_ports(stand_in, registry)
+        resolve_ports(stand_in, registry, groups=policy.service_names)
 
 
 def compile_policy(policy: Policy, registry: Registry) -> ir.Ruleset:
@@ -361,7 +363,7 @@ def _compile(policy: Policy, registry: Registry) -> ir.Ruleset:
             forward=_ACTION[policy.forward],
         ),
         monitor=ir.MonitorSettings(policy.log_prefix, policy.rate, policy.rate_per),
-        rules=tuple(resolve_rule(rule, registry, policy.file_of(rule)) for rule in policy.rules),
+        rules=tuple(resolve_rule(rule, registry, policy.file_of(rule), policy.service_names) for rule in policy.rules),
         source=ir.SourceInfo(
             filename=os.path.basename(policy.path),
             sha256=policy.sha256,

@@ -96,6 +96,8 @@ ERRORS = [
     ({"host.yaml": HEAD + "services:\n  ssh: [2222]\n"},
      "host.yaml:3:3: service group 'ssh' has the name of an IANA service: a rule's ports: [ssh] would no longer mean "
      "the registered port; choose another name"),
+    ({"host.yaml": HEAD + "services:\n  dormant: [mpshrsv]\nrules:\n  - action: monitor\n    ports: [dormnt]\n"},
+     "host.yaml:6:13: unknown service 'dormnt' (did you mean 'dormant'?)"),
     ({"host.yaml": HEAD + "services:\n  mine: [mpshrv]\n"},  # checked though no rule uses it
      "host.yaml:3:10: unknown service 'mpshrv' (did you mean 'mpshrsv'?)"),
     ({"host.yaml": HEAD + "networks:\n  1bad: [10.0.0.0/8]\n"},
