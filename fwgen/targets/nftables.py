@@ -214,7 +214,11 @@ def _run_comment(ruleset: Ruleset, run: Run) -> str:
     first, last = run.rules[0], run.rules[-1]
     if first is last:
         return _comment(ruleset, first)
-    where = f"{ruleset.source.filename}:{first.location.line}-{last.location.line}"
+    first_file, last_file = ruleset.source.where(first), ruleset.source.where(last)
+    if first_file == last_file:
+        where = f"{first_file}:{first.location.line}-{last.location.line}"
+    else:
+        where = f"{first_file}:{first.location.line} .. {last_file}:{last.location.line}"
     return sanitize.nft_comment(f"first match of rules {first.name} .. {last.name} ({where})")
 
 

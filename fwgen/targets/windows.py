@@ -12,12 +12,13 @@ default get no rule at all: the profile default (``firewallpolicy``) handles the
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-import heapq
+import functools
 import ipaddress
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -215,11 +216,22 @@ def _paint(ruleset: Ruleset, rule_ids: tuple[int, ...], number: int) -> list[Run
 def _port_map(runs: list[Run], verdicts: Sequence[str]) -> _PortMap:
     """``verdicts``: each rule's (by id)."""
     by_verdict: dict[str, list[Run]] = {}
+    ports: dict[str, list[Interval]] = {}
     for run in runs:
-        by_verdict.setdefault(verdicts[run[2]], []).append(run)
+        verdict = verdicts[run[2]]
+        found = by_verdict.get(verdict)
+        if found is None:
+            by_verdict[verdict], ports[verdict] = [run], [(run[0], run[1])]
+            continue
+        found.append(run)
+        joined = ports[verdict]  # the runs are sorted and disjoint: only touching ones join
+        if joined[-1][1] + 1 == run[0]:
+            joined[-1] = (joined[-1][0], run[1])
+        else:
+            joined.append((run[0], run[1]))
     return _PortMap(
         runs=by_verdict,
-        ports={v: tuple(merge_spans([(lo, hi) for lo, hi, _ in r])) for v, r in by_verdict.items()},
+        ports={v: tuple(p) for v, p in ports.items()},
         deciders={v: frozenset(rid for _, _, rid in r) for v, r in by_verdict.items()},
     )
 
@@ -270,11 +282,68 @@ def _contexts(ruleset: Ruleset, rule_ids: list[int], families: tuple[int, ...]) 
     return contexts
 
 
+def _overlay(first: list[Run], second: list[Run], ends: list[int] | None = None) -> list[Run]:
+    """The first-match runs of two disjoint lists of rules together, from each list's
+    own runs: wherever both decide, the rule earlier in the policy (the lower id) does.
+    Touching runs of one rule are joined, as ``_paint`` gives them. ``ends``: the last
+    selector of each run of ``first``, when the caller has them.
+
+    ``second`` is short (the few address-restricted rules of a cell): the runs of
+    ``first`` between its runs are copied as they are."""
+    if not second:
+        return first
+    if not first:
+        return second
+    if ends is None:
+        ends = [hi for _, hi, _ in first]
+    out: list[Run] = []
+
+    def put(lo: int, hi: int, rid: int) -> None:
+        if out and out[-1][2] == rid and out[-1][1] + 1 == lo:
+            out[-1] = (out[-1][0], hi, rid)
+        else:
+            out.append((lo, hi, rid))
+
+    i, at = 0, 0  # first[i] is the next run of first to write, from ``at`` on
+    for b_lo, b_hi, b in second:
+        j = bisect.bisect_left(ends, b_lo, i)  # the first run of first not ending before b_lo
+        if i < j:
+            lo, hi, rid = first[i]
+            put(max(lo, at), hi, rid)
+            out.extend(first[i + 1:j])
+            i = j
+        if i < len(first) and max(first[i][0], at) < b_lo:  # first alone, up to b_lo
+            put(max(first[i][0], at), b_lo - 1, first[i][2])
+        at = b_lo
+        while at <= b_hi:
+            if i < len(first) and first[i][0] <= at:  # both decide here
+                hi = min(first[i][1], b_hi)
+                put(at, hi, min(first[i][2], b))
+                if first[i][1] <= hi:
+                    i += 1
+            else:  # second alone, up to the next run of first
+                hi = min(first[i][0] - 1, b_hi) if i < len(first) else b_hi
+                put(at, hi, b)
+            at = hi + 1
+    if i < len(first):
+        lo, hi, rid = first[i]
+        put(max(lo, at), hi, rid)
+        out.extend(first[i + 1:])
+    return out
+
+
 def _regions(ruleset: Ruleset, context: _Context, number: int, verdicts: Sequence[str]) -> list[_Region]:
     """Every remote address cell of the context's families with its first-match map
-    (``verdicts``: each rule's, by id)."""
+    (``verdicts``: each rule's, by id).
+
+    The rules for any remote address cover every cell; a cell's map is theirs overlaid
+    with the few address-restricted rules covering it (``_overlay``), so the whole
+    partition of the selector axis is painted once per family, not once per cell."""
     rules = ruleset.rules
-    maps: dict[tuple[int, ...], _PortMap] = {}  # rule ids -> port map, for both families
+    # the active rules (those for any address, and a mask of the others' ids) -> port map
+    maps: dict[tuple[tuple[int, ...], int], _PortMap] = {}  # (for both families)
+    painted: dict[tuple[int, ...], list[Run]] = {}  # the rules for any address -> their runs
+    ends_of: dict[tuple[int, ...], list[int]] = {}  # ... and the last selector of each run
     regions: list[_Region] = []
     for family in context.local:
         # Rules for any address cover every cell: only the others cut the address space.
@@ -287,22 +356,40 @@ def _regions(ruleset: Ruleset, context: _Context, number: int, verdicts: Sequenc
                 everywhere.append(i)
             elif rule.applies_to(family):
                 (everywhere if remote is None else restricted).append(i)
-        spans_of = [(bit, engine.network_spans(rules[i].remote(family))) for bit, i in enumerate(restricted)]
+        # the bits of the cut's masks are rule ids
+        spans_of = [(i, engine.network_spans(rules[i].remote(family))) for i in restricted]
         starts, masks = engine.cut(spans_of, engine.ADDRESS_SIZE[family])
+        base = tuple(everywhere)
         for mask, cells in engine.group(starts, masks, engine.ADDRESS_SIZE[family]).items():
-            active = tuple(heapq.merge(everywhere, (restricted[bit] for bit in engine.bits(mask))))
-            if not active:
+            if not base and not mask:
                 continue  # left to the default
-            if active not in maps:
-                maps[active] = _port_map(_paint(ruleset, active, number), verdicts)
-            if maps[active].runs:
-                regions.append(_Region(family, cells, maps[active]))
+            port_map = maps.get((base, mask))
+            if port_map is None:
+                runs = painted.get(base)
+                if runs is None:
+                    runs = painted[base] = _paint(ruleset, base, number)
+                if mask:
+                    extra = tuple(engine.bits(mask))
+                    if len(extra) == 1:  # one rule decides all of its own selectors
+                        alone = [(lo, hi, extra[0]) for lo, hi in _selectors(rules[extra[0]], number)]
+                    else:
+                        alone = _paint(ruleset, extra, number)
+                    ends = ends_of.get(base)
+                    if ends is None:
+                        ends = ends_of[base] = [hi for _, hi, _ in runs]
+                    runs = _overlay(runs, alone, ends)
+                port_map = maps[base, mask] = _port_map(runs, verdicts)
+            if port_map.runs:
+                regions.append(_Region(family, cells, port_map))
     return regions
 
 
 def _cells(regions: list[_Region], family: int) -> tuple[Interval, ...]:
     """The addresses of one family the ``regions`` cover, merged."""
-    return tuple(merge_spans([c for r in regions if r.family == family for c in r.cells]))
+    mine = [r for r in regions if r.family == family]
+    if len(mine) == 1:  # a region's cells are merged already (engine.group joins them)
+        return tuple(mine[0].cells)
+    return tuple(merge_spans([c for r in mine for c in r.cells]))
 
 
 def _group_by_ports(regions: list[_Region], verdict: str) -> list[_Group]:
@@ -332,13 +419,16 @@ def _group_by_addresses(regions: list[_Region], verdict: str) -> list[_Group]:
     A sweep over the port space: at each run edge, the set of port maps whose runs cover
     the port (the key of the group the port joins) and the rules deciding it change.
     Regions sharing a port map always go together, so the sweep is over the maps."""
-    regions_of: dict[_PortMap, list[_Region]] = {}
+    # Port maps with the same runs of this verdict always go together too.
+    regions_of: dict[tuple[Run, ...], list[_Region]] = {}
     for region in regions:
-        if verdict in region.map.runs:
-            regions_of.setdefault(region.map, []).append(region)
+        of_verdict = region.map.runs.get(verdict)
+        if of_verdict is not None:
+            regions_of.setdefault(tuple(of_verdict), []).append(region)
     members = list(regions_of)
     if len(members) == 1:  # one port map: one group
-        port_map, chosen = next(iter(regions_of.items()))
+        chosen = regions_of[members[0]]
+        port_map = chosen[0].map
         return [
             _Group(
                 verdict,
@@ -348,41 +438,52 @@ def _group_by_addresses(regions: list[_Region], verdict: str) -> list[_Group]:
                 port_map.deciders[verdict],
             )
         ]
-    # pos -> [(member, rule id now deciding it there, or -1 when its run ends)]
-    events: dict[int, list[tuple[int, int]]] = {}
-    for m, port_map in enumerate(members):
-        runs = port_map.runs[verdict]
-        for k, (lo, hi, rid) in enumerate(runs):
-            events.setdefault(lo, []).append((m, rid))
-            if hi < PORT_MAX and (k + 1 == len(runs) or runs[k + 1][0] != hi + 1):
-                events.setdefault(hi + 1, []).append((m, -1))
-    cuts = sorted(events)
-    deciding: dict[int, int] = {}  # member -> the rule deciding the current port there
-    key: tuple[int, ...] = ()
-    by_key: dict[tuple[int, ...], tuple[list[Interval], set[int]]] = {}
+    # Most runs are the same in many members (the runs of the rules for any address):
+    # the sweep is over the distinct runs, each with the members it is in. A member has
+    # one run at a port at most, so the members of the runs covering a port are disjoint
+    # and each run's start and end toggle its members in the key.
+    members_of: dict[Run, int] = {}
+    for m, runs in enumerate(members):
+        for run in runs:
+            members_of[run] = members_of.get(run, 0) | 1 << m
+    starts: dict[int, list[tuple[int, int]]] = {}  # pos -> [(members, rule id)] of the runs starting there
+    ends: dict[int, list[tuple[int, int]]] = {}  # the same for the runs ending just before pos
+    for (lo, hi, rid), mask in members_of.items():
+        starts.setdefault(lo, []).append((mask, rid))
+        if hi < PORT_MAX:
+            ends.setdefault(hi + 1, []).append((mask, rid))
+    cuts = sorted(starts.keys() | ends.keys())
+    deciding: dict[int, int] = {}  # rule id -> how many of the runs covering the current port are its
+    key = 0  # the members deciding the current port, as a mask
+    by_key: dict[int, tuple[list[Interval], set[int]]] = {}
     for k, pos in enumerate(cuts):
-        changed = False
-        for m, rid in events[pos]:
-            if rid < 0:
-                del deciding[m]
-                changed = True
+        for mask, rid in ends.get(pos, ()):
+            key ^= mask
+            if deciding[rid] == 1:
+                del deciding[rid]
             else:
-                changed = changed or m not in deciding
-                deciding[m] = rid
-        if changed:
-            key = tuple(sorted(deciding))
+                deciding[rid] -= 1
+        started = []  # the rules of the runs starting here
+        for mask, rid in starts.get(pos, ()):
+            key ^= mask
+            deciding[rid] = deciding.get(rid, 0) + 1
+            started.append(rid)
         if not key:
             continue
         end = cuts[k + 1] - 1 if k + 1 < len(cuts) else PORT_MAX
-        ports, deciders = by_key.setdefault(key, ([], set()))
-        if ports and ports[-1][1] == pos - 1:
-            ports[-1] = (ports[-1][0], end)
+        found = by_key.get(key)
+        if found is None:
+            found = by_key[key] = ([], set())
+        ports, deciders = found
+        if ports and ports[-1][1] == pos - 1:  # the same key as just before: the rules that did
+            ports[-1] = (ports[-1][0], end)  # not change are in already
+            deciders.update(started)
         else:
             ports.append((pos, end))
-        deciders.update(deciding.values())
+            deciders.update(deciding)
     groups = []
     for key, (ports, deciders) in by_key.items():
-        chosen = [region for m in key for region in regions_of[members[m]]]
+        chosen = [region for m in engine.bits(key) for region in regions_of[members[m]]]
         groups.append(
             _Group(verdict, tuple(ports), _cells(chosen, 4), _cells(chosen, 6), frozenset(deciders))
         )
@@ -397,16 +498,22 @@ def _sort_groups(groups: list[_Group]) -> list[_Group]:
 # Formatting
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _address_token(family: int, lo: int, hi: int) -> str:
-    cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
     if lo == hi:
-        return str(cls(lo))
+        return _address(family, lo)
     size = hi - lo + 1
     top = _FAMILY_MAX[family]
     if size & (size - 1) == 0 and lo % size == 0 and size <= top:  # an exact prefix, not /0
         bits = 32 if family == 4 else 128
-        return f"{cls(lo)}/{bits - size.bit_length() + 1}"
-    return f"{cls(lo)}-{cls(hi)}"
+        return f"{_address(family, lo)}/{bits - size.bit_length() + 1}"
+    return f"{_address(family, lo)}-{_address(family, hi)}"
+
+
+def _address(family: int, value: int) -> str:
+    if family == 4:  # as ipaddress writes it, without making an object
+        return f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
+    return str(ipaddress.IPv6Address(value))
 
 
 # [MS-FASP] 2.2.10 FW_IPV6_ADDRESS_RANGE: "Begin and End MUST NOT contain either an
@@ -442,24 +549,33 @@ def _mention(rule: Rule) -> str:
     if rule.location.line == 0:  # exclusive mode's stand-in for a deny default
         return rule.name
     # basename only: output must not depend on the path fwgen was given
-    return f"{rule.name} ({os.path.basename(rule.location.path)}:{rule.location.line}) {rule.action.value}"
+    return f"{rule.name} ({rule.file or os.path.basename(rule.location.path)}:{rule.location.line}) {rule.action.value}"
 
 
-def _description(policy: str, rules: list[Rule]) -> str:
-    """``fwgen NAME: rule admin-ssh (policy.yaml:12) allow`` naming the deciding rules."""
+def _description(policy: str, rules: list[Rule], mention: Callable[[Rule], str] = _mention) -> str:
+    """``fwgen NAME: rule admin-ssh (policy.yaml:12) allow`` naming the deciding rules
+    (``mention``: ``_mention``, or a memo of it)."""
     if len(rules) == 1:
         rule = rules[0]
-        text = f"fwgen {policy}: rule {_mention(rule)}"
+        text = f"fwgen {policy}: rule {mention(rule)}"
         if rule.comment:
             text += f": {rule.comment}"
         return windows_text(text, _DESCRIPTION_BASE_LIMIT)
     head = f"fwgen {policy}: rules "
-    mentions = [_mention(rules[0])]  # grows one by one: only the first few ever fit
-    text = windows_text(head + mentions[0], _DESCRIPTION_BASE_LIMIT)
+    mentions = [mention(rules[0])]  # grows one by one: only the first few ever fit
+    # While every piece is safe text, so is the whole: windows_text only cuts it short
+    # (the head ends in one space, which the next piece follows).
+    clean = _clean(head[:-1]) and _clean(mentions[0])
+
+    def safe(text: str, limit: int) -> str:
+        return text[:limit].rstrip() if clean else windows_text(text, limit)
+
+    text = safe(head + mentions[0], _DESCRIPTION_BASE_LIMIT)
     for k in range(2, len(rules) + 1):
-        mentions.append(_mention(rules[k - 1]))
+        mentions.append(mention(rules[k - 1]))
+        clean = clean and _clean(mentions[-1])
         rest = len(rules) - k
-        candidate = windows_text(head + ", ".join(mentions) + (f" +{rest} more" if rest else ""), 10_000)
+        candidate = safe(head + ", ".join(mentions) + (f" +{rest} more" if rest else ""), 10_000)
         if len(candidate) > _DESCRIPTION_BASE_LIMIT:
             break
         text = candidate
@@ -470,6 +586,12 @@ def _description(policy: str, rules: list[Rule]) -> str:
             f" +{len(rules) - 1} more"
         )
     return text  # the longest candidate that fit, with its "+N more"
+
+
+@functools.lru_cache(maxsize=4096)
+def _clean(text: str) -> bool:
+    """``windows_text`` leaves it as it is (so too any join of such texts by ``", "``)."""
+    return windows_text(text, len(text)) == text
 
 
 def _port_option(direction: Direction) -> str:
@@ -556,33 +678,101 @@ def _protocol_values(number: int, selectors: tuple[Interval, ...]) -> list[tuple
 _ICMP = {ICMP_NUMBER: "icmpv4", ICMPV6_NUMBER: "icmpv6"}
 
 
-def _emit(ruleset: Ruleset, direction: Direction, unit: _Unit, context: _Context, group: _Group) -> list[WinRule]:
-    """The WinRules of one group: one, or several chunks when a line would be too long."""
-    name = rule_name(ruleset)
-    remote = _remote_tokens(group, unit.families)
-    local = _address_tokens(context.local, unit.families)
-    if remote == () or local == ():
-        return []
-    profiles = None if context.profiles == engine.PROFILES else context.profiles
-    description = _description(ruleset.name, [ruleset.rules[i] for i in sorted(group.deciders)])
-    out = []
-    for protocol, selectors in _protocol_values(unit.number, group.ports):
-        port_objects = {str(r): r for r in (PortRange(lo, hi) for lo, hi in selectors or ())}
-        port_tokens = list(port_objects) if selectors is not None else None
-        remote_tokens = list(remote) if remote is not None else None
-        sizing = WinRule(direction, group.verdict, protocol, () if port_tokens is not None else None,
-                         () if remote_tokens is not None else None, "x" * DESCRIPTION_LIMIT, local, profiles)
-        fixed = len(add_rule_command(name, sizing)) + len(_GUARD)
-        pieces = _split(port_tokens, remote_tokens, LINE_BUDGET - fixed)
-        for n, (p, a) in enumerate(pieces, 1):
-            text = description if len(pieces) == 1 else f"{description} part {n}/{len(pieces)}"
-            out.append(WinRule(
-                direction=direction, action=group.verdict, protocol=protocol,
-                ports=tuple(port_objects[t] for t in p) if p is not None else None,
-                remote=tuple(a) if a is not None else None,
-                description=windows_text(text, DESCRIPTION_LIMIT), local=local, profiles=profiles,
-            ))
-    return out
+class _Writer:
+    """Writes the WinRules of one lowering's groups, making what they share once: the
+    rule name, each set of deciding rules' description, each port list's tokens, and
+    the length of each kind of command without its lists."""
+
+    def __init__(self, ruleset: Ruleset) -> None:
+        self.ruleset = ruleset
+        self.name = rule_name(ruleset)
+        self.descriptions: dict[frozenset[int], str] = {}
+        self.mentions: dict[int, str] = {}  # rule id -> _mention
+        self.final: dict[str, str] = {}  # text -> windows_text(text, DESCRIPTION_LIMIT)
+        self.port_tokens: dict[tuple[Interval, ...], dict[str, PortRange]] = {}
+        self.fixed: dict[tuple[object, ...], int] = {}
+
+    def description(self, deciders: frozenset[int]) -> str:
+        found = self.descriptions.get(deciders)
+        if found is None:
+            rules = self.ruleset.rules
+            found = self.descriptions[deciders] = _description(
+                self.ruleset.name, [rules[i] for i in sorted(deciders)], self.mention)
+        return found
+
+    def mention(self, rule: Rule) -> str:
+        found = self.mentions.get(rule.index)
+        if found is None:
+            found = self.mentions[rule.index] = _mention(rule)
+        return found
+
+    def final_text(self, text: str) -> str:
+        found = self.final.get(text)
+        if found is None:
+            found = self.final[text] = windows_text(text, DESCRIPTION_LIMIT)
+        return found
+
+    def ports(self, selectors: tuple[Interval, ...]) -> dict[str, PortRange]:
+        """Each port token with its range."""
+        found = self.port_tokens.get(selectors)
+        if found is None:
+            found = self.port_tokens[selectors] = {str(r): r for r in (PortRange(lo, hi) for lo, hi in selectors)}
+        return found
+
+    def fixed_length(self, sizing: WinRule) -> int:
+        """The length of a command (with its guard) whose lists are empty (``()``, or
+        None when left out) and whose description is the longest there is."""
+        found = self.fixed.get(sizing)
+        if found is None:
+            longest = sizing._replace(description="x" * DESCRIPTION_LIMIT)
+            found = self.fixed[sizing] = len(add_rule_command(self.name, longest)) + len(_GUARD)
+        return found
+
+    def count(self, direction: Direction, unit: _Unit, context: _Context, local: tuple[str, ...] | None,
+              group: _Group) -> int | list[WinRule]:
+        """``len(self.emit(...))`` when every line of the rules surely fits (no port token
+        is longer than 11 characters, no IPv4 one than 31, no IPv6 one than 79), without
+        making them: the rules of the grouping not kept are never made. Else the rules."""
+        if local == () or (not group.v4 and all(hi <= 1 for _, hi in group.v6)):  # see _address_tokens
+            return 0
+        whole = all(group.addresses(f) == ((0, _FAMILY_MAX[f]),) for f in unit.families)
+        addresses = 0 if whole else 32 * len(group.v4) + 80 * len(group.v6)
+        profiles = None if context.profiles == engine.PROFILES else context.profiles
+        values = _protocol_values(unit.number, group.ports)
+        for protocol, selectors in values:
+            sizing = WinRule(direction, group.verdict, protocol, None if selectors is None else (),
+                             None if whole else (), "", local, profiles)
+            if 12 * len(selectors or ()) + addresses > LINE_BUDGET - self.fixed_length(sizing):
+                return self.emit(direction, unit, context, local, group)
+        return len(values)
+
+    def emit(
+        self, direction: Direction, unit: _Unit, context: _Context, local: tuple[str, ...] | None, group: _Group
+    ) -> list[WinRule]:
+        """The WinRules of one group: one, or several chunks when a line would be too long
+        (``local``: the context's local address tokens)."""
+        remote = _remote_tokens(group, unit.families)
+        if remote == () or local == ():
+            return []
+        profiles = None if context.profiles == engine.PROFILES else context.profiles
+        description = self.description(group.deciders)
+        out = []
+        for protocol, selectors in _protocol_values(unit.number, group.ports):
+            port_objects = self.ports(selectors) if selectors is not None else {}
+            port_tokens = list(port_objects) if selectors is not None else None
+            remote_tokens = list(remote) if remote is not None else None
+            sizing = WinRule(direction, group.verdict, protocol, () if port_tokens is not None else None,
+                             () if remote_tokens is not None else None, "", local, profiles)
+            pieces = _split(port_tokens, remote_tokens, LINE_BUDGET - self.fixed_length(sizing))
+            for n, (p, a) in enumerate(pieces, 1):
+                text = description if len(pieces) == 1 else f"{description} part {n}/{len(pieces)}"
+                out.append(WinRule(
+                    direction=direction, action=group.verdict, protocol=protocol,
+                    ports=tuple(port_objects[t] for t in p) if p is not None else None,
+                    remote=tuple(a) if a is not None else None,
+                    description=self.final_text(text), local=local, profiles=profiles,
+                ))
+        return out
 
 
 def _with_explicit_defaults(ruleset: Ruleset) -> Ruleset:
@@ -613,6 +803,7 @@ def lower(ruleset: Ruleset) -> list[WinRule]:
     if ruleset.options.windows_exclusive:
         ruleset = _with_explicit_defaults(ruleset)
     out: list[WinRule] = []
+    writer = _Writer(ruleset)
     verdicts = [_verdict(rule) for rule in ruleset.rules]
     for direction in (Direction.IN, Direction.OUT):
         of_direction = [i for i, r in enumerate(ruleset.rules) if r.direction is direction]
@@ -621,20 +812,26 @@ def lower(ruleset: Ruleset) -> list[WinRule]:
         covering_of = _covering(ruleset.rules, of_direction, units)
         for unit in units:
             for context in _contexts(ruleset, covering_of[unit.number], unit.families):
+                local = _address_tokens(context.local, unit.families)
                 regions = _regions(ruleset, context, unit.number, verdicts)
-                emitted: dict[_Group, list[WinRule]] = {}  # both groupings often agree
+                counted: dict[_Group, int | list[WinRule]] = {}  # both groupings often agree
                 for verdict in (BLOCK, ALLOW):
-                    best: list[WinRule] | None = None
+                    best: tuple[int, list[_Group]] | None = None
                     for grouping in (_group_by_addresses, _group_by_ports):
-                        candidate: list[WinRule] = []
-                        for g in _sort_groups(grouping(regions, verdict)):
-                            rules = emitted.get(g)
-                            if rules is None:
-                                rules = emitted[g] = _emit(ruleset, direction, unit, context, g)
-                            candidate += rules
-                        if best is None or len(candidate) < len(best):
-                            best = candidate
-                    emitted_direction += best or []
+                        groups = _sort_groups(grouping(regions, verdict))
+                        count = 0
+                        for g in groups:
+                            n = counted.get(g)
+                            if n is None:
+                                n = counted[g] = writer.count(direction, unit, context, local, g)
+                            count += n if isinstance(n, int) else len(n)
+                        if best is None or count < best[0]:
+                            best = (count, groups)
+                    assert best is not None
+                    for g in best[1]:
+                        made = counted[g]
+                        emitted_direction += made if isinstance(made, list) else writer.emit(
+                            direction, unit, context, local, g)
         out += _every_protocol(_united_profiles(emitted_direction))
     return out
 
