@@ -758,6 +758,9 @@ def _parse_network(reader: _Reader, node: yaml.Node, groups: _Includes) -> Netwo
     if not isinstance(node, yaml.ScalarNode) or node.tag not in (STR_TAG, INT_TAG):
         raise reader.fail(node, f"an address must be an IP address or CIDR network, got {describe(node)}")
     text = str(node.value)
+    network = _NETWORKS.get(text)
+    if network is not None:
+        return network
     try:
         network = ipaddress.ip_network(text, strict=True)
     except ValueError:
@@ -780,4 +783,11 @@ def _parse_network(reader: _Reader, node: yaml.Node, groups: _Includes) -> Netwo
         raise reader.fail(
             node, f"'{text}' is IPv4-mapped IPv6 (::ffff:0:0/96): write the IPv4 address instead"
         )
+    if len(_NETWORKS) < 100_000:
+        _NETWORKS[text] = network
     return network
+
+
+# valid address text -> its network, shared by every policy a process reads (ipaddress
+# objects are immutable)
+_NETWORKS: dict[str, Network] = {}

@@ -30,9 +30,16 @@ class _Loader(_SafeLoader):  # type: ignore[misc]
     if getattr(_SafeLoader, "yaml_path_resolvers", None):  # pragma: no cover - the safe loader has none
         raise RuntimeError("fwgen's YAML loader assumes no path resolvers")
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._plain: dict[str, str] = {}  # plain scalar -> its tag
+    # plain scalar -> its tag, shared by every file a process reads (a fleet's policies
+    # repeat each other's keys and values); bounded, as a long-lived embedder may read much
+    _plain: dict[str, str] = {}
+    _PLAIN_MAX = 100_000
+
+    def descend_resolver(self, current_node: object, current_index: object) -> None:
+        pass  # only path resolvers use it, and there are none
+
+    def ascend_resolver(self) -> None:
+        pass
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
         if kind is not yaml.ScalarNode:  # an untagged list or mapping (no path resolvers)
@@ -41,7 +48,9 @@ class _Loader(_SafeLoader):  # type: ignore[misc]
             return str(self.DEFAULT_SCALAR_TAG)
         tag = self._plain.get(value)
         if tag is None:
-            tag = self._plain[value] = super().resolve(kind, value, implicit)
+            tag = super().resolve(kind, value, implicit)
+            if len(self._plain) < self._PLAIN_MAX:
+                self._plain[value] = tag
         return tag
 
 
