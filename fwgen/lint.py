@@ -50,7 +50,9 @@ def lint(
             ctx.raised = {f.id for f in found}
         for location, message in check.run(ctx):
             found.append(Finding(check.id, check.severity, location, message))
-    return sorted((f for f in found if f.id not in acknowledged), key=Finding.sort_key)
+    # the policy's own findings first, then each included file's, each by position
+    return sorted((f for f in found if f.id not in acknowledged),
+                  key=lambda f: (f.location.path != policy.path, f.sort_key()))
 
 
 def lint_file(path: str, registry: Registry, targets: tuple[str, ...] | None = None) -> list[Finding]:

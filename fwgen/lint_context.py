@@ -42,8 +42,9 @@ class Finding(NamedTuple):
         text = f"{self.location}: {self.severity}: {self.message} [{self.id}]"
         return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
-    def sort_key(self) -> tuple[int, int, str, str]:
-        return (self.location.line, self.location.col, self.id, self.message)
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        """By file (a policy's included files have their own lines), then position."""
+        return (self.location.path, self.location.line, self.location.col, self.id, self.message)
 
 
 class Check(NamedTuple):
@@ -151,13 +152,15 @@ class Context:
     # -- presentation
 
     def name_line(self, decider: Decider, direction: Direction = Direction.IN, action: bool = False) -> str:
-        """``'web' (line 20)``, ``'web' (line 20, allow)`` or ``the default inbound deny``."""
+        """``'web' (line 20)``, ``'web' (line 20, allow)``, ``'ssh' (base/rules.yaml line 9)``
+        for a rule of an included file, or ``the default inbound deny``."""
         if decider is None:
             which = "inbound" if direction is Direction.IN else "outbound"
             return f"the default {which} {self.default(direction).value}"
         rule = self.rule[decider]
         extra = f", {rule.action.value}" if action else ""
-        return f"'{rule.name}' (line {rule.location.line}{extra})"
+        where = f"{rule.file} line" if rule.file else "line"
+        return f"'{rule.name}' ({where} {rule.location.line}{extra})"
 
     def default_location(self, direction: Direction) -> Location:
         return self.where.top("defaults", "inbound" if direction is Direction.IN else "outbound")
