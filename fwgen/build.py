@@ -212,26 +212,57 @@ def write_atomically(outdir: str | os.PathLike[str], files: dict[str, str]) -> l
     rename that fails puts back the files already replaced. Any OS error is one
     unlocated ``PolicyError``, ``fwgen: cannot write PATH: REASON``; directories this
     call created are removed again."""
-    staged: list[tuple[str, Path]] = []
-    created: list[Path] = []  # directories made here, outermost first
-    known: set[Path] = set()  # directories that exist by now
+    staging = Staging()
     try:
+        staging.add(outdir, files)
+        return staging.commit()
+    except BaseException:
+        staging.discard()
+        raise
+
+
+class Staging:
+    """Files written to temporary files beside their targets, not yet in place; made in
+    one process or gathered from several (``parts``, ``join``), then committed (synced,
+    renamed into place, all or nothing) or discarded."""
+
+    def __init__(self) -> None:
+        self.staged: list[tuple[str, Path]] = []  # (temporary file, target)
+        self.created: list[Path] = []  # directories made for them
+        self._known: set[Path] = set()  # directories that exist by now
+
+    def add(self, outdir: str | os.PathLike[str], files: dict[str, str]) -> None:
         for relative, text in files.items():
             target = Path(outdir) / relative
             try:
-                _stage(target, text, staged, created, known)
+                _stage(target, text, self.staged, self.created, self._known)
             except OSError as exc:
                 raise _write_error(target, exc) from None
-        _sync(staged)
-        return _replace_all(staged)
-    except BaseException:
-        _unlink_staged(staged)
-        for directory in reversed(created):
+
+    def parts(self) -> tuple[list[tuple[str, Path]], list[Path]]:
+        return self.staged, self.created
+
+    def join(self, parts: tuple[list[tuple[str, Path]], list[Path]]) -> None:
+        self.staged.extend(parts[0])
+        self.created.extend(parts[1])
+
+    def commit(self) -> list[Path]:
+        """Sync every staged file, then rename them all into place; the targets."""
+        try:
+            _sync(self.staged)
+            return _replace_all(self.staged)
+        finally:
+            _unlink_staged(self.staged)  # none is left after a rename
+            self.staged = []
+
+    def discard(self) -> None:
+        """Remove every staged file and the directories made for them (deepest first)."""
+        _unlink_staged(self.staged)
+        self.staged = []
+        for directory in sorted(set(self.created), key=lambda d: len(d.parts), reverse=True):
             with contextlib.suppress(OSError):
                 directory.rmdir()
-        raise
-    finally:
-        _unlink_staged(staged)
+        self.created = []
 
 
 def _unlink_staged(staged: list[tuple[str, Path]]) -> None:

@@ -111,8 +111,10 @@ def build(
         registry = _registry(registry_path)
         if flat and (len(policies) != 1 or Path(policies[0]).is_dir()):
             raise click.UsageError("--flat builds exactly one policy file")
+        stage = None if (to_stdout or check or flat) else outdir  # workers stage what they build
         with _progress(policies) as advance:
-            result = build_fleet(policies, registry, targets or None, strict=strict, jobs=jobs, progress=advance)
+            result = build_fleet(policies, registry, targets or None, strict=strict, jobs=jobs, progress=advance,
+                                 stage=stage)
     except PolicyError as error:
         _fail(error)
         return
@@ -124,12 +126,18 @@ def build(
         sys.exit(1)
     files = result.hosts[0].files if flat else result.files
     written: list[Path] = []
-    if not (to_stdout or check):
-        try:
+    try:
+        if result.staging is not None:
+            try:
+                written = result.staging.commit()
+            except BaseException:
+                result.staging.discard()
+                raise
+        elif not (to_stdout or check):
             written = write_atomically(outdir, files)
-        except PolicyError as error:  # an OS error: that line alone, not the warnings too
-            _fail(error)
-            return
+    except PolicyError as error:  # an OS error: that line alone, not the warnings too
+        _fail(error)
+        return
     for host in result.hosts:
         for warning in host.warnings:
             click.echo(str(warning), err=True)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
-from fwgen.build import BuildWarning, build
+from fwgen.build import BuildWarning, Staging, build
 from fwgen.errors import Location, PolicyError
 from fwgen.files import Files, list_yaml
 from fwgen.registry import Registry
@@ -30,9 +31,11 @@ class Host(NamedTuple):
     path: str
     name: str
     name_location: Location
-    files: dict[str, str]
+    files: dict[str, str]  # empty when the worker staged them (``staged``)
     warnings: list[BuildWarning]
     includes: tuple[str, ...]  # the keys (real paths) of every file it includes
+    staged: tuple[list[tuple[str, Path]], list[Path]] | None = None  # ``Staging.parts``
+    names: tuple[str, ...] = ()  # the files' paths relative to NAME/, in order
 
 
 class Failed(NamedTuple):
@@ -43,7 +46,9 @@ class Failed(NamedTuple):
 class FleetResult(NamedTuple):
     hosts: list[Host]  # sorted by name
     errors: list[str]  # one line each, in the order of the policies
-    files: dict[str, str]  # NAME/relative -> text, every host's
+    files: dict[str, str]  # NAME/relative -> text, every host's (not when staged)
+    staging: Staging | None = None  # the workers' staged files (``build_fleet(stage=)``)
+    file_count: int = 0  # how many files in all
 
 
 def policy_paths(arguments: Sequence[str]) -> tuple[list[str], set[str]]:
@@ -66,7 +71,8 @@ def policy_paths(arguments: Sequence[str]) -> tuple[list[str], set[str]]:
 
 
 _REGISTRY: Registry | None = None  # the workers' (set before they fork)
-_OPTIONS: tuple[tuple[str, ...] | None, bool, bool] = (None, False, False)  # targets, strict, parallel
+# targets, strict, parallel (one policy's targets on two cores), the directory to stage in
+_OPTIONS: tuple[tuple[str, ...] | None, bool, bool, str | None] = (None, False, False, None)
 _FILES: Files | None = None
 
 
@@ -75,27 +81,40 @@ def _build_one(path: str) -> Host | Failed:
     assert _REGISTRY is not None
     if _FILES is None:
         _FILES = Files()
-    targets, strict, parallel = _OPTIONS
+    targets, strict, parallel, stage = _OPTIONS
     try:
         result = build(path, _REGISTRY, targets, lint_errors=True, strict=strict, files=_FILES, parallel=parallel)
     except PolicyError as error:
         return Failed(path, str(error))
     assert result.name_location is not None
-    return Host(path, result.ruleset.name, result.name_location, result.files, result.warnings,
-                result.included)
+    host = Host(path, result.ruleset.name, result.name_location, result.files, result.warnings, result.included,
+                names=tuple(result.files))
+    if stage is None:
+        return host
+    # the worker writes (not yet in place) what it built: writing is a fifth of a fleet's work
+    staging = Staging()
+    try:
+        staging.add(stage, {f"{host.name}/{relative}": text for relative, text in result.files.items()})
+    except PolicyError as error:
+        staging.discard()
+        return Failed(path, str(error))
+    return host._replace(files={}, staged=staging.parts())
 
 
 def build_fleet(
     arguments: Sequence[str], registry: Registry, targets: tuple[str, ...] | None = None, *,
     strict: bool = False, jobs: int | None = None, progress: Callable[[int], None] | None = None,
+    stage: str | None = None,
 ) -> FleetResult:
     """Build every policy the arguments name. ``jobs``: worker processes (default: one
-    per core); ``progress(n)`` is called as each n policies finish."""
+    per core); ``progress(n)`` is called as each n policies finish. ``stage``: the
+    output directory, where the workers stage what they built (the result's
+    ``staging``: commit it, or it is discarded already when there are errors)."""
     global _REGISTRY, _OPTIONS, _FILES
     paths, listed = policy_paths(arguments)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths) // MIN_PER_WORKER))
     # one policy alone may still render its targets on two cores (``build(parallel=)``)
-    _REGISTRY, _OPTIONS, _FILES = registry, (targets, strict, len(paths) == 1), None
+    _REGISTRY, _OPTIONS, _FILES = registry, (targets, strict, len(paths) == 1, stage), None
     outcomes: list[Host | Failed] = []
     try:
         if jobs > 1 and hasattr(os, "fork"):
@@ -105,9 +124,32 @@ def build_fleet(
                 outcomes.append(_build_one(path))
                 if progress:
                     progress(1)
+        result = _gather(outcomes, listed)
+    except BaseException:
+        _discard(outcomes)
+        raise
     finally:
         _REGISTRY, _FILES = None, None
-    return _gather(outcomes, listed)
+    if stage is None:
+        return result
+    if result.errors:
+        _discard(outcomes)
+        return result
+    kept = {id(host) for host in result.hosts}
+    _discard([o for o in outcomes if id(o) not in kept])  # files the others include
+    staging = Staging()
+    for host in result.hosts:
+        assert host.staged is not None
+        staging.join(host.staged)
+    return result._replace(staging=staging)
+
+
+def _discard(outcomes: Sequence[Host | Failed]) -> None:
+    staging = Staging()
+    for outcome in outcomes:
+        if isinstance(outcome, Host) and outcome.staged is not None:
+            staging.join(outcome.staged)
+    staging.discard()
 
 
 def _in_workers(paths: list[str], jobs: int, progress: Callable[[int], None] | None) -> list[Host | Failed]:
@@ -149,4 +191,4 @@ def _gather(outcomes: list[Host | Failed], listed: set[str]) -> FleetResult:
         else:
             first[host.name] = host
     files = {f"{host.name}/{relative}": text for host in hosts for relative, text in host.files.items()}
-    return FleetResult(hosts, errors, files)
+    return FleetResult(hosts, errors, files, file_count=sum(len(host.names) for host in hosts))

@@ -71,7 +71,8 @@ def test_a_directory_skips_the_files_its_policies_include(fleet: Path, tmp_path:
     code, out, err = run("build", str(fleet), "-o", str(tmp_path / "out"))
     assert code == 0, err
     assert out.startswith("wrote 9 files for 3 policies under ")
-    assert sorted({k.split("/")[0] for k in tree(tmp_path / "out")}) == ["bastion", "db", "web"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bastion", "db", "web"]
+    assert not [p for p in (tmp_path / "out").rglob(".*")]
 
 
 def test_parallel_workers_write_the_bytes_one_process_writes(fleet: Path, tmp_path: Path) -> None:
@@ -131,3 +132,24 @@ def test_real_process_one_summary_line(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("\n") == 1 and proc.stdout.startswith("wrote 9 files for 3 policies under ")
     assert proc.stderr == ""
+
+
+def test_parallel_workers_leave_nothing_behind_on_an_error(fleet: Path, tmp_path: Path) -> None:
+    """The workers stage what they built in the output directory; one bad policy among
+    many, and every staged file and every directory made for them is gone again."""
+    for i in range(12):
+        (fleet / f"h{i:02}.yaml").write_text(OPEN + f"name: h{i:02}\nrules:\n  - action: deny\n    ports: [{i}]\n",
+                                             encoding="utf-8")
+    (fleet / "h05.yaml").write_text(OPEN + "name: h05\nrules:\n  - action: deny\n    ports: [70000]\n",
+                                    encoding="utf-8")
+    out = tmp_path / "out"
+    (out / "keep").mkdir(parents=True)
+    (out / "keep" / "mine.txt").write_text("mine\n", encoding="utf-8")
+    code, stdout, stderr = run("build", str(fleet), "-o", str(out), "-j", "2")
+    assert code == 1 and stdout == ""
+    assert stderr.splitlines() == [f"{fleet}/h05.yaml:7:13: port 70000 is out of range 0-65535"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["keep", "keep/mine.txt"]
+    (fleet / "h05.yaml").unlink()
+    code, stdout, _ = run("build", str(fleet), "-o", str(out), "-j", "2")
+    assert code == 0 and stdout.startswith("wrote 20 files for 14 policies under ")
+    assert not [p for p in out.rglob(".*")]  # no temporary file left
