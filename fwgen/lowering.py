@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, TypeVar
 
 from fwgen import engine
-from fwgen.ir import PORT_MAX, Direction, PortRange, Protocol, Rule, Ruleset
+from fwgen.ir import PORT_MAX, Direction, PortRange, Protocol, Rule, Ruleset, merge_ranges
 
 K = TypeVar("K")
 
@@ -49,16 +49,41 @@ def segments(rules: tuple[Rule, ...]) -> Iterator[Run | Single]:
 
 
 def plan(ruleset: Ruleset, direction: Direction, family: int | None = None) -> tuple[Run | Single, ...]:
-    """``segments(ruleset.rules_for(direction, family))``, made once per ruleset for each
-    distinct rule list: iptables' two families and nftables' inet table usually select
-    the same rules, so they share the runs."""
-    rules = ruleset.rules_for(direction, family)
-    key = ("plan", direction, tuple(rule.index for rule in rules))
+    """``segments(ruleset.rules_for(direction, family))``, made once per ruleset. A
+    family's plan is the direction's without the rules of the other family alone (rules
+    on ports alone apply to both), so iptables' two families and nftables' inet table
+    share every run."""
     memo = ruleset.derived
+    key = ("plan", direction, family)
     found = memo.get(key)
     if found is None:
-        found = memo[key] = tuple(segments(rules))
+        if family is None:
+            found = tuple(segments(ruleset.rules_for(direction)))
+        else:
+            found = _for_family(memo, plan(ruleset, direction), family)
+        memo[key] = found
     return found  # type: ignore[return-value]
+
+
+def _for_family(memo: dict[object, object], whole: tuple[Run | Single, ...], family: int) -> tuple[Run | Single, ...]:
+    """The segments of ``whole`` that apply to ``family``, runs a dropped rule separated
+    joined; one ``Run`` object per distinct joined run (both families may make it)."""
+    kept = [segment for segment in whole if isinstance(segment, Run) or segment.rule.applies_to(family)]
+    if len(kept) == len(whole):
+        return whole
+    joined: list[Run | Single] = []
+    for segment in kept:
+        before = joined[-1] if joined else None
+        if isinstance(segment, Run) and isinstance(before, Run):
+            rules = before.rules + segment.rules
+            run_key = ("run", tuple(rule.index for rule in rules))
+            shared = memo.get(run_key)
+            if not isinstance(shared, Run):
+                shared = memo[run_key] = Run(rules)
+            joined[-1] = shared
+        else:
+            joined.append(segment)
+    return tuple(joined)
 
 
 def partition(ruleset: Ruleset, rules: Iterable[Rule], protocol: Protocol) -> list[tuple[PortRange, Rule]]:
@@ -82,8 +107,13 @@ def partition(ruleset: Ruleset, rules: Iterable[Rule], protocol: Protocol) -> li
 def first_match_partition(rules: tuple[Rule, ...], protocol: Protocol) -> list[tuple[PortRange, Rule]]:
     """Disjoint, sorted port intervals, each with the first rule (in order) covering it;
     touching intervals of one rule are one."""
+    if len(rules) == 1:  # most runs are one rule: its ranges, in canonical form
+        rule = rules[0]
+        return [(ports, rule) for ports in merge_ranges(rule.port_ranges(protocol))]
+    if not rules:
+        return []
     decided = engine.first_match([rule.port_ranges(protocol) for rule in rules], PORT_MAX + 1)
-    return [(PortRange(lo, hi), rules[position]) for lo, hi, position in decided]
+    return [(PortRange._make((lo, hi)), rules[position]) for lo, hi, position in decided]  # ports already
 
 
 def join_touching(partition: list[tuple[PortRange, Rule]], key: Callable[[Rule], K]) -> list[tuple[int, int, K]]:
@@ -91,10 +121,10 @@ def join_touching(partition: list[tuple[PortRange, Rule]], key: Callable[[Rule],
     ``key`` (the verdict a target writes for them): the canonical, deterministic form of
     a verdict map."""
     joined: list[tuple[int, int, K]] = []
-    for ports, rule in partition:
+    for (lo, hi), rule in partition:
         k = key(rule)
-        if joined and joined[-1][2] == k and joined[-1][1] + 1 == ports.lo:
-            joined[-1] = (joined[-1][0], ports.hi, k)
+        if joined and joined[-1][2] == k and joined[-1][1] + 1 == lo:
+            joined[-1] = (joined[-1][0], hi, k)
         else:
-            joined.append((ports.lo, ports.hi, k))
+            joined.append((lo, hi, k))
     return joined

@@ -49,6 +49,19 @@ def log_burst(ruleset: Ruleset) -> int:
     return min(ruleset.monitor.rate, LOG_BURST_MAX)
 
 
+def network_texts(ruleset: Ruleset, rule: Rule, family: int) -> tuple[list[str] | None, list[str] | None]:
+    """A rule's remote and local networks of one family as text (``None``: any address),
+    made once per ruleset: both targets write them, and an IPv6 address is slow to print."""
+    key = ("network_texts", rule.index, family)
+    found = ruleset.derived.get(key)
+    if found is None:
+        found = ruleset.derived[key] = tuple(
+            None if networks is None else [str(network) for network in networks]
+            for networks in (rule.remote(family), rule.local(family))
+        )
+    return found  # type: ignore[return-value]
+
+
 def rule_summary(ruleset: Ruleset, rule: Rule) -> str:
     """How a generated rule names its policy rule: name, source line, action."""
     verb = rule.action.value + (" +log" if rule.log else "")

@@ -23,6 +23,8 @@ and fills them.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from fwgen import render as rendering
@@ -37,7 +39,6 @@ from fwgen.ir import (
     WHAT_SIZE,
     Action,
     Direction,
-    PortRange,
     Rule,
     Ruleset,
     by_protocol,
@@ -50,6 +51,7 @@ from fwgen.targets.common import (
     icmp_entries,
     log_burst,
     log_tag,
+    network_texts,
     rule_summary,
 )
 
@@ -59,6 +61,7 @@ LINES = BY_NAME[NAME].lines
 MULTIPORT_SLOTS = 15
 REJECT_CHAIN = "fwgen-reject"
 _PER = {"second": "second", "minute": "minute", "hour": "hour"}
+EVERY_PROTOCOL = ((0, WHAT_SIZE - 1),)
 
 
 class Family(NamedTuple):
@@ -89,22 +92,26 @@ def chain_name(rule: Rule) -> str:
     return f"fwgen-rule-{rule.index}"  # <= 28 characters for any realistic index
 
 
-def port_chunks(ranges: tuple[PortRange, ...] | list[PortRange], shape: rendering.Shapes | None = None) -> list[str]:
-    """Port matches, each within multiport's 15 slots (a range takes two)."""
+def port_chunks(ranges: Sequence[tuple[int, int]], shape: rendering.Shapes | None = None) -> list[str]:
+    """Port matches for sorted, disjoint (lo, hi) ranges, each within multiport's 15
+    slots (a range takes two)."""
     shape = shape or shapes()
     if len(ranges) == 1:
-        r = ranges[0]
-        if r.lo == PORT_MIN and r.hi == PORT_MAX:
+        lo, hi = ranges[0]
+        if lo == PORT_MIN and hi == PORT_MAX:
             return [""]
-        return [shape.port(str(r.lo)) if r.lo == r.hi else shape.port_range(str(r.lo), str(r.hi))]
+        return [shape.port(str(lo)) if lo == hi else shape.port_range(str(lo), str(hi))]
+    texts = [str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in ranges]
+    if 2 * len(ranges) <= MULTIPORT_SLOTS:  # fits one match, however many are ranges
+        return [shape.ports(",".join(texts))]
     chunks: list[list[str]] = [[]]
     used = 0
-    for r in ranges:
-        slots = 1 if r.lo == r.hi else 2
+    for (lo, hi), text in zip(ranges, texts, strict=True):
+        slots = 1 if lo == hi else 2
         if used + slots > MULTIPORT_SLOTS:
             chunks.append([])
             used = 0
-        chunks[-1].append(str(r.lo) if r.lo == r.hi else f"{r.lo}:{r.hi}")
+        chunks[-1].append(text)
         used += slots
     return [shape.ports(",".join(chunk)) for chunk in chunks]
 
@@ -125,7 +132,7 @@ def _protocol_parts(rule: Rule) -> list[tuple[str, str]]:
     """The (protocol, port or ICMP type) matches of a rule, one per line it needs, as
     (protocol match, selector match); one empty pair when it matches every protocol."""
     shape = shapes()
-    if rule.what() == ((0, WHAT_SIZE - 1),):
+    if rule.other and rule.what() == EVERY_PROTOCOL:  # tcp and udp ports alone never are every protocol
         return [("", "")]
     parts = [(shape.protocol(proto.value), ports) for proto, ranges in rule.ports
              for ports in port_chunks(ranges, shape)]
@@ -146,8 +153,12 @@ class _Lowering:
 
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
+        self.logged = [rule for rule in ruleset.rules if rule.logged]
         self.comments: dict[int, str] = {}
         self.identity: dict[int, list[str]] = {}
+        # rule -> its (interface and protocol, selector) matches, comment and target
+        self.heads: dict[int, tuple[list[tuple[str, str]], str, str]] = {}
+        self.singles: dict[int, list[str]] = {}  # the lines of rules that are the same in both families
         self.runs: dict[tuple[str, int], tuple[Run, list[str]]] = {}  # (base, id(run)) -> (run, lines)
         monitor = ruleset.monitor
         self.rate, self.burst = f"{monitor.rate}/{_PER[monitor.per]}", str(log_burst(ruleset))
@@ -179,18 +190,31 @@ class _Lowering:
     def single(self, rule: Rule, family: Family, base: str) -> list[str]:
         """A rule with any match beyond ports, in its place: one line per (interface,
         protocol part, remote network, local network)."""
+        found = self.singles.get(rule.index)
+        if found is not None:
+            return found
         shape = shapes()
         inbound = rule.direction is Direction.IN
+        made = self.heads.get(rule.index)
+        if made is None:
+            interface = shape.in_interface if inbound else shape.out_interface
+            interfaces = [interface(name.replace("*", "+")) for name in rule.interfaces or ()] or [""]
+            heads = [(via + protocol, selector) for via in interfaces for protocol, selector in _protocol_parts(rule)]
+            made = self.heads[rule.index] = (heads, self.comment(rule), _target(self.ruleset, rule))
+        heads, comment, target = made
+        remote_nets, local_nets = network_texts(self.ruleset, rule, family.number)
+        if remote_nets is None and local_nets is None:
+            lines = [shape.rule(base, head + selector, comment, target) for head, selector in heads]
+            other = 6 if family.number == 4 else 4
+            if network_texts(self.ruleset, rule, other) == (None, None):
+                self.singles[rule.index] = lines  # no address in either family: the other's lines too
+            return lines
         remote_flag, local_flag = (shape.source, shape.destination) if inbound else (shape.destination, shape.source)
-        interface = shape.in_interface if inbound else shape.out_interface
-        remotes = [remote_flag(str(net)) for net in rule.remote(family.number) or ()] or [""]
-        locals_ = [local_flag(str(net)) for net in rule.local(family.number) or ()] or [""]
-        interfaces = [interface(name.replace("*", "+")) for name in rule.interfaces or ()] or [""]
-        comment, target = self.comment(rule), _target(self.ruleset, rule)
+        remotes = [remote_flag(net) for net in remote_nets or ()] or [""]
+        locals_ = [local_flag(net) for net in local_nets or ()] or [""]
         return [
-            shape.rule(base, via + protocol + remote + local + selector, comment, target)
-            for via in interfaces
-            for protocol, selector in _protocol_parts(rule)
+            shape.rule(base, head + remote + local + selector, comment, target)
+            for head, selector in heads
             for remote in remotes
             for local in locals_
         ]
@@ -207,18 +231,18 @@ class _Lowering:
         target_of = {rule.index: _target(ruleset, rule) for rule in run.rules}
         for proto in PROTOCOLS:
             # target -> (its intervals, touching ones joined; the rules owning them)
-            by_target: dict[str, tuple[list[PortRange], list[Rule]]] = {}
-            for ports, rule in partition(ruleset, run.rules, proto):
+            by_target: dict[str, tuple[list[tuple[int, int]], list[Rule]]] = {}
+            for (lo, hi), rule in partition(ruleset, run.rules, proto):
                 target = target_of[rule.index]
                 group = by_target.get(target)
                 if group is None:
-                    by_target[target] = ([ports], [rule])
+                    by_target[target] = ([(lo, hi)], [rule])
                     continue
                 ranges, rules = group
-                if ranges[-1].hi + 1 == ports.lo:  # the interval before, same target
-                    ranges[-1] = PortRange(ranges[-1].lo, ports.hi)
+                if ranges[-1][1] + 1 == lo:  # the interval before, same target
+                    ranges[-1] = (ranges[-1][0], hi)
                 else:
-                    ranges.append(ports)
+                    ranges.append((lo, hi))
                 if rules[-1] is not rule:
                     rules.append(rule)
             head = shape.protocol(proto.value)
@@ -229,10 +253,12 @@ class _Lowering:
         return lines
 
 
+@functools.cache
 def _prologue(family: Family, base: str) -> list[str]:
     """The always-rules: loopback destinations only from lo; link-local control messages
     (ICMPv6 neighbour discovery and MLD, IGMP) before conntrack's INVALID drop, which would
-    take some of them; then established and related traffic, and loopback."""
+    take some of them; then established and related traffic, and loopback. The same in
+    every policy: made once per process (do not change the list)."""
     shape = shapes()
     inbound = base == "INPUT"
     lines = []
@@ -272,25 +298,26 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
     lines: list[str] = []
     rule_lines: list[str] = []
     uses_reject = False
+    logged = [rule for rule in shared.logged if rule.applies_to(family.number)]
     for direction, base in ((Direction.IN, "INPUT"), (Direction.OUT, "OUTPUT")):
         default = ruleset.defaults.for_direction(direction)
         chains[base] = "ACCEPT" if default is Action.ALLOW else "DROP"
         lines.extend(_prologue(family, base))
-        rules = ruleset.rules_for(direction, family.number)
         for segment in plan(ruleset, direction, family.number):
             if isinstance(segment, Run):
                 lines.extend(shared.run(segment, base))
             else:
                 lines.extend(shared.single(segment.rule, family, base))
-        rule_lines.extend(text for rule in rules if rule.logged for text in shared.identity_chain(rule))
+        for rule in logged:
+            if rule.direction is direction:
+                rule_lines.extend(shared.identity_chain(rule))
         if default is Action.DENY:
             lines.append(line(base, "", _verdict(ruleset, Action.DENY), f"default: {direction.value}bound deny"))
         uses_reject |= ruleset.defaults.reject and (
-            default is Action.DENY or any(rule.action is Action.DENY for rule in rules)
+            default is Action.DENY
+            or any(rule.action is Action.DENY for rule in ruleset.rules_for(direction, family.number))
         )
-    user_chains = ([REJECT_CHAIN] if uses_reject else []) + [
-        chain_name(rule) for rule in ruleset.rules if rule.logged and rule.applies_to(family.number)
-    ]
+    user_chains = ([REJECT_CHAIN] if uses_reject else []) + [chain_name(rule) for rule in logged]
     reject_lines = [
         line(REJECT_CHAIN, shape.protocol("tcp"), shape.reject("tcp-reset")),
         line(REJECT_CHAIN, shape.protocol("udp"), shape.reject(family.icmp_unreachable)),

@@ -18,7 +18,9 @@ Shape of the output:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from fwgen import render as rendering
@@ -46,6 +48,7 @@ from fwgen.targets.common import (
     icmp_entries,
     log_burst,
     log_tag,
+    network_texts,
     rule_summary,
 )
 
@@ -93,12 +96,17 @@ def object_name(rule: Rule) -> str:
 
 
 def _elements(items: list[str], per_line: int = ELEMENTS_PER_LINE) -> tuple[str, ...]:
+    if 0 < len(items) <= per_line:
+        return (", ".join(items),)
     return tuple(", ".join(items[i : i + per_line]) + ("," if i + per_line < len(items) else "")
                  for i in range(0, len(items), per_line))
 
 
-def _networks(networks: tuple[ipaddress.IPv4Network, ...] | tuple[ipaddress.IPv6Network, ...]) -> list[str]:
-    return [str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n) for n in networks]
+def _networks(networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network], texts: list[str]) -> list[str]:
+    """The networks (``texts``: as ``str`` prints them), a single address without its
+    prefix length."""
+    return [text.partition("/")[0] if n.prefixlen == n.max_prefixlen else text
+            for n, text in zip(networks, texts, strict=True)]
 
 
 def _verdict(ruleset: Ruleset, action: Action) -> str:
@@ -118,7 +126,13 @@ def _dispatch(rule: Rule) -> str:
 
 
 def _comment(ruleset: Ruleset, rule: Rule) -> str:
-    return sanitize.nft_comment(rule_summary(ruleset, rule) + (f": {rule.comment}" if rule.comment else ""))
+    """A rule's comment, made once per ruleset (its lines and its chain both carry it)."""
+    key = ("nftables comment", rule.index)
+    found = ruleset.derived.get(key)
+    if found is None:
+        found = ruleset.derived[key] = sanitize.nft_comment(
+            rule_summary(ruleset, rule) + (f": {rule.comment}" if rule.comment else ""))
+    return found  # type: ignore[return-value]
 
 
 def _identity_chain(ruleset: Ruleset, rule: Rule, rate: str, burst: str) -> NftChain:
@@ -139,13 +153,14 @@ def _port_groups(tcp: object, udp: object) -> list[tuple[str, str]]:
 
 
 _ICMP_FAMILY = {ICMP_NUMBER: "icmp", ICMPV6_NUMBER: "icmpv6"}
+EVERY_PROTOCOL = ((0, WHAT_SIZE - 1),)
 
 
 def _protocol_matches(rule: Rule, obj: str) -> tuple[list[NftSet], list[str]]:
     """The rule's (protocol, port or ICMP type) matches, one per line it needs: named
     sets for its tcp and udp ports; nothing at all when it matches every protocol."""
     shape = shapes()
-    if rule.what() == ((0, WHAT_SIZE - 1),):
+    if rule.other and rule.what() == EVERY_PROTOCOL:  # tcp and udp ports alone never are every protocol
         return [], [""]
     sets: list[NftSet] = []
     matches: list[str] = []
@@ -188,25 +203,24 @@ def _lower_single(ruleset: Ruleset, rule: Rule) -> tuple[list[NftSet], list[str]
     address_matches: list[str] = []
     for family, nft_type, l3 in ((4, "ipv4_addr", "ip"), (6, "ipv6_addr", "ip6")):
         remote, local = rule.remote(family), rule.local(family)
-        if not rule.applies_to(family) or (remote is None and local is None):
+        if (remote is None and local is None) or not rule.applies_to(family):
             continue
+        texts = network_texts(ruleset, rule, family)
         parts = []
-        for networks, field, suffix in ((remote, remote_field, f"v{family}"), (local, local_field, f"local_v{family}")):
+        for networks, text, field, suffix in ((remote, texts[0], remote_field, f"v{family}"),
+                                              (local, texts[1], local_field, f"local_v{family}")):
             if networks:
                 set_name = f"{obj}_{suffix}"
-                sets.append(NftSet(set_name, nft_type, _elements(_networks(networks))))
+                sets.append(NftSet(set_name, nft_type, _elements(_networks(networks, text or []))))
                 parts.append(shape.address_in_set(l3, field, set_name))
         address_matches.append(" ".join(parts))
     if not address_matches:
         address_matches = [""]
     interfaces = [shape.interface("iifname" if inbound else "oifname", name) for name in rule.interfaces or ()]
-    comment = _comment(ruleset, rule)
-    rules = [
-        nft_rule(" ".join(part for part in (addr, via, protocol, _dispatch(rule)) if part), comment)
-        for addr in address_matches
-        for via in interfaces or [""]
-        for protocol in protocol_matches
-    ]
+    comment, dispatch = _comment(ruleset, rule), _dispatch(rule)
+    tails = [" ".join([part for part in (via, protocol, dispatch) if part])
+             for via in interfaces or [""] for protocol in protocol_matches]
+    rules = [shape.commented(f"{addr} {tail}" if addr else tail, comment) for addr in address_matches for tail in tails]
     return sets, rules
 
 
@@ -227,23 +241,25 @@ def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet],
     each port interval to its first-match rule's verdict."""
     dispatch = {rule.index: _dispatch(rule) for rule in run.rules}
     maps = {
-        proto: [(str(lo) if lo == hi else f"{lo}-{hi}", verdict) for lo, hi, verdict in join_touching(
+        proto: [f"{lo} : {verdict}" if lo == hi else f"{lo}-{hi} : {verdict}" for lo, hi, verdict in join_touching(
             partition(ruleset, run.rules, proto), lambda rule: dispatch[rule.index])]
         for proto in PROTOCOLS
     }
     sets: list[NftSet] = []
     rules: list[str] = []
+    shape, comment = shapes(), _run_comment(ruleset, run)
     for l4, suffix in _port_groups(maps[Protocol.TCP], maps[Protocol.UDP]):
-        entries = maps[Protocol.UDP if suffix == "udp" else Protocol.TCP]
         name = f"{map_name}_{suffix}"
         sets.append(NftSet(name, "inet_service : verdict", _elements(
-            [f"{ports} : {verdict}" for ports, verdict in entries], MAP_ELEMENTS_PER_LINE)))
-        rules.append(nft_rule(shapes().port_vmap(l4, name), _run_comment(ruleset, run)))
+            maps[Protocol.UDP if suffix == "udp" else Protocol.TCP], MAP_ELEMENTS_PER_LINE)))
+        rules.append(nft_rule(shape.port_vmap(l4, name), comment))
     return sets, rules
 
 
-def _prologue(direction: Direction) -> list[str]:
-    """The always-rules, as iptables writes them (see ``iptables._prologue``)."""
+@functools.cache
+def _prologue(direction: Direction) -> tuple[str, ...]:
+    """The always-rules, as iptables writes them (see ``iptables._prologue``); the same
+    in every policy, so made once per process."""
     shape = shapes()
     inbound = direction is Direction.IN
     rules = []
@@ -269,21 +285,25 @@ def _prologue(direction: Direction) -> list[str]:
         nft_rule(f"{shape.conntrack('established,related')} accept", "always: established and related traffic"),
         nft_rule(f"{shape.interface('iif' if inbound else 'oif', 'lo')} accept", "always: loopback"),
     ]
-    return rules
+    return tuple(rules)
 
 
 def _antispoof_chain(ruleset: Ruleset) -> list[NftChain]:
     """The reverse-path check, in its own base chain before conntrack (priority raw)."""
-    if not ruleset.options.antispoof:
-        return []
+    return [_prerouting()] if ruleset.options.antispoof else []
+
+
+@functools.cache
+def _prerouting() -> NftChain:
+    """The antispoof chain, the same in every policy: made once per process."""
     shape = shapes()
     exempt = shape.anonymous_set(", ".join(_ICMPV6_NAMES[t] for t in ANTISPOOF_EXEMPT_ICMPV6))
-    return [NftChain("prerouting", shape.raw_chain("prerouting"), (
+    return NftChain("prerouting", shape.raw_chain("prerouting"), (
         nft_rule(f"{shape.icmp_types('icmpv6', exempt)} accept",
                  "antispoof: neighbour discovery, which DAD sends from ::"),
         nft_rule(f"{shape.reverse_path_fails()} drop",
                  "antispoof: the source is not routed back through the arrival interface"),
-    ))]
+    ))
 
 
 def lower(ruleset: Ruleset) -> dict[str, object]:
@@ -293,7 +313,7 @@ def lower(ruleset: Ruleset) -> dict[str, object]:
     base_chains: list[NftChain] = []
     for direction, hook in ((Direction.IN, "input"), (Direction.OUT, "output")):
         default = ruleset.defaults.for_direction(direction)
-        rules = _prologue(direction)
+        rules = list(_prologue(direction))
         for number, segment in enumerate(plan(ruleset, direction), start=1):
             if isinstance(segment, Run):
                 run_maps, run_rules = _lower_run(ruleset, segment, f"{hook}_{number}")
