@@ -115,15 +115,19 @@ def _verdict(rule: Rule) -> str:
 # 0. Contexts (``_contexts``): the local address and profile axes are cut at every edge of
 #    the rules' ``local`` and ``profiles``; each product of local cells and profiles
 #    that the same rules cover is one context. A policy without either has one.
-# 1. Cut (``_regions``): in a context, the remote address space of each family is cut at
+# 1. Cut (``_space``): in a context, the remote address space of each family is cut at
 #    every edge of its rules' networks (``engine.cut``). Every address cell is covered by
-#    a fixed list of rules; cells covered by the same list form one ``_Region`` (rule ids
-#    are indexes into ``ruleset.rules``, so a list in id order is a list in policy order).
-# 2. Paint: a region's first-match partition of the unit's selector axis (ports, or ICMP
-#    type and code), as a list of runs (lo, hi, rule id): ``lowering.partition`` for tcp
-#    and udp, which the Linux targets share, else ``engine.first_match``.
-# 3. Group (``_group_by_ports`` / ``_group_by_addresses``): for each verdict, the runs of
-#    all regions are gathered into selectors x addresses products, one per netsh rule.
+#    a fixed list of rules; cells covered by the same list share one first-match map
+#    (rule ids are indexes into ``ruleset.rules``, so a list in id order is a list in
+#    policy order).
+# 2. Paint: the first-match partition of the unit's selector axis (ports, or ICMP type and
+#    code), as a list of runs (lo, hi, rule id): ``lowering.partition`` for tcp and udp,
+#    which the Linux targets share, else ``engine.first_match``. It is painted once per
+#    family for the rules for any remote address (the ``_Base``); a cell's map is the
+#    base except within the selectors of the cell's own address-restricted rules (its
+#    windows), and is kept as that difference (``_PortMap``).
+# 3. Group (``_group_by_ports`` / ``_group_by_addresses``): for each verdict, the maps of
+#    all cells are gathered into selectors x addresses products, one per netsh rule.
 
 
 class _Group(NamedTuple):
@@ -142,23 +146,105 @@ class _Group(NamedTuple):
 Run = tuple[int, int, int]  # (lo, hi, rule id): ports lo..hi are decided by that rule
 
 
-@dataclass(frozen=True, eq=False)  # compared (and hashed) by identity
-class _PortMap:
-    """The first-match port map of one list of rules, split by verdict."""
+@dataclass(eq=False)  # compared (and hashed) by identity
+class _Base:
+    """The first-match runs of the rules for any remote address of one context and
+    family, which all of its cells' maps share but where their own rules decide."""
 
-    runs: dict[str, list[Run]]  # verdict -> its runs, ascending
-    ports: dict[str, tuple[Interval, ...]]  # verdict -> the merged ports of its runs
+    runs: list[Run]  # ascending
+    ends: list[int]  # the last selector of each run
+    of_verdict: dict[str, list[Run]]  # verdict -> its runs
     deciders: dict[str, frozenset[int]]  # verdict -> the rule ids of its runs
+    maps: int = 0  # the maps made from it (a mask of their places in the ``_Space``)
 
 
-@dataclass
-class _Region:
-    """The address cells of one family covered by the same rules: they share one
-    first-match port map."""
+def _base(runs: list[Run], verdicts: Sequence[str]) -> _Base:
+    of_verdict: dict[str, list[Run]] = {}
+    for run in runs:
+        of_verdict.setdefault(verdicts[run[2]], []).append(run)
+    deciders = {v: frozenset(rid for _, _, rid in r) for v, r in of_verdict.items()}
+    return _Base(runs, [hi for _, hi, _ in runs], of_verdict, deciders)
 
-    family: int
-    cells: list[Interval]
-    map: _PortMap
+
+class _PortMap(NamedTuple):
+    """The first-match map of one cell's rules, as a difference from its base's: the
+    base's runs with ``removed`` taken out and ``added`` put in."""
+
+    base: _Base
+    removed: list[Run]  # runs of the base
+    added: list[Run]  # none of them runs of the base
+    deciders: dict[str, frozenset[int]]  # verdict -> the rule ids of its runs (the whole map's)
+    changes: dict[str, list[Run]]  # verdict -> its runs of removed and added
+
+
+def _port_map(base: _Base, alone: list[Run], verdicts: Sequence[str]) -> _PortMap:
+    """The map of the base's rules and some address-restricted rules together, from the
+    restricted rules' own runs ``alone``: the base's runs they meet are replaced
+    (``verdicts``: each rule's, by id)."""
+    if not alone:
+        return _PortMap(base, [], [], base.deciders, {})
+    removed: list[Run] = []
+    done = 0  # the base's runs before runs[done] are in removed or out of reach
+    for lo, hi, _ in alone:
+        first = max(bisect.bisect_left(base.ends, lo), done)  # the first run not ending before lo
+        done = first
+        while done < len(base.runs) and base.runs[done][0] <= hi:
+            done += 1
+        removed += base.runs[first:done]
+    added = _overlay(removed, alone)
+    same = set(removed).intersection(added)  # where the restricted rules change nothing
+    if same:
+        removed = [run for run in removed if run not in same]
+        added = [run for run in added if run not in same]
+    gone: set[int] = set()  # the rules with no run left
+    if removed:
+        gone = {rid for _, _, rid in removed} - {run[2] for run in base.runs if run not in removed}
+    changes: dict[str, list[Run]] = {}
+    for run in removed + added:
+        changes.setdefault(verdicts[run[2]], []).append(run)
+    deciders: dict[str, set[int]] = {}
+    for _, _, rid in added:
+        deciders.setdefault(verdicts[rid], set()).add(rid)
+    for verdict, rids in base.deciders.items():
+        deciders.setdefault(verdict, set()).update(rids - gone)
+    return _PortMap(base, removed, added, {v: frozenset(r) for v, r in deciders.items() if r}, changes)
+
+
+def _overlay(first: list[Run], second: list[Run]) -> list[Run]:
+    """The first-match runs of two disjoint lists of rules together, from each list's
+    own runs: wherever both decide, the rule earlier in the policy (the lower id) does.
+    Touching runs of one rule are joined, as ``_paint`` gives them."""
+    if not first:
+        return second
+    out: list[Run] = []
+
+    def put(lo: int, hi: int, rid: int) -> None:
+        if out and out[-1][2] == rid and out[-1][1] + 1 == lo:
+            out[-1] = (out[-1][0], hi, rid)
+        else:
+            out.append((lo, hi, rid))
+
+    i, at = 0, 0  # first[i] is the next run of first to write, from ``at`` on
+    for b_lo, b_hi, b in second:
+        while i < len(first) and first[i][1] < b_lo:  # first alone, before b
+            put(max(first[i][0], at), first[i][1], first[i][2])
+            i += 1
+        if i < len(first) and max(first[i][0], at) < b_lo:  # first alone, up to b_lo
+            put(max(first[i][0], at), b_lo - 1, first[i][2])
+        at = b_lo
+        while at <= b_hi:
+            if i < len(first) and first[i][0] <= at:  # both decide here
+                hi = min(first[i][1], b_hi)
+                put(at, hi, min(first[i][2], b))
+                if first[i][1] <= hi:
+                    i += 1
+            else:  # second alone, up to the next run of first
+                hi = min(first[i][0] - 1, b_hi) if i < len(first) else b_hi
+                put(at, hi, b)
+            at = hi + 1
+    for lo, hi, rid in first[i:]:
+        put(max(lo, at), hi, rid)
+    return out
 
 
 class _Unit(NamedTuple):
@@ -204,36 +290,20 @@ def _covering(rules: tuple[Rule, ...], ids: list[int], units: list[_Unit]) -> di
 
 def _paint(ruleset: Ruleset, rule_ids: tuple[int, ...], number: int) -> list[Run]:
     """First match over the unit's selector axis for rules ``rule_ids`` (in policy
-    order), its touching intervals of the same rule joined into runs."""
-    rules = ruleset.rules
-    if number in _PORTS:  # the partition the Linux targets share
-        cells = partition(ruleset, (rules[rid] for rid in rule_ids), _PORTS[number])
-        return join_touching(cells, lambda rule: rule.index - 1)  # the rule's id: its place in ruleset.rules
-    decided = engine.first_match([_selectors(rules[rid], number) for rid in rule_ids], 1 << SELECTOR_BITS)
-    return [(lo, hi, rule_ids[position]) for lo, hi, position in decided]
-
-
-def _port_map(runs: list[Run], verdicts: Sequence[str]) -> _PortMap:
-    """``verdicts``: each rule's (by id)."""
-    by_verdict: dict[str, list[Run]] = {}
-    ports: dict[str, list[Interval]] = {}
-    for run in runs:
-        verdict = verdicts[run[2]]
-        found = by_verdict.get(verdict)
-        if found is None:
-            by_verdict[verdict], ports[verdict] = [run], [(run[0], run[1])]
-            continue
-        found.append(run)
-        joined = ports[verdict]  # the runs are sorted and disjoint: only touching ones join
-        if joined[-1][1] + 1 == run[0]:
-            joined[-1] = (joined[-1][0], run[1])
+    order), its touching intervals of the same rule joined into runs; made once per
+    ruleset for each list (the contexts of a unit share most of theirs)."""
+    key = ("windows runs", number, rule_ids)
+    found = ruleset.derived.get(key)
+    if found is None:
+        rules = ruleset.rules
+        if number in _PORTS:  # the partition the Linux targets share
+            cells = partition(ruleset, (rules[rid] for rid in rule_ids), _PORTS[number])
+            found = join_touching(cells, lambda rule: rule.index - 1)  # the rule's id: its place in ruleset.rules
         else:
-            joined.append((run[0], run[1]))
-    return _PortMap(
-        runs=by_verdict,
-        ports={v: tuple(p) for v, p in ports.items()},
-        deciders={v: frozenset(rid for _, _, rid in r) for v, r in by_verdict.items()},
-    )
+            decided = engine.first_match([_selectors(rules[rid], number) for rid in rule_ids], 1 << SELECTOR_BITS)
+            found = [(lo, hi, rule_ids[position]) for lo, hi, position in decided]
+        ruleset.derived[key] = found
+    return found  # type: ignore[return-value]
 
 
 class _Context(NamedTuple):
@@ -247,7 +317,7 @@ class _Context(NamedTuple):
 def _contexts(ruleset: Ruleset, rule_ids: list[int], families: tuple[int, ...]) -> list[_Context]:
     """Cut the local address and profile axes (see the compilation notes above): each
     context is a product of local cells and profiles that the same rules' ``local`` and
-    ``profiles`` leave out. (Which rules apply to a family at all is the regions' affair:
+    ``profiles`` leave out. (Which rules apply to a family at all is the address cut's affair:
     a rule here is only ever left out for its local addresses or profiles.)"""
     rules = ruleset.rules
     if all(rules[i].local_v4 is None and rules[i].local_v6 is None and rules[i].profiles is None for i in rule_ids):
@@ -282,69 +352,77 @@ def _contexts(ruleset: Ruleset, rule_ids: list[int], families: tuple[int, ...]) 
     return contexts
 
 
-def _overlay(first: list[Run], second: list[Run], ends: list[int] | None = None) -> list[Run]:
-    """The first-match runs of two disjoint lists of rules together, from each list's
-    own runs: wherever both decide, the rule earlier in the policy (the lower id) does.
-    Touching runs of one rule are joined, as ``_paint`` gives them. ``ends``: the last
-    selector of each run of ``first``, when the caller has them.
+@dataclass
+class _Space:
+    """A context's remote address cells, by the first-match map they share (each map's
+    cells are those of one mask of ``engine.cut`` in each family it is in)."""
 
-    ``second`` is short (the few address-restricted rules of a cell): the runs of
-    ``first`` between its runs are copied as they are."""
-    if not second:
-        return first
-    if not first:
-        return second
-    if ends is None:
-        ends = [hi for _, hi, _ in first]
-    out: list[Run] = []
+    maps: list[_PortMap]
+    cells: list[dict[int, list[Interval]]]  # per map: family -> its cells, merged
+    bases: list[_Base]
+    in_family: dict[int, int]  # family -> the maps with cells in it
+    covered: set[int]  # the families whose every address is in some map's cells
+    merged: dict[int, tuple[tuple[Interval, ...], tuple[Interval, ...]]]  # see addresses
 
-    def put(lo: int, hi: int, rid: int) -> None:
-        if out and out[-1][2] == rid and out[-1][1] + 1 == lo:
-            out[-1] = (out[-1][0], hi, rid)
-        else:
-            out.append((lo, hi, rid))
+    def addresses(self, members: int) -> tuple[tuple[Interval, ...], tuple[Interval, ...]]:
+        """The IPv4 and IPv6 cells of the maps ``members`` (a mask of their places), merged."""
+        found = self.merged.get(members)
+        if found is None:
+            found = self.merged[members] = (self._merged(members, 4), self._merged(members, 6))
+        return found
 
-    i, at = 0, 0  # first[i] is the next run of first to write, from ``at`` on
-    for b_lo, b_hi, b in second:
-        j = bisect.bisect_left(ends, b_lo, i)  # the first run of first not ending before b_lo
-        if i < j:
-            lo, hi, rid = first[i]
-            put(max(lo, at), hi, rid)
-            out.extend(first[i + 1:j])
-            i = j
-        if i < len(first) and max(first[i][0], at) < b_lo:  # first alone, up to b_lo
-            put(max(first[i][0], at), b_lo - 1, first[i][2])
-        at = b_lo
-        while at <= b_hi:
-            if i < len(first) and first[i][0] <= at:  # both decide here
-                hi = min(first[i][1], b_hi)
-                put(at, hi, min(first[i][2], b))
-                if first[i][1] <= hi:
-                    i += 1
-            else:  # second alone, up to the next run of first
-                hi = min(first[i][0] - 1, b_hi) if i < len(first) else b_hi
-                put(at, hi, b)
-            at = hi + 1
-    if i < len(first):
-        lo, hi, rid = first[i]
-        put(max(lo, at), hi, rid)
-        out.extend(first[i + 1:])
-    return out
+    def _merged(self, members: int, family: int) -> tuple[Interval, ...]:
+        mine = members & self.in_family.get(family, 0)
+        others = self.in_family.get(family, 0) & ~members
+        if family in self.covered and others.bit_count() < mine.bit_count():  # the others' cells, inverted
+            return _inverted(self._union(others, family), _FAMILY_MAX[family])
+        return self._union(mine, family)
+
+    def _union(self, members: int, family: int) -> tuple[Interval, ...]:
+        parts = [self.cells[m][family] for m in engine.bits(members)]
+        if len(parts) == 1:  # a map's cells are merged already (engine.group joins them)
+            return tuple(parts[0])
+        return tuple(merge_spans([c for part in parts for c in part]))
 
 
-def _regions(ruleset: Ruleset, context: _Context, number: int, verdicts: Sequence[str]) -> list[_Region]:
+def _inverted(spans: tuple[Interval, ...], top: int) -> tuple[Interval, ...]:
+    """The intervals of 0..top that ``spans`` (merged) leave out."""
+    out = []
+    at = 0
+    for lo, hi in spans:
+        if at < lo:
+            out.append((at, lo - 1))
+        at = hi + 1
+    if at <= top:
+        out.append((at, top))
+    return tuple(out)
+
+
+def _remote_cut(ruleset: Ruleset, family: int, restricted: tuple[int, ...]) -> dict[int, list[Interval]]:
+    """The remote address space of one family cut at the edges of the ``restricted``
+    rules' networks: mask of rule ids -> its cells. Made once per ruleset for each list
+    (the units of a direction often have the same address-restricted rules)."""
+    key = ("windows remote cut", family, restricted)
+    found = ruleset.derived.get(key)
+    if found is None:
+        rules = ruleset.rules
+        spans_of = [(i, engine.network_spans(rules[i].remote(family))) for i in restricted]
+        starts, masks = engine.cut(spans_of, engine.ADDRESS_SIZE[family])  # the bits are rule ids
+        found = ruleset.derived[key] = engine.group(starts, masks, engine.ADDRESS_SIZE[family])
+    return found  # type: ignore[return-value]
+
+
+def _space(ruleset: Ruleset, context: _Context, number: int, verdicts: Sequence[str]) -> _Space:
     """Every remote address cell of the context's families with its first-match map
     (``verdicts``: each rule's, by id).
 
-    The rules for any remote address cover every cell; a cell's map is theirs overlaid
-    with the few address-restricted rules covering it (``_overlay``), so the whole
+    The rules for any address cover every cell; a cell's map is theirs with the few
+    address-restricted rules covering it laid over (``_port_map``), so the whole
     partition of the selector axis is painted once per family, not once per cell."""
     rules = ruleset.rules
-    # the active rules (those for any address, and a mask of the others' ids) -> port map
-    maps: dict[tuple[tuple[int, ...], int], _PortMap] = {}  # (for both families)
-    painted: dict[tuple[int, ...], list[Run]] = {}  # the rules for any address -> their runs
-    ends_of: dict[tuple[int, ...], list[int]] = {}  # ... and the last selector of each run
-    regions: list[_Region] = []
+    space = _Space([], [], [], {}, set(), {})
+    place: dict[tuple[tuple[int, ...], int], int] = {}  # (the rules for any address, a mask of the others) -> map
+    bases: dict[tuple[int, ...], _Base] = {}  # the rules for any address -> their runs
     for family in context.local:
         # Rules for any address cover every cell: only the others cut the address space.
         everywhere: list[int] = []
@@ -356,138 +434,134 @@ def _regions(ruleset: Ruleset, context: _Context, number: int, verdicts: Sequenc
                 everywhere.append(i)
             elif rule.applies_to(family):
                 (everywhere if remote is None else restricted).append(i)
-        # the bits of the cut's masks are rule ids
-        spans_of = [(i, engine.network_spans(rules[i].remote(family))) for i in restricted]
-        starts, masks = engine.cut(spans_of, engine.ADDRESS_SIZE[family])
-        base = tuple(everywhere)
-        for mask, cells in engine.group(starts, masks, engine.ADDRESS_SIZE[family]).items():
-            if not base and not mask:
+        ids = tuple(everywhere)
+        if ids:
+            space.covered.add(family)
+        for mask, cells in _remote_cut(ruleset, family, tuple(restricted)).items():
+            if not ids and not mask:
                 continue  # left to the default
-            port_map = maps.get((base, mask))
-            if port_map is None:
-                runs = painted.get(base)
-                if runs is None:
-                    runs = painted[base] = _paint(ruleset, base, number)
+            m = place.get((ids, mask))
+            if m is None:
+                base = bases.get(ids)
+                if base is None:
+                    base = bases[ids] = _base(_paint(ruleset, ids, number), verdicts)
+                    space.bases.append(base)
+                alone: list[Run] = []
                 if mask:
                     extra = tuple(engine.bits(mask))
                     if len(extra) == 1:  # one rule decides all of its own selectors
                         alone = [(lo, hi, extra[0]) for lo, hi in _selectors(rules[extra[0]], number)]
                     else:
                         alone = _paint(ruleset, extra, number)
-                    ends = ends_of.get(base)
-                    if ends is None:
-                        ends = ends_of[base] = [hi for _, hi, _ in runs]
-                    runs = _overlay(runs, alone, ends)
-                port_map = maps[base, mask] = _port_map(runs, verdicts)
-            if port_map.runs:
-                regions.append(_Region(family, cells, port_map))
-    return regions
+                m = place[ids, mask] = len(space.maps)
+                space.maps.append(_port_map(base, alone, verdicts))
+                space.cells.append({})
+                base.maps |= 1 << m
+            space.cells[m][family] = cells
+            space.in_family[family] = space.in_family.get(family, 0) | 1 << m
+    return space
 
 
-def _cells(regions: list[_Region], family: int) -> tuple[Interval, ...]:
-    """The addresses of one family the ``regions`` cover, merged."""
-    mine = [r for r in regions if r.family == family]
-    if len(mine) == 1:  # a region's cells are merged already (engine.group joins them)
-        return tuple(mine[0].cells)
-    return tuple(merge_spans([c for r in mine for c in r.cells]))
-
-
-def _group_by_ports(regions: list[_Region], verdict: str) -> list[_Group]:
-    """Address cells with the same port set share a rule.
-
-    (Regions never share cells, so no two of these groups cover the same addresses:
-    there is nothing to merge afterwards.)"""
-    by_ports: dict[tuple[Interval, ...], list[_Region]] = {}
-    for region in regions:
-        if verdict in region.map.ports:
-            by_ports.setdefault(region.map.ports[verdict], []).append(region)
-    return [
-        _Group(
-            verdict,
-            ports,
-            _cells(members, 4),
-            _cells(members, 6),
-            frozenset().union(*(r.map.deciders[verdict] for r in members)),
-        )
-        for ports, members in by_ports.items()
-    ]
-
-
-def _group_by_addresses(regions: list[_Region], verdict: str) -> list[_Group]:
-    """Ports decided the same way over the same address set share a rule.
-
-    A sweep over the port space: at each run edge, the set of port maps whose runs cover
-    the port (the key of the group the port joins) and the rules deciding it change.
-    Regions sharing a port map always go together, so the sweep is over the maps."""
-    # Port maps with the same runs of this verdict always go together too.
-    regions_of: dict[tuple[Run, ...], list[_Region]] = {}
-    for region in regions:
-        of_verdict = region.map.runs.get(verdict)
-        if of_verdict is not None:
-            regions_of.setdefault(tuple(of_verdict), []).append(region)
-    members = list(regions_of)
-    if len(members) == 1:  # one port map: one group
-        chosen = regions_of[members[0]]
-        port_map = chosen[0].map
-        return [
-            _Group(
-                verdict,
-                port_map.ports[verdict],
-                _cells(chosen, 4),
-                _cells(chosen, 6),
-                port_map.deciders[verdict],
-            )
+def _groupings(space: _Space, verdicts: Sequence[str]) -> dict[str, tuple[list[_Group], list[_Group]]]:
+    """Per verdict, the cells' maps gathered into groups in two exact ways: ports decided
+    the same way over the same address set share a rule (by addresses), and address
+    cells with the same port set share a rule (by ports). ``verdicts``: each rule's."""
+    out = {}
+    for verdict in (BLOCK, ALLOW):
+        members = [m for m, port_map in enumerate(space.maps) if verdict in port_map.deciders]
+        if len(members) <= 1:  # no sweep: one map's ports are one group (in both ways)
+            port_map = space.maps[members[0]] if members else None
+            alone = [] if port_map is None else [_Group(
+                verdict, _ports(port_map, verdict, verdicts), *space.addresses(1 << members[0]),
+                port_map.deciders[verdict])]
+            out[verdict] = (alone, alone)
+            continue
+        # pos -> (maps, rule id) of the runs starting or ending there: a base's runs are
+        # the runs of all of its maps, each map's removed and added runs toggle it out
+        # and in again
+        toggles: dict[int, list[tuple[int, int]]] = {}
+        for base in space.bases:
+            _toggle(toggles, base.of_verdict.get(verdict, []), base.maps)
+        for m, port_map in enumerate(space.maps):
+            if verdict in port_map.changes:
+                _toggle(toggles, port_map.changes[verdict], 1 << m)
+        records = _sweep(toggles)
+        by_addresses = [
+            _Group(verdict, tuple(ports), *space.addresses(key), frozenset(deciders))
+            for key, (ports, deciders) in records.items()
         ]
-    # Most runs are the same in many members (the runs of the rules for any address):
-    # the sweep is over the distinct runs, each with the members it is in. A member has
-    # one run at a port at most, so the members of the runs covering a port are disjoint
-    # and each run's start and end toggle its members in the key.
-    members_of: dict[Run, int] = {}
-    for m, runs in enumerate(members):
-        for run in runs:
-            members_of[run] = members_of.get(run, 0) | 1 << m
-    starts: dict[int, list[tuple[int, int]]] = {}  # pos -> [(members, rule id)] of the runs starting there
-    ends: dict[int, list[tuple[int, int]]] = {}  # the same for the runs ending just before pos
-    for (lo, hi, rid), mask in members_of.items():
-        starts.setdefault(lo, []).append((mask, rid))
+        # The maps with the same port set are those in the same keys.
+        keys_of: dict[int, list[int]] = {}  # map -> the records it is in
+        parts = list(records.values())
+        for i, key in enumerate(records):
+            for m in engine.bits(key):
+                keys_of.setdefault(m, []).append(i)
+        classes: dict[tuple[int, ...], int] = {}  # records -> the maps in exactly those
+        for m, keys in keys_of.items():
+            classes[tuple(keys)] = classes.get(tuple(keys), 0) | 1 << m
+        by_ports = []
+        for mine, alike in classes.items():
+            ports = parts[mine[0]][0] if len(mine) == 1 else merge_spans([p for i in mine for p in parts[i][0]])
+            deciders = frozenset().union(*(space.maps[m].deciders[verdict] for m in engine.bits(alike)))
+            by_ports.append(_Group(verdict, tuple(ports), *space.addresses(alike), deciders))
+        out[verdict] = (by_addresses, by_ports)
+    return out
+
+
+def _ports(port_map: _PortMap, verdict: str, verdicts: Sequence[str]) -> tuple[Interval, ...]:
+    """The merged selectors a map decides with ``verdict``."""
+    runs = port_map.base.of_verdict.get(verdict, [])
+    if port_map.removed or port_map.added:
+        removed = set(port_map.removed)
+        runs = sorted([run for run in runs if run not in removed]
+                      + [run for run in port_map.added if verdicts[run[2]] == verdict])
+    merged: list[Interval] = []
+    for lo, hi, _ in runs:
+        if merged and merged[-1][1] + 1 == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return tuple(merged)
+
+
+def _toggle(toggles: dict[int, list[tuple[int, int]]], runs: list[Run], maps: int) -> None:
+    for lo, hi, rid in runs:
+        toggles.setdefault(lo, []).append((maps, rid))
         if hi < PORT_MAX:
-            ends.setdefault(hi + 1, []).append((mask, rid))
-    cuts = sorted(starts.keys() | ends.keys())
-    deciding: dict[int, int] = {}  # rule id -> how many of the runs covering the current port are its
-    key = 0  # the members deciding the current port, as a mask
-    by_key: dict[int, tuple[list[Interval], set[int]]] = {}
+            toggles.setdefault(hi + 1, []).append((maps, rid))
+
+
+def _sweep(toggles: dict[int, list[tuple[int, int]]]) -> dict[int, tuple[list[Interval], set[int]]]:
+    """A sweep over the port space, at the edges of one verdict's runs (``toggles``):
+    key (the maps deciding a port with the verdict, as a mask) -> its ports and the rules
+    deciding them."""
+    cuts = sorted(toggles)
+    key = 0
+    deciding: dict[int, int] = {}  # rule id -> the maps it decides the current port for
+    found: dict[int, tuple[list[Interval], set[int]]] = {}
     for k, pos in enumerate(cuts):
-        for mask, rid in ends.get(pos, ()):
-            key ^= mask
-            if deciding[rid] == 1:
-                del deciding[rid]
+        here = toggles[pos]
+        for maps, rid in here:
+            key ^= maps  # each map has one run at a port at most
+            mine = deciding.get(rid, 0) ^ maps
+            if mine:
+                deciding[rid] = mine
             else:
-                deciding[rid] -= 1
-        started = []  # the rules of the runs starting here
-        for mask, rid in starts.get(pos, ()):
-            key ^= mask
-            deciding[rid] = deciding.get(rid, 0) + 1
-            started.append(rid)
+                del deciding[rid]
         if not key:
             continue
         end = cuts[k + 1] - 1 if k + 1 < len(cuts) else PORT_MAX
-        found = by_key.get(key)
-        if found is None:
-            found = by_key[key] = ([], set())
-        ports, deciders = found
-        if ports and ports[-1][1] == pos - 1:  # the same key as just before: the rules that did
-            ports[-1] = (ports[-1][0], end)  # not change are in already
-            deciders.update(started)
+        record = found.get(key)
+        if record is None:
+            record = found[key] = ([], set())
+        ports, deciders = record
+        if ports and ports[-1][1] == pos - 1:  # the same key as just before: the rules not
+            ports[-1] = (ports[-1][0], end)  # toggled here are in already
+            deciders.update(rid for _, rid in here if rid in deciding)
         else:
             ports.append((pos, end))
             deciders.update(deciding)
-    groups = []
-    for key, (ports, deciders) in by_key.items():
-        chosen = [region for m in engine.bits(key) for region in regions_of[members[m]]]
-        groups.append(
-            _Group(verdict, tuple(ports), _cells(chosen, 4), _cells(chosen, 6), frozenset(deciders))
-        )
-    return groups
+    return found
 
 
 def _sort_groups(groups: list[_Group]) -> list[_Group]:
@@ -627,13 +701,16 @@ def _chunk(tokens: list[str], budget: int) -> list[list[str]]:
     return chunks
 
 
+def _list_length(tokens: list[str] | None) -> int:
+    return len(",".join(tokens)) if tokens is not None else 0
+
+
 def _split(
     ports: list[str] | None, remote: list[str] | None, avail: int
 ) -> list[tuple[list[str] | None, list[str] | None]]:
     """Cut a (ports x addresses) rule into product pieces that each fit ``avail``
     characters of list text, with as few pieces as a simple search finds."""
-    p_len = len(",".join(ports)) if ports is not None else 0
-    a_len = len(",".join(remote)) if remote is not None else 0
+    p_len, a_len = _list_length(ports), _list_length(remote)
     if p_len + a_len <= avail:
         return [(ports, remote)]
     if ports is None or remote is None:
@@ -691,6 +768,7 @@ class _Writer:
         self.final: dict[str, str] = {}  # text -> windows_text(text, DESCRIPTION_LIMIT)
         self.port_tokens: dict[tuple[Interval, ...], dict[str, PortRange]] = {}
         self.fixed: dict[tuple[object, ...], int] = {}
+        self.longest_of: dict[tuple[tuple[str, ...] | None, tuple[str, ...] | None], int] = {}
 
     def description(self, deciders: frozenset[int]) -> str:
         found = self.descriptions.get(deciders)
@@ -728,6 +806,15 @@ class _Writer:
             found = self.fixed[sizing] = len(add_rule_command(self.name, longest)) + len(_GUARD)
         return found
 
+    def longest(self, local: tuple[str, ...] | None, profiles: tuple[str, ...] | None) -> int:
+        """The most ``fixed_length`` gives for these local addresses and profiles: both
+        lists, the longer port option and direction, the longest protocol value."""
+        found = self.longest_of.get((local, profiles))
+        if found is None:
+            longest = WinRule(Direction.OUT, BLOCK, "icmpv6:255,255", (), (), "", local, profiles)
+            found = self.longest_of[local, profiles] = self.fixed_length(longest)
+        return found
+
     def count(self, direction: Direction, unit: _Unit, context: _Context, local: tuple[str, ...] | None,
               group: _Group) -> int | list[WinRule]:
         """``len(self.emit(...))`` when every line of the rules surely fits (no port token
@@ -735,16 +822,19 @@ class _Writer:
         making them: the rules of the grouping not kept are never made. Else the rules."""
         if local == () or (not group.v4 and all(hi <= 1 for _, hi in group.v6)):  # see _address_tokens
             return 0
+        profiles = None if context.profiles == engine.PROFILES else context.profiles
+        n = len(_protocol_values(unit.number, group.ports)) if unit.number in _ICMP else 1
+        most = 12 * len(group.ports) + 32 * len(group.v4) + 80 * len(group.v6)
+        if most <= LINE_BUDGET - self.longest(local, profiles):
+            return n  # fits, whatever the protocol value and lists are
         whole = all(group.addresses(f) == ((0, _FAMILY_MAX[f]),) for f in unit.families)
         addresses = 0 if whole else 32 * len(group.v4) + 80 * len(group.v6)
-        profiles = None if context.profiles == engine.PROFILES else context.profiles
-        values = _protocol_values(unit.number, group.ports)
-        for protocol, selectors in values:
+        for protocol, selectors in _protocol_values(unit.number, group.ports):
             sizing = WinRule(direction, group.verdict, protocol, None if selectors is None else (),
                              None if whole else (), "", local, profiles)
             if 12 * len(selectors or ()) + addresses > LINE_BUDGET - self.fixed_length(sizing):
                 return self.emit(direction, unit, context, local, group)
-        return len(values)
+        return n
 
     def emit(
         self, direction: Direction, unit: _Unit, context: _Context, local: tuple[str, ...] | None, group: _Group
@@ -761,9 +851,12 @@ class _Writer:
             port_objects = self.ports(selectors) if selectors is not None else {}
             port_tokens = list(port_objects) if selectors is not None else None
             remote_tokens = list(remote) if remote is not None else None
-            sizing = WinRule(direction, group.verdict, protocol, () if port_tokens is not None else None,
-                             () if remote_tokens is not None else None, "", local, profiles)
-            pieces = _split(port_tokens, remote_tokens, LINE_BUDGET - self.fixed_length(sizing))
+            avail = LINE_BUDGET - self.longest(local, profiles)
+            if _list_length(port_tokens) + _list_length(remote_tokens) > avail:  # the exact room, then
+                sizing = WinRule(direction, group.verdict, protocol, () if port_tokens is not None else None,
+                                 () if remote_tokens is not None else None, "", local, profiles)
+                avail = LINE_BUDGET - self.fixed_length(sizing)
+            pieces = _split(port_tokens, remote_tokens, avail)
             for n, (p, a) in enumerate(pieces, 1):
                 text = description if len(pieces) == 1 else f"{description} part {n}/{len(pieces)}"
                 out.append(WinRule(
@@ -813,12 +906,12 @@ def lower(ruleset: Ruleset) -> list[WinRule]:
         for unit in units:
             for context in _contexts(ruleset, covering_of[unit.number], unit.families):
                 local = _address_tokens(context.local, unit.families)
-                regions = _regions(ruleset, context, unit.number, verdicts)
+                groupings = _groupings(_space(ruleset, context, unit.number, verdicts), verdicts)
                 counted: dict[_Group, int | list[WinRule]] = {}  # both groupings often agree
                 for verdict in (BLOCK, ALLOW):
                     best: tuple[int, list[_Group]] | None = None
-                    for grouping in (_group_by_addresses, _group_by_ports):
-                        groups = _sort_groups(grouping(regions, verdict))
+                    for grouping in groupings[verdict]:
+                        groups = _sort_groups(grouping)
                         count = 0
                         for g in groups:
                             n = counted.get(g)
@@ -840,6 +933,8 @@ def _united_profiles(rules: list[WinRule]) -> list[WinRule]:
     """Rules that differ only in their profiles become one rule for all of them (in the
     place of the first): the contexts cut the profile axis wherever any rule limits
     its profiles, so a rule for every profile would otherwise repeat per context."""
+    if all(rule.profiles is None for rule in rules):  # each rule is for all of them already
+        return list(dict.fromkeys(rules))
     profiles: dict[WinRule, list[str]] = {}
     for rule in rules:
         key = rule._replace(profiles=None)
@@ -852,6 +947,11 @@ def _united_profiles(rules: list[WinRule]) -> list[WinRule]:
     return out
 
 
+#: netsh's protocol values that together name every IP protocol
+_EVERY_PROTOCOL = frozenset({str(n) for n in range(256)} | {"tcp", "udp", "icmpv4", "icmpv6"}) - {
+    str(TCP_NUMBER), str(UDP_NUMBER), str(ICMP_NUMBER), str(ICMPV6_NUMBER)}
+
+
 def _every_protocol(rules: list[WinRule]) -> list[WinRule]:
     """Rules that differ only in their protocol and together name every IP protocol
     (each on every port or ICMP type) become one ``protocol=any`` rule: netsh has no
@@ -862,10 +962,8 @@ def _every_protocol(rules: list[WinRule]) -> list[WinRule]:
         groups.setdefault((r.action, r.remote, r.local, r.profiles), []).append(r)
     merged: dict[int, WinRule] = {}  # id of the first rule of a merged group -> the merged rule
     dropped: set[int] = set()
-    every = {str(n) for n in range(256)} | {"tcp", "udp", "icmpv4", "icmpv6"}
-    every -= {str(TCP_NUMBER), str(UDP_NUMBER), str(ICMP_NUMBER), str(ICMPV6_NUMBER)}
     for members in groups.values():
-        if {r.protocol for r in members} >= every and len(members) == len(every):
+        if len(members) == len(_EVERY_PROTOCOL) and {r.protocol for r in members} >= _EVERY_PROTOCOL:
             first = members[0]
             merged[id(first)] = first._replace(protocol="any")
             dropped |= {id(r) for r in members[1:]}
