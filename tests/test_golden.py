@@ -16,13 +16,18 @@ from fwgen.registry import bundled
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
-EXAMPLES = sorted((ROOT / "policies").glob("*.yaml"))
+# the example policies, and the example fleet's hosts (whose outputs name their includes)
+EXAMPLES = sorted((ROOT / "policies").glob("*.yaml")) + sorted((ROOT / "policies" / "fleet").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("policy", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def _key(policy: Path) -> str:
+    return policy.stem if policy.parent.name == "policies" else f"{policy.parent.name}-{policy.stem}"
+
+
+@pytest.mark.parametrize("policy", EXAMPLES, ids=[_key(p) for p in EXAMPLES])
 def test_golden(policy: Path, request: pytest.FixtureRequest) -> None:
     result = build(str(policy), bundled())
-    expected_dir = GOLDEN / policy.stem
+    expected_dir = GOLDEN / _key(policy)
     if request.config.getoption("--update-golden"):
         for old in expected_dir.rglob("*"):
             if old.is_file():
@@ -40,4 +45,4 @@ def test_golden(policy: Path, request: pytest.FixtureRequest) -> None:
 
 
 def test_every_example_has_golden_files() -> None:
-    assert sorted(p.name for p in GOLDEN.iterdir()) == sorted(p.stem for p in EXAMPLES)
+    assert sorted(p.name for p in GOLDEN.iterdir()) == sorted(_key(p) for p in EXAMPLES)
