@@ -42,11 +42,23 @@ def test_installed_fwgen_builds_from_another_directory(tmp_path: Path) -> None:
     proc = subprocess.run([exe, "build", "edge.yaml", "-o", "built"], cwd=tmp_path, env=_clean_env(),
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
-    built = sorted(str(p.relative_to(tmp_path / "built")) for p in (tmp_path / "built").rglob("*") if p.is_file())
+    out = tmp_path / "built" / "edge"
+    built = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert built == ["iptables/rules.v4", "iptables/rules.v6", "nftables/edge.nft", "windows/edge.cmd"]
     golden = ROOT / "tests" / "golden" / "edge"
     for relative in built:
-        assert (tmp_path / "built" / relative).read_bytes() == (golden / relative).read_bytes(), relative
+        assert (out / relative).read_bytes() == (golden / relative).read_bytes(), relative
+
+    # a fleet, its shared files included, built from elsewhere in one command
+    shutil.copytree(ROOT / "policies" / "fleet", tmp_path / "fleet")
+    proc = subprocess.run([exe, "build", "fleet", "-o", "fleet-out"], cwd=tmp_path, env=_clean_env(),
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("wrote 9 files for 3 policies under fleet-out ")
+    for role in ("bastion", "db", "web"):
+        for relative in ("iptables/rules.v4", "iptables/rules.v6", f"nftables/{role}.nft"):
+            made = (tmp_path / "fleet-out" / role / relative).read_bytes()
+            assert made == (ROOT / "tests" / "golden" / f"fleet-{role}" / relative).read_bytes(), (role, relative)
 
     ports = subprocess.run([exe, "ports", "1274"], cwd=tmp_path, env=_clean_env(),
                            capture_output=True, text=True, check=True).stdout
