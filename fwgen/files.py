@@ -65,10 +65,6 @@ class Files:
         """Two paths naming the same file have the same key."""
         return os.path.realpath(path)
 
-    def remember(self, source: Source, sha256: str) -> None:
-        """Take ``source`` as the text of the file ``source.path`` (not read from disk)."""
-        self._loaded[self.key(source.path)] = Loaded(source, compose(source), sha256)
-
     def load(self, path: str) -> Loaded:
         """Read, decode and compose ``path`` (once per ``Files``); errors name ``display``."""
         key = self.key(path)

@@ -106,9 +106,7 @@ class Policy:
 
     def chained(self, error: PolicyError) -> PolicyError:
         """``error``, naming the includes that reached its file when that is an included one."""
-        if error.location is not None and not error.via and error.location.path in self.via:
-            error.via = self.via[error.location.path]
-        return error
+        return _chained(error, self.via)
 
     @functools.cached_property
     def service_names(self) -> tuple[str, ...]:
@@ -122,6 +120,12 @@ class Policy:
         """The file ``rule`` is written in, as outputs name it: "" for the policy itself,
         else the included file's path relative to the policy's directory."""
         return self._relative.get(rule.location.path, "") if self.includes else ""
+
+
+def _chained(error: PolicyError, via: dict[str, tuple[Location, ...]]) -> PolicyError:
+    if error.location is not None and not error.via and error.location.path in via:
+        error.via = via[error.location.path]
+    return error
 
 
 class Include(NamedTuple):
@@ -238,13 +242,6 @@ def load_policy(path: str, files: Files | None = None) -> Policy:
         raise loader.chained(error) from None
 
 
-def parse_policy(source: Source, sha256: str) -> Policy:
-    """A policy from its text alone (it may include nothing it cannot read from disk)."""
-    files = Files()
-    files.remember(source, sha256)
-    return load_policy(source.path, files)
-
-
 TOP_KEYS = (
     "version", "name", "description", "targets", "defaults", "monitor", "include", "networks", "services", "rules",
     "acknowledge", "antispoof", "windows",
@@ -300,9 +297,7 @@ class _Includes:
         self.services: dict[str, tuple[Text, ...]] = {}
 
     def chained(self, error: PolicyError) -> PolicyError:
-        if error.location is not None and not error.via and error.location.path in self.via:
-            error.via = self.via[error.location.path]
-        return error
+        return _chained(error, self.via)
 
     def policy(self) -> Policy:
         host = self.visit(self.path, (), (), host=True)
