@@ -138,9 +138,12 @@ def build(
     except PolicyError as error:  # an OS error: that line alone, not the warnings too
         _fail(error)
         return
+    shown: set[str] = set()  # a warning about a shared file, once for all the policies including it
     for host in result.hosts:
         for warning in host.warnings:
-            click.echo(str(warning), err=True)
+            if str(warning) not in shown:
+                shown.add(str(warning))
+                click.echo(str(warning), err=True)
     if to_stdout:
         many = len(files) > 1
         for relative, text in files.items():

@@ -153,3 +153,17 @@ def test_parallel_workers_leave_nothing_behind_on_an_error(fleet: Path, tmp_path
     code, stdout, _ = run("build", str(fleet), "-o", str(out), "-j", "2")
     assert code == 0 and stdout.startswith("wrote 20 files for 14 policies under ")
     assert not [p for p in out.rglob(".*")]  # no temporary file left
+
+
+def test_a_warning_about_a_shared_file_is_printed_once(tmp_path: Path) -> None:
+    shared = "version: 1\nrules:\n  - name: watch\n    action: monitor\n    ports: [mpshrsv]\n"
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "rules.yaml").write_text(shared, encoding="utf-8")
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"version: 1\nname: {name}\ndefaults: {{inbound: allow}}\nrules:\n  - include: base/rules.yaml\n",
+            encoding="utf-8")
+    code, _, stderr = run("build", str(tmp_path), "-o", str(tmp_path / "out"))
+    assert code == 0
+    shared_lines = [line for line in stderr.splitlines() if line.startswith(f"{tmp_path}/base/rules.yaml:")]
+    assert len(shared_lines) == 1 and "monitor rules become allow rules" in shared_lines[0], stderr
