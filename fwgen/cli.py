@@ -270,13 +270,10 @@ def lint(policies: tuple[str, ...], targets: tuple[str, ...], strict: bool, regi
     finding) or a policy does not load; list a finding's id under the policy's
     acknowledge: key to accept it.
     """
-    import os
-
     from fwgen.files import Files
-    from fwgen.fleet import policy_paths
+    from fwgen.fleet import load_hosts, policy_paths
     from fwgen.lint import exit_status
     from fwgen.lint import lint as run_lint
-    from fwgen.policy import Policy, load_policy
 
     try:
         registry = _registry(registry_path)
@@ -284,18 +281,9 @@ def lint(policies: tuple[str, ...], targets: tuple[str, ...], strict: bool, regi
     except PolicyError as error:
         _fail(error)
         return
-    files = Files()
-    loaded: list[tuple[str, Policy | PolicyError]] = []
-    for path in paths:
-        try:
-            loaded.append((path, load_policy(path, files)))
-        except PolicyError as error:
-            loaded.append((path, error))
-    included = {files.key(i.raw) for _, p in loaded if isinstance(p, Policy) for i in p.includes}
     status = 0
-    for path, policy in loaded:
-        if path in listed and os.path.realpath(path) in included:
-            continue  # a shared file of the fleet, linted as part of each policy including it
+    # a shared file of a fleet is linted as part of each policy including it
+    for _, policy in load_hosts(paths, listed, Files()):
         try:
             if isinstance(policy, PolicyError):
                 raise policy

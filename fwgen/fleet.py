@@ -19,6 +19,7 @@ from typing import NamedTuple
 from fwgen.build import BuildWarning, Staging, build
 from fwgen.errors import Location, PolicyError
 from fwgen.files import Files, list_yaml
+from fwgen.policy import Policy, load_policy
 from fwgen.registry import Registry
 
 # below this many policies per worker, a worker costs more than it saves
@@ -68,6 +69,19 @@ def policy_paths(arguments: Sequence[str]) -> tuple[list[str], set[str]]:
                 if directory:
                     listed.add(path)
     return paths, listed
+
+
+def load_hosts(paths: Sequence[str], listed: set[str], files: Files) -> list[tuple[str, Policy | PolicyError]]:
+    """Each policy (or the error that stops it), in order, less the files from a
+    directory (``listed``) that another of them includes: the hosts of a fleet."""
+    loaded: list[tuple[str, Policy | PolicyError]] = []
+    for path in paths:
+        try:
+            loaded.append((path, load_policy(path, files)))
+        except PolicyError as error:
+            loaded.append((path, error))
+    included = {files.key(i.raw) for _, p in loaded if isinstance(p, Policy) for i in p.includes}
+    return [(path, p) for path, p in loaded if path not in listed or files.key(path) not in included]
 
 
 _REGISTRY: Registry | None = None  # the workers' (set before they fork)

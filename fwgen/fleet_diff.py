@@ -148,23 +148,12 @@ def load_side(spec: str, registry: Registry) -> tuple[Side, list[str]]:
         files = Files()
         paths, _ = fleet.policy_paths([directory])
     side = Side(spec, directory, files)
-    policies: dict[str, Policy] = {}
-    failed: dict[str, str] = {}
-    for path in paths:
-        try:
-            policies[path] = load_policy(path, files)
-        except PolicyError as error:
-            failed[path] = str(error)
-    # as fleet.build_fleet: a listed file another policy includes is not a host
-    included = {files.key(include.raw) for policy in policies.values() for include in policy.includes}
     errors: list[str] = []
-    for path in paths:
-        if files.key(path) in included:
+    # as fleet.build_fleet: a listed file another policy includes is not a host
+    for path, policy in fleet.load_hosts(paths, set(paths), files):
+        if isinstance(policy, PolicyError):
+            errors.append(str(policy))
             continue
-        if path in failed:
-            errors.append(failed[path])
-            continue
-        policy = policies[path]
         try:
             diff.check(policy, registry)
         except PolicyError as error:
