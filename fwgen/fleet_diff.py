@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,17 +241,18 @@ def _hosts_word(count: int) -> str:
     return "host" if count == 1 else "hosts"
 
 
-def summary_lines(result: FleetDiff) -> list[str]:
+def summary_lines(result: FleetDiff, code: Callable[[str], str] = str) -> list[str]:
     """``base/rules.yaml changes 2 of 3 hosts (db, web)``, one per changed file; then the
-    hosts added and removed."""
+    hosts added and removed. ``code``: how a file or host name is written (markdown's
+    backticks)."""
     lines = []
     for change in result.files:
         status = "" if change.status == "changed" else f" ({change.status})"
         names = f" ({', '.join(change.hosts)})" if change.hosts else ""
-        lines.append(f"{change.file}{status} changes {len(change.hosts)} of {result.of} "
+        lines.append(f"{code(change.file)}{status} changes {len(change.hosts)} of {result.of} "
                      f"{_hosts_word(result.of)}{names}")
-    lines += [f"host added: {name} ({path})" for name, path in result.added.items()]
-    lines += [f"host removed: {name} ({path})" for name, path in result.removed.items()]
+    lines += [f"host added: {code(name)} ({code(path)})" for name, path in result.added.items()]
+    lines += [f"host removed: {code(name)} ({code(path)})" for name, path in result.removed.items()]
     return lines
 
 
@@ -289,13 +291,7 @@ def text(result: FleetDiff, namer: diff_format.PortNamer) -> str:
 def markdown(result: FleetDiff, namer: diff_format.PortNamer) -> str:
     code = diff_format.code
     out = [f"### fwgen diff: {code(result.old)} {diff_format.ARROW} {code(result.new)}", ""]
-    for change in result.files:
-        status = "" if change.status == "changed" else f" ({change.status})"
-        names = f" ({', '.join(change.hosts)})" if change.hosts else ""
-        out.append(f"- {code(change.file)}{status} changes {len(change.hosts)} of {result.of} "
-                   f"{_hosts_word(result.of)}{names}")
-    out += [f"- host added: {code(name)} ({code(path)})" for name, path in result.added.items()]
-    out += [f"- host removed: {code(name)} ({code(path)})" for name, path in result.removed.items()]
+    out += ["- " + line for line in summary_lines(result, code)]
     changed = [name for name, r in result.results.items() if r.changes]
     if len(out) > 2:
         out.append("")
