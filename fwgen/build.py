@@ -140,11 +140,14 @@ def _features(ruleset: Ruleset) -> list[tuple[Feature, int | None]]:
         rule.action is Action.DENY for rule in ruleset.rules)
     if ruleset.defaults.reject and denies:
         found.append((Feature.REJECT, None))
+    if ruleset.options.published_ports:
+        found.append((Feature.PUBLISHED_PORTS, None))
     return found
 
 
 _FEATURE_KEY = {Feature.INTERFACE: "interface", Feature.PROFILES: "profiles", Feature.MONITOR: "action",
                 Feature.LOG: "log"}
+_POLICY_FEATURE_KEY = {Feature.REJECT: ("defaults", "deny"), Feature.PUBLISHED_PORTS: ("published_ports",)}
 
 
 def check_targets(policy: Policy, ruleset: Ruleset, targets: tuple[str, ...]) -> list[BuildWarning]:
@@ -156,7 +159,7 @@ def check_targets(policy: Policy, ruleset: Ruleset, targets: tuple[str, ...]) ->
 
     def location(feature: Feature, index: int | None) -> Location:
         if index is None:
-            return where.top("defaults", "deny")
+            return where.top(*_POLICY_FEATURE_KEY[feature])
         return where.rule(source[index], _FEATURE_KEY[feature])
 
     features = _features(ruleset)

@@ -549,7 +549,7 @@ def diff(old: str, new: str, fmt: str, registry_path: str | None) -> None:
         click.echo(str(error), err=True)
         sys.exit(2)
     click.echo(render(result, registry, fmt), nl=False)
-    sys.exit(1 if result.changes else 0)
+    sys.exit(1 if result.changed else 0)
 
 
 def entry() -> None:

@@ -103,6 +103,13 @@ class DiffResult:
     new: str
     changes: tuple[Change, ...]
     metadata: tuple[str, ...]  # changed non-semantic fields: "name", "description", ...
+    # changed host-wide settings that decide verdicts beyond the rules' connections:
+    # "published_ports: ignore → enforce"
+    settings: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes or self.settings)
 
 
 # A rule as the diff reads it: its outcome, and its remote intervals per family
@@ -308,7 +315,7 @@ def diff_policies(old: Policy, new: Policy, registry: Registry) -> DiffResult:
                 pieces = memo[key] = side.pieces(mask)
             if pieces:
                 _collect(lines, direction, side, what, pieces, mentioned)
-    return DiffResult(old.path, new.path, _changes(lines), metadata_changes(old, new))
+    return DiffResult(old.path, new.path, _changes(lines), metadata_changes(old, new), setting_changes(old, new))
 
 
 def check(policy: Policy, registry: Registry) -> None:
@@ -375,6 +382,16 @@ def _changes(lines: dict[tuple[object, ...], list[tuple[int, int]]]) -> tuple[Ch
         c.interface_set or (),
     ))
     return tuple(changes)
+
+
+def setting_changes(old: Policy, new: Policy) -> tuple[str, ...]:
+    """``published_ports``: with enforce, forwarded connections to ports published to
+    local containers get the inbound verdicts; with ignore, the container runtime's."""
+    if old.published_ports == new.published_ports:
+        return ()
+    return (f"published_ports: {old.published_ports} → {new.published_ports} (connections to ports published "
+            "to local containers: " + ("judged by the inbound rules" if new.published_ports == "enforce"
+                                       else "no longer judged by the inbound rules") + ")",)
 
 
 def metadata_changes(old: Policy, new: Policy) -> tuple[str, ...]:

@@ -253,6 +253,7 @@ def text_lines(result: DiffResult, namer: PortNamer) -> list[str]:
             f"{change.direction} {what} {where_text(change)}: "
             f"{outcome_text(change.before, change.after)} {ARROW} {outcome_text(change.after, change.before)}"
         )
+    lines += result.settings
     if not lines:
         lines.append("no semantic change")
     if result.metadata:
@@ -287,8 +288,12 @@ def markdown(result: DiffResult, namer: PortNamer, heading: str | None = None) -
         out.append("")
         count = len(result.changes)
         out.append(f"{count} semantic change{'s' if count != 1 else ''}.")
-    else:
+    elif not result.settings:
         out.append("No semantic change.")
+    if result.settings:
+        if result.changes:
+            out.append("")
+        out += [f"- {_cell(text)}" for text in result.settings]
     if result.metadata:
         out.append("")
         out.append(f"Metadata changed: {', '.join(result.metadata)}.")
@@ -307,7 +312,7 @@ def as_json(result: DiffResult, namer: PortNamer) -> dict[str, Any]:
     return {
         "old": result.old,
         "new": result.new,
-        "changed": bool(result.changes),
+        "changed": result.changed,
         "count": len(result.changes),
         "changes": [
             {
@@ -327,6 +332,7 @@ def as_json(result: DiffResult, namer: PortNamer) -> dict[str, Any]:
             for c in result.changes
         ],
         "metadata_changed": list(result.metadata),
+        "settings_changed": list(result.settings),
     }
 
 

@@ -838,7 +838,7 @@ def format_answer(
     dims: dict[str, Any] = {"local": local, "interface": interface, "profile": profile, "icmp": icmp}
     label = query_label(explainer, direction, protocol, port, remote, **dims)
     peer = "from" if direction == "in" else "to"
-    note = linux_before_rules(protocol, icmp)
+    note = "; ".join(n for n in (linux_before_rules(protocol, icmp), published_note(explainer, direction)) if n)
     note = f"; {note}" if note else ""
     if remote is not None:
         verdict = explainer.verdict(direction, protocol, port, remote, **dims)
@@ -865,6 +865,19 @@ def linux_before_rules(protocol: str | int, icmp: IcmpQuery | None) -> str | Non
         return None
     fate = icmp_types.linux_fate(ICMP_FAMILY[number], icmp[0])
     return f"iptables and nftables decide this type before any rule: {fate}" if fate else None
+
+
+def judges_published(explainer: Explainer, direction: str) -> bool:
+    """Whether an inbound answer also holds for forwarded connections DNATed to a local
+    container (``published_ports: enforce``; the Linux targets)."""
+    return direction == "in" and explainer.policy.published_ports == "enforce"
+
+
+def published_note(explainer: Explainer, direction: str) -> str | None:
+    if not judges_published(explainer, direction):
+        return None
+    return ("the same for connections to ports published to local containers, by their original port and "
+            "address (published_ports: enforce; iptables and nftables)")
 
 
 def _fields(explainer: Explainer, verdict: Verdict, direction: str) -> dict[str, Any]:
@@ -924,4 +937,5 @@ def answer_json(
             for nets, verdict in regions
         ]
     out["linux_before_rules"] = linux_before_rules(protocol, icmp)
+    out["published_ports"] = judges_published(explainer, direction)
     return out

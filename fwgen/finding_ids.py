@@ -6,5 +6,6 @@ two lists equal."""
 IDS = (
     "shadowed", "redundant", "partly-overridden", "unauthorized-port", "ssh-lockout", "rdp-lockout",
     "no-dns-out", "no-ntp-out", "dhcpv6-replies", "dhcpv4-client", "dhcpv4-renew", "dhcpv6-solicit",
-    "ipv4-only-any", "icmp-state", "log-on-monitor", "wide-open", "reject-log-rate", "unused-acknowledge",
+    "ipv4-only-any", "icmp-state", "log-on-monitor", "wide-open", "reject-log-rate", "published-ports-closed",
+    "unused-acknowledge",
 )

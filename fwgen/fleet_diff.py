@@ -115,7 +115,7 @@ class FleetDiff:
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.removed or any(r.changes for r in self.results.values()))
+        return bool(self.added or self.removed or any(r.changed for r in self.results.values()))
 
 
 # ---------------------------------------------------------------------- the sides
@@ -229,9 +229,9 @@ def _changes_host(host: Host, overlay: OverlayFiles, whole: DiffResult, registry
     differently; when that cannot be read alone, whether the host changed at all."""
     try:
         alone = load_policy(host.path, overlay)
-        return bool(diff.diff_policies(host.policy, alone, registry).changes)
+        return bool(diff.diff_policies(host.policy, alone, registry).changed)
     except PolicyError:
-        return bool(whole.changes)
+        return whole.changed
 
 
 # ---------------------------------------------------------------------- output
@@ -259,7 +259,7 @@ def summary_lines(result: FleetDiff, code: Callable[[str], str] = str) -> list[s
 def _shown(result: FleetDiff) -> list[str]:
     """The hosts that get a section: changed, metadata changed, or own file edited."""
     return [name for name, r in result.results.items()
-            if r.changes or r.metadata or name in result.own_changed]
+            if r.changed or r.metadata or name in result.own_changed]
 
 
 def _heading(result: FleetDiff, name: str) -> tuple[str, str]:
@@ -268,7 +268,7 @@ def _heading(result: FleetDiff, name: str) -> tuple[str, str]:
     by = result.changed_by[name]
     if by:
         return own, "changed by " + ", ".join(by)
-    return own, "changed by the changed files together" if result.results[name].changes else ""
+    return own, "changed by the changed files together" if result.results[name].changed else ""
 
 
 def text(result: FleetDiff, namer: diff_format.PortNamer) -> str:
@@ -292,7 +292,7 @@ def markdown(result: FleetDiff, namer: diff_format.PortNamer) -> str:
     code = diff_format.code
     out = [f"### fwgen diff: {code(result.old)} {diff_format.ARROW} {code(result.new)}", ""]
     out += ["- " + line for line in summary_lines(result, code)]
-    changed = [name for name, r in result.results.items() if r.changes]
+    changed = [name for name, r in result.results.items() if r.changed]
     if len(out) > 2:
         out.append("")
     if changed:
@@ -316,7 +316,7 @@ def _markdown_note(result: FleetDiff, name: str) -> str:
     by = result.changed_by[name]
     if by:
         parts.append(f"Changed by {', '.join(code(f) for f in by)}.")
-    elif result.results[name].changes:
+    elif result.results[name].changed:
         parts.append("Changed by the changed files together.")
     return " ".join(parts) or f"Own file {code(result.own[name])}."
 

@@ -213,6 +213,8 @@ class Options(NamedTuple):
 
     antispoof: bool = True  # drop packets failing the reverse-path check (rpfilter / fib)
     windows_exclusive: bool = False  # Windows: the default deny as explicit block rules
+    # forwarded new connections DNATed to a local container are judged by the inbound rules
+    published_ports: bool = False
 
 
 class SourceInfo(NamedTuple):

@@ -859,6 +859,39 @@ def reject_log_rate(ctx: Context) -> Yield:
         )
 
 
+@check("published-ports-closed")
+def published_ports_closed(ctx: Context) -> Yield:
+    """`published_ports: enforce` with the default inbound deny: every port published to
+    a local container that no inbound rule allows is closed.
+
+    With `enforce`, a connection to a port Docker publishes (`docker run -p 8080:80`) or a
+    Kubernetes NodePort is judged by the inbound rules by the port it was sent to (8080),
+    so the default inbound deny now applies to it too. Check the published ports
+    (`docker ps`, `kubectl get svc`) against the inbound rules, with `fwgen explain`.
+
+    Example::
+
+        version: 1
+        published_ports: enforce
+        rules:
+          - name: ssh
+            action: allow
+            ports: [ssh]
+
+    Finding::
+
+        example.yaml:2:18: warning: published_ports: enforce with the default inbound deny: a port published
+        to a local container (docker run -p, a NodePort) is reachable only where an inbound rule allows its
+        host port [published-ports-closed]
+    """
+    if ctx.ruleset.options.published_ports and ctx.default(IN) is Action.DENY and set(ctx.targets) & set(
+            LINUX_TARGETS):
+        yield ctx.where.top("published_ports"), (
+            "published_ports: enforce with the default inbound deny: a port published to a local container "
+            "(docker run -p, a NodePort) is reachable only where an inbound rule allows its host port"
+        )
+
+
 @check("unused-acknowledge", "warning", after=True)
 def unused_acknowledge(ctx: Context) -> Yield:
     """An `acknowledge:` entry that silences nothing.

@@ -90,6 +90,7 @@ class Policy:
     forward: str = "deny"  # allow | deny: routed traffic (iptables' FORWARD policy)
     antispoof: bool = True
     windows_exclusive: bool = False
+    published_ports: str = "ignore"  # ignore | enforce: DNATed forwarded connections judged by the inbound rules
     targets: tuple[Text, ...] | None = None  # the outputs the policy is for; None = all of them
     # every included file, in the order the includes first reached it
     includes: tuple[Include, ...] = ()
@@ -244,7 +245,7 @@ def load_policy(path: str, files: Files | None = None) -> Policy:
 
 TOP_KEYS = (
     "version", "name", "description", "targets", "defaults", "monitor", "include", "networks", "services", "rules",
-    "acknowledge", "antispoof", "windows",
+    "acknowledge", "antispoof", "windows", "published_ports",
 )
 # what an included file may hold: the rest belongs to the host policy
 FRAGMENT_KEYS = ("version", "include", "networks", "services", "rules")
@@ -533,6 +534,9 @@ def _host_policy(host: _Fragment, rules: tuple[PolicyRule, ...], **loaded: objec
         if "forward" in defaults:
             forward = reader.choice(defaults["forward"][1], "defaults.forward", ("allow", "deny"))
     antispoof = reader.boolean(top["antispoof"][1], "antispoof") if "antispoof" in top else True
+    published_ports = "ignore"
+    if "published_ports" in top:
+        published_ports = reader.choice(top["published_ports"][1], "published_ports", ("ignore", "enforce"))
     windows_exclusive = False
     if "windows" in top:
         windows = reader.mapping(top["windows"][1], "windows", WINDOWS_KEYS)
@@ -564,7 +568,7 @@ def _host_policy(host: _Fragment, rules: tuple[PolicyRule, ...], **loaded: objec
         inbound=inbound, outbound=outbound, deny=deny,
         log_prefix=prefix, rate=rate, rate_per=per, rules=rules, acknowledge=acknowledge,
         forward=forward, antispoof=antispoof, windows_exclusive=windows_exclusive, targets=targets,
-        document=Document(source, host.loaded.root), **loaded,  # type: ignore[arg-type]
+        published_ports=published_ports, document=Document(source, host.loaded.root), **loaded,  # type: ignore[arg-type]
     )
 
 

@@ -191,6 +191,10 @@ CASES = [
      "targets_typo.yaml:2:11: a target must be one of iptables | nftables | windows, got text 'iptable'"),
     ("targets_twice.yaml", "version: 1\ntargets: [nftables, nftables]\n",
      "targets_twice.yaml:2:21: target 'nftables' is listed twice (first at line 2)"),
+    ("published_typo.yaml", "version: 1\npublished_ports: enforced\n",
+     "published_typo.yaml:2:18: published_ports must be one of ignore | enforce, got text 'enforced'"),
+    ("published_bool.yaml", "version: 1\npublished_ports: true\n",
+     "published_bool.yaml:2:18: published_ports must be one of ignore | enforce, got a boolean 'true'"),
     ("targets_empty.yaml", "version: 1\ntargets: []\n",
      "targets_empty.yaml:2:10: targets is an empty list; omit the key instead"),
 ]

@@ -228,7 +228,7 @@ def test_json(work: Path) -> None:
     result = run("edge.yaml", "new2.yaml", "--format", "json")
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
-    assert list(doc) == ["old", "new", "changed", "count", "changes", "metadata_changed"]
+    assert list(doc) == ["old", "new", "changed", "count", "changes", "metadata_changed", "settings_changed"]
     assert (doc["old"], doc["new"], doc["changed"], doc["count"]) == ("edge.yaml", "new2.yaml", True, 8)
     assert doc["metadata_changed"] == []
     ssh = [c for c in doc["changes"] if c["ports"] == [[22, 22]]]
@@ -267,8 +267,28 @@ def test_json_no_change(work: Path) -> None:
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {
         "old": "edge.yaml", "new": "desc.yaml", "changed": False, "count": 0, "changes": [],
-        "metadata_changed": ["description"],
+        "metadata_changed": ["description"], "settings_changed": [],
     }
+
+
+def test_published_ports_is_a_semantic_change(work: Path) -> None:
+    """Turning published_ports on changes the fate of connections to published container
+    ports, which the inbound rules alone do not show: exit 1, one line in each format."""
+    edited("edge.yaml", "enforce.yaml", "version: 1\n", "version: 1\npublished_ports: enforce\n")
+    line = ("published_ports: ignore → enforce (connections to ports published to local containers: judged by "
+            "the inbound rules)")
+    result = run("edge.yaml", "enforce.yaml")
+    assert (result.exit_code, result.stdout) == (1, line + "\n")
+    back = run("enforce.yaml", "edge.yaml", "--format", "json")
+    assert back.exit_code == 1
+    doc = json.loads(back.stdout)
+    assert (doc["changed"], doc["count"], doc["settings_changed"]) == (True, 0, [
+        "published_ports: enforce → ignore (connections to ports published to local containers: no longer "
+        "judged by the inbound rules)"])
+    markdown = run("edge.yaml", "enforce.yaml", "--format", "markdown")
+    assert markdown.exit_code == 1 and f"- {line}\n" in markdown.stdout and "No semantic change" not in markdown.stdout
+    same = run("enforce.yaml", "enforce.yaml")
+    assert (same.exit_code, same.stdout) == (0, "no semantic change\n")
 
 
 # ---------------------------------------------------------------------- trouble: exit 2

@@ -484,7 +484,7 @@ def test_json_with_remote(monkeypatch: pytest.MonkeyPatch) -> None:
     assert doc["verdicts"] == [{
         "port": 22, "port_names": ["ssh"], "verdict": "allow", "rule": "admin-ssh",
         "file": "policies/edge.yaml", "line": 15, "default": None, "logged": False, "enforced": "accept",
-        "depends": [], "linux_before_rules": None,
+        "depends": [], "linux_before_rules": None, "published_ports": False,
     }]
 
 
@@ -495,7 +495,8 @@ def test_json_without_remote(monkeypatch: pytest.MonkeyPatch) -> None:
     doc = json.loads(out)
     assert doc["query"]["port"] == 22 and doc["query"]["remote"] is None
     (answer,) = doc["verdicts"]
-    assert list(answer) == ["port", "port_names", *VERDICT_KEYS, "regions", "linux_before_rules"]
+    assert list(answer) == ["port", "port_names", *VERDICT_KEYS, "regions", "linux_before_rules",
+                            "published_ports"]
     assert all(answer[k] is None for k in VERDICT_KEYS)  # depends on the address
     allow, deny = answer["regions"]
     assert list(allow) == ["networks", *VERDICT_KEYS]
@@ -1198,7 +1199,7 @@ def test_cli_new_options_json(host: str) -> None:
                             "protocol_number": 6, "icmp_type": None, "local": None, "interface": None,
                             "profile": "domain"}
     (answer,) = doc["verdicts"]
-    assert list(answer) == ["port", "port_names", *VERDICT_KEYS, "linux_before_rules"]
+    assert list(answer) == ["port", "port_names", *VERDICT_KEYS, "linux_before_rules", "published_ports"]
     assert (answer["verdict"], answer["default"], answer["enforced"]) == ("deny", "inbound deny", "reject")
     assert answer["depends"] == [{
         "requires": {"interface": ["wg0"]}, "verdict": "allow", "rule": "vpn-admin", "file": host, "line": 22,

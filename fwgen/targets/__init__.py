@@ -32,6 +32,7 @@ class Feature(enum.Enum):
     REJECT = "reject"  # defaults.deny: reject
     MONITOR = "monitor"  # action: monitor (counted, logged, rate-limited)
     LOG = "log"  # log: true on an allow or deny rule
+    PUBLISHED_PORTS = "published_ports"  # published_ports: enforce (DNATed forwarded connections)
 
 
 class Target(NamedTuple):
@@ -67,6 +68,9 @@ TARGETS: tuple[Target, ...] = (
             "limit or counters, so logging of allowed connections is enabled for all profiles",
             Feature.LOG: "log: true becomes logging of all allowed (or dropped) connections for all profiles "
             "(no per-rule logging)",
+            Feature.PUBLISHED_PORTS: "published_ports: enforce has no effect; Windows Firewall sees no "
+            "DNATed forwarded connections to judge (container port mappings there are WinNAT's and the "
+            "Host Network Service's)",
         },
     ),
 )

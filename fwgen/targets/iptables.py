@@ -24,7 +24,7 @@ and fills them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from fwgen import render as rendering
@@ -60,6 +60,8 @@ TEMPLATE = BY_NAME[NAME].template
 LINES = BY_NAME[NAME].lines
 MULTIPORT_SLOTS = 15
 REJECT_CHAIN = "fwgen-reject"
+PUBLISHED_CHAIN = "fwgen-published"
+DOCKER_USER = "DOCKER-USER"
 _PER = {"second": "second", "minute": "minute", "hour": "hour"}
 EVERY_PROTOCOL = ((0, WHAT_SIZE - 1),)
 
@@ -116,6 +118,9 @@ def port_chunks(ranges: Sequence[tuple[int, int]], shape: rendering.Shapes | Non
     return [shape.ports(",".join(chunk)) for chunk in chunks]
 
 
+PortMatches = Callable[[Sequence[tuple[int, int]], rendering.Shapes], list[str]]
+
+
 def _verdict(ruleset: Ruleset, action: Action) -> str:
     if action is Action.DENY:
         return REJECT_CHAIN if ruleset.defaults.reject else "DROP"
@@ -128,14 +133,23 @@ def _target(ruleset: Ruleset, rule: Rule) -> str:
     return chain_name(rule) if rule.logged else _verdict(ruleset, rule.action)
 
 
-def _protocol_parts(rule: Rule) -> list[tuple[str, str]]:
+def _original_ports(ranges: Sequence[tuple[int, int]], shape: rendering.Shapes) -> list[str]:
+    """Matches on a connection's original destination port (before DNAT), one per range:
+    conntrack takes one port or range per match, there is no multiport for it."""
+    if len(ranges) == 1 and ranges[0] == (PORT_MIN, PORT_MAX):
+        return [""]
+    return [shape.original_port(str(lo) if lo == hi else f"{lo}:{hi}") for lo, hi in ranges]
+
+
+def _protocol_parts(rule: Rule, ports_of: PortMatches = port_chunks) -> list[tuple[str, str]]:
     """The (protocol, port or ICMP type) matches of a rule, one per line it needs, as
-    (protocol match, selector match); one empty pair when it matches every protocol."""
+    (protocol match, selector match); one empty pair when it matches every protocol.
+    ``ports_of`` writes the port matches (``--dport``, or the original destination port)."""
     shape = shapes()
     if rule.other and rule.what() == EVERY_PROTOCOL:  # tcp and udp ports alone never are every protocol
         return [("", "")]
     parts = [(shape.protocol(proto.value), ports) for proto, ranges in rule.ports
-             for ports in port_chunks(ranges, shape)]
+             for ports in ports_of(ranges, shape)]
     for number, selectors in by_protocol(rule.other).items():
         head = shape.protocol(str(number))
         if number in (ICMP_NUMBER, ICMPV6_NUMBER) and selectors != [(0, 0xFFFF)]:
@@ -289,6 +303,67 @@ def _raw_lines(ruleset: Ruleset) -> list[str]:
                  "antispoof: the source is not routed back through the arrival interface")]
 
 
+class Published(NamedTuple):
+    lines: list[str]  # the judging chain's lines
+    chains: list[str]  # the logged rules' own chains
+    chain_lines: list[str]  # their lines
+    uses_reject: bool
+
+
+def published_chain_name(rule: Rule) -> str:
+    return f"fwgen-published-{rule.index}"  # <= 28 characters for any realistic index
+
+
+def published(ruleset: Ruleset, family: Family, shared: _Lowering, chain: str = PUBLISHED_CHAIN) -> Published:
+    """``published_ports: enforce``: ``chain`` judges forwarded new connections that were
+    DNATed to a local container by the inbound rules, in order, on the connection's
+    original destination port and address (``--ctorigdstport``, ``--ctorigdst``); the
+    remote address, protocol and arrival interface DNAT leaves as they were. A connection
+    a rule allows returns, so the container runtime's own chains still decide (Docker's
+    accept only what it published); a denied one is dropped (or rejected) here."""
+    shape = shapes()
+    lines: list[str] = []
+    chains: list[str] = []
+    chain_lines: list[str] = []
+    uses_reject = False
+    for rule in ruleset.rules_for(Direction.IN, family.number):
+        verdict = "RETURN" if rule.accepts else _verdict(ruleset, Action.DENY)
+        uses_reject |= verdict == REJECT_CHAIN
+        comment, target = shared.comment(rule), verdict
+        if rule.logged:  # its own chain: the rate-limited LOG, then the verdict
+            target = published_chain_name(rule)
+            chains.append(target)
+            chain_lines += [shape.log_rule(target, shared.rate, shared.burst, log_tag(ruleset, rule)),
+                            shape.rule(target, "", comment, verdict)]
+        interfaces = [shape.in_interface(name.replace("*", "+")) for name in rule.interfaces or ()] or [""]
+        remote_nets, local_nets = network_texts(ruleset, rule, family.number)
+        remotes = [shape.source(net) for net in remote_nets or ()] or [""]
+        locals_ = [shape.original_destination(net) for net in local_nets or ()] or [""]
+        lines += [
+            shape.rule(chain, via + protocol + remote + local + selector, comment, target)
+            for via in interfaces
+            for protocol, selector in _protocol_parts(rule, _original_ports)
+            for remote in remotes
+            for local in locals_
+        ]
+    if ruleset.defaults.inbound is Action.DENY:
+        lines.append(line(chain, "", _verdict(ruleset, Action.DENY), "default: inbound deny (published ports)"))
+        uses_reject |= ruleset.defaults.reject
+    return Published(lines, chains, chain_lines, uses_reject)
+
+
+def _docker_user_jumps(chain: str = PUBLISHED_CHAIN) -> list[str]:
+    """Table mode: the filter table is replaced whole, so it declares Docker's hook chain
+    DOCKER-USER itself, first in FORWARD, as Docker does (Docker keeps an existing
+    DOCKER-USER and its rules when it starts, and moves the FORWARD jump to the top)."""
+    shape = shapes()
+    return [
+        line("FORWARD", "", DOCKER_USER, "published_ports: Docker's hook chain, first in FORWARD"),
+        line(DOCKER_USER, shape.conntrack("NEW") + shape.conntrack("DNAT"), chain,
+             "published_ports: new connections DNATed to a local container"),
+    ]
+
+
 def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> dict[str, object]:
     """The template's view model for one family (``shared``: what the other family's
     lowering already made)."""
@@ -317,7 +392,14 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
             default is Action.DENY
             or any(rule.action is Action.DENY for rule in ruleset.rules_for(direction, family.number))
         )
-    user_chains = ([REJECT_CHAIN] if uses_reject else []) + [chain_name(rule) for rule in logged]
+    user_chains = [chain_name(rule) for rule in logged]
+    if ruleset.options.published_ports:
+        judged = published(ruleset, family, shared)
+        lines += _docker_user_jumps() + judged.lines
+        rule_lines += judged.chain_lines
+        user_chains = [DOCKER_USER, PUBLISHED_CHAIN] + user_chains + judged.chains
+        uses_reject |= judged.uses_reject
+    user_chains = ([REJECT_CHAIN] if uses_reject else []) + user_chains
     reject_lines = [
         line(REJECT_CHAIN, shape.protocol("tcp"), shape.reject("tcp-reset")),
         line(REJECT_CHAIN, shape.protocol("udp"), shape.reject(family.icmp_unreachable)),

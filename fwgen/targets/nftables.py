@@ -58,6 +58,7 @@ LINES = BY_NAME[NAME].lines
 ELEMENTS_PER_LINE = 12
 MAP_ELEMENTS_PER_LINE = 6
 REJECT_CHAIN = "deny_reject"
+PUBLISHED_DEFAULT = "default_published"  # the counter of the published chain's default deny
 
 _ICMPV6_NAMES = {
     1: "destination-unreachable", 2: "packet-too-big", 3: "time-exceeded",
@@ -156,9 +157,10 @@ _ICMP_FAMILY = {ICMP_NUMBER: "icmp", ICMPV6_NUMBER: "icmpv6"}
 EVERY_PROTOCOL = ((0, WHAT_SIZE - 1),)
 
 
-def _protocol_matches(rule: Rule, obj: str) -> tuple[list[NftSet], list[str]]:
+def _protocol_matches(rule: Rule, obj: str, published: bool = False) -> tuple[list[NftSet], list[str]]:
     """The rule's (protocol, port or ICMP type) matches, one per line it needs: named
-    sets for its tcp and udp ports; nothing at all when it matches every protocol."""
+    sets for its tcp and udp ports (``published``: matched on the connection's original
+    destination port); nothing at all when it matches every protocol."""
     shape = shapes()
     if rule.other and rule.what() == EVERY_PROTOCOL:  # tcp and udp ports alone never are every protocol
         return [], [""]
@@ -172,7 +174,7 @@ def _protocol_matches(rule: Rule, obj: str) -> tuple[list[NftSet], list[str]]:
             continue
         set_name = f"{obj}_{suffix}"
         sets.append(NftSet(set_name, "inet_service", _elements([str(r) for r in ranges])))
-        matches.append(shape.port_in_set(l4, set_name))
+        matches.append((shape.original_port_in_set if published else shape.port_in_set)(l4, set_name))
     whole: list[int] = []  # protocols matched on every packet
     for number, selectors in by_protocol(rule.other).items():
         family = _ICMP_FAMILY.get(number)
@@ -193,11 +195,13 @@ def _protocol_matches(rule: Rule, obj: str) -> tuple[list[NftSet], list[str]]:
     return sets, matches
 
 
-def _lower_single(ruleset: Ruleset, rule: Rule) -> tuple[list[NftSet], list[str]]:
+def _lower_single(ruleset: Ruleset, rule: Rule, published: bool = False) -> tuple[list[NftSet], list[str]]:
     """A rule with any match beyond ports: named sets for its ports and networks, one
-    base-chain rule per (family, interface, protocol part)."""
+    base-chain rule per (family, interface, protocol part). ``published``: an inbound
+    rule's lines for the published chain, on the original destination port and address
+    (the sets are the input chain's)."""
     obj, shape = object_name(rule), shapes()
-    sets, protocol_matches = _protocol_matches(rule, obj)
+    sets, protocol_matches = _protocol_matches(rule, obj, published)
     inbound = rule.direction is Direction.IN
     remote_field, local_field = ("saddr", "daddr") if inbound else ("daddr", "saddr")
     address_matches: list[str] = []
@@ -212,7 +216,10 @@ def _lower_single(ruleset: Ruleset, rule: Rule) -> tuple[list[NftSet], list[str]
             if networks:
                 set_name = f"{obj}_{suffix}"
                 sets.append(NftSet(set_name, nft_type, _elements(_networks(networks, text or []))))
-                parts.append(shape.address_in_set(l3, field, set_name))
+                if published and field == "daddr":
+                    parts.append(shape.original_address_in_set(l3, set_name))
+                else:
+                    parts.append(shape.address_in_set(l3, field, set_name))
         address_matches.append(" ".join(parts))
     if not address_matches:
         address_matches = [""]
@@ -236,9 +243,10 @@ def _run_comment(ruleset: Ruleset, run: Run) -> str:
     return sanitize.nft_comment(f"first match of rules {first.name} .. {last.name} ({where})")
 
 
-def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet], list[str]]:
+def _lower_run(ruleset: Ruleset, run: Run, map_name: str, published: bool = False) -> tuple[list[NftSet], list[str]]:
     """Consecutive port-only rules: one verdict map lookup per protocol group, mapping
-    each port interval to its first-match rule's verdict."""
+    each port interval to its first-match rule's verdict (``published``: looked up by
+    the original destination port)."""
     dispatch = {rule.index: _dispatch(rule) for rule in run.rules}
     maps = {
         proto: [f"{lo} : {verdict}" if lo == hi else f"{lo}-{hi} : {verdict}" for lo, hi, verdict in join_touching(
@@ -252,7 +260,7 @@ def _lower_run(ruleset: Ruleset, run: Run, map_name: str) -> tuple[list[NftSet],
         name = f"{map_name}_{suffix}"
         sets.append(NftSet(name, "inet_service : verdict", _elements(
             maps[Protocol.UDP if suffix == "udp" else Protocol.TCP], MAP_ELEMENTS_PER_LINE)))
-        rules.append(nft_rule(shape.port_vmap(l4, name), comment))
+        rules.append(nft_rule((shape.original_port_vmap if published else shape.port_vmap)(l4, name), comment))
     return sets, rules
 
 
@@ -306,6 +314,29 @@ def _prerouting() -> NftChain:
     ))
 
 
+def _published_chain(ruleset: Ruleset) -> NftChain:
+    """``published_ports: enforce``: a forward-hook chain that judges new connections
+    DNATed to a local container (Docker published ports, Kubernetes NodePorts) by the
+    inbound rules, in order, on the connection's original destination port and address
+    (``ct original proto-dst``, ``ct original ip daddr``), using the input chain's maps
+    and sets. Its accept ends only this chain (the runtime's own chains still decide);
+    its drop is final."""
+    shape = shapes()
+    rules = [
+        nft_rule(f"{shape.not_new()} accept", "published_ports: only new connections are judged"),
+        nft_rule(f"{shape.not_dnat()} accept", "published_ports: only connections DNATed to this host"),
+    ]
+    for number, segment in enumerate(plan(ruleset, Direction.IN), start=1):
+        if isinstance(segment, Run):
+            rules.extend(_lower_run(ruleset, segment, f"input_{number}", published=True)[1])
+        else:
+            rules.extend(_lower_single(ruleset, segment.rule, published=True)[1])
+    if ruleset.defaults.inbound is Action.DENY:
+        rules.append(nft_rule(shape.counted(PUBLISHED_DEFAULT, _verdict(ruleset, Action.DENY)),
+                              "default: inbound deny (published ports)"))
+    return NftChain("published", shape.base_chain("forward", "accept"), tuple(rules))
+
+
 def lower(ruleset: Ruleset) -> dict[str, object]:
     """The template's view model: sets, verdict maps, per-rule chains and the two base chains."""
     sets: list[NftSet] = []
@@ -340,12 +371,17 @@ def lower(ruleset: Ruleset) -> dict[str, object]:
     uses_reject = ruleset.defaults.reject and (
         bool(defaults_deny) or any(rule.action is Action.DENY for rule in ruleset.rules)
     )
+    counters = [object_name(rule) for rule in identities] + [
+        f"default_{'input' if d is Direction.IN else 'output'}" for d in defaults_deny]
+    if ruleset.options.published_ports:
+        base_chains.append(_published_chain(ruleset))
+        if ruleset.defaults.inbound is Action.DENY:
+            counters.append(PUBLISHED_DEFAULT)
     return {
         "header": [sanitize.shell_comment(line) for line in rendering.header_lines(ruleset, NAME)],
         "description": sanitize.shell_comment(ruleset.description, 500),
         "table": ruleset.name,
-        "counters": [object_name(rule) for rule in identities]
-        + [f"default_{'input' if d is Direction.IN else 'output'}" for d in defaults_deny],
+        "counters": counters,
         "sets": sets,
         "reject_chain": REJECT_CHAIN if uses_reject else "",
         "rule_chains": [_identity_chain(ruleset, rule, rate, burst) for rule in identities],
