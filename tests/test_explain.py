@@ -1313,3 +1313,17 @@ def test_doc_python_session_is_real(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     failures = io.StringIO()
     runner.run(test, out=failures.write)
     assert runner.failures == 0, failures.getvalue()
+
+
+def test_published_ports_enforce_says_the_verdict_holds_for_published_ports() -> None:
+    policy = str(ROOT / "policies" / "docker-host.yaml")
+    code, out, _ = run(policy, "--direction", "in", "--protocol", "tcp", "--port", "8080", "--remote", "203.0.113.5")
+    assert (code, out) == (0, "in tcp 8080 (http-alt) from 203.0.113.5: deny by drop, logged (rule app-others, "
+                              f"{policy}:29); the same for connections to ports published to local containers, by "
+                              "their original port and address (published_ports: enforce; iptables and nftables)\n")
+    code, out, _ = run(policy, "--direction", "out", "--protocol", "tcp", "--port", "8080", "--json")
+    assert json.loads(out)["verdicts"][0]["published_ports"] is False  # outbound: nothing is published
+    code, out, _ = run(policy, "--direction", "in", "--protocol", "tcp", "--port", "80", "--json")
+    assert json.loads(out)["verdicts"][0]["published_ports"] is True
+    code, out, _ = run(str(EDGE), "--direction", "in", "--protocol", "tcp", "--port", "80")
+    assert "published" not in out  # published_ports: ignore (the default)

@@ -186,3 +186,31 @@ def test_lint_reads_the_policy_targets(tmp_path: Path) -> None:
     linux, windows = findings("iptables, nftables"), findings("windows")
     assert "[ssh-lockout]" in linux and "[rdp-lockout]" not in linux, linux
     assert "[rdp-lockout]" in windows and "[ssh-lockout]" not in windows, windows
+
+
+# ---------------------------------------------------------------------- published_ports
+
+
+def _without_policy_hash(files: dict[str, str]) -> dict[str, str]:
+    return {name: "\n".join(line for line in text.splitlines() if "sha256:" not in line)
+            for name, text in files.items()}
+
+
+def test_published_ports_ignore_is_the_output_without_the_key(tmp_path: Path) -> None:
+    """1.x policies keep their output: ``ignore`` changes no byte but the policy's hash;
+    ``enforce`` adds to the Linux outputs only, and Windows says so at the key."""
+    edge = (ROOT / "policies" / "edge.yaml").read_text(encoding="utf-8")
+    reg = registry.bundled()
+    plain = building.build(write(tmp_path, edge, "edge.yaml"), reg).files
+    ignored = building.build(write(tmp_path, edge + "published_ports: ignore\n", "edge.yaml"), reg).files
+    enforced = building.build(write(tmp_path, edge + "published_ports: enforce\n", "edge.yaml"), reg)
+    assert _without_policy_hash(ignored) == _without_policy_hash(plain)
+    changed = _without_policy_hash(enforced.files)
+    assert [name for name in plain if changed[name] != _without_policy_hash(plain)[name]] == [
+        "iptables/rules.v4", "iptables/rules.v6", "nftables/edge.nft"]  # Windows: the same script
+    assert "-A FORWARD -j DOCKER-USER\n" in enforced.files["iptables/rules.v4"]
+    assert "type filter hook forward priority filter; policy accept;" in enforced.files["nftables/edge.nft"]
+    line = len(edge.splitlines()) + 1
+    warning = [str(w) for w in enforced.warnings if "published_ports: enforce" in str(w)]
+    assert warning == [f"{tmp_path}/edge.yaml:{line}:18: warning: windows: "
+                       f"{BY_NAME['windows'].degrades[Feature.PUBLISHED_PORTS]}"]

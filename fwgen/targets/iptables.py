@@ -329,9 +329,11 @@ def published(ruleset: Ruleset, family: Family, shared: _Lowering, chain: str = 
     for rule in ruleset.rules_for(Direction.IN, family.number):
         verdict = "RETURN" if rule.accepts else _verdict(ruleset, Action.DENY)
         uses_reject |= verdict == REJECT_CHAIN
-        comment, target = shared.comment(rule), verdict
-        if rule.logged:  # its own chain: the rate-limited LOG, then the verdict
-            target = published_chain_name(rule)
+        comment, target, write = shared.comment(rule), verdict, shape.rule
+        if rule.logged:
+            # its own chain: the rate-limited LOG, then the verdict; entered by goto, so
+            # its RETURN returns from the judging chain, not to the judging chain's next line
+            target, write = published_chain_name(rule), shape.goto_rule
             chains.append(target)
             chain_lines += [shape.log_rule(target, shared.rate, shared.burst, log_tag(ruleset, rule)),
                             shape.rule(target, "", comment, verdict)]
@@ -340,7 +342,7 @@ def published(ruleset: Ruleset, family: Family, shared: _Lowering, chain: str = 
         remotes = [shape.source(net) for net in remote_nets or ()] or [""]
         locals_ = [shape.original_destination(net) for net in local_nets or ()] or [""]
         lines += [
-            shape.rule(chain, via + protocol + remote + local + selector, comment, target)
+            write(chain, via + protocol + remote + local + selector, comment, target)
             for via in interfaces
             for protocol, selector in _protocol_parts(rule, _original_ports)
             for remote in remotes
@@ -355,10 +357,11 @@ def published(ruleset: Ruleset, family: Family, shared: _Lowering, chain: str = 
 def _docker_user_jumps(chain: str = PUBLISHED_CHAIN) -> list[str]:
     """Table mode: the filter table is replaced whole, so it declares Docker's hook chain
     DOCKER-USER itself, first in FORWARD, as Docker does (Docker keeps an existing
-    DOCKER-USER and its rules when it starts, and moves the FORWARD jump to the top)."""
+    DOCKER-USER and its rules when it starts, and moves its FORWARD jump to the top:
+    this very line, which it recognises, so there is one jump)."""
     shape = shapes()
     return [
-        line("FORWARD", "", DOCKER_USER, "published_ports: Docker's hook chain, first in FORWARD"),
+        line("FORWARD", "", DOCKER_USER),  # without a comment: Docker finds it as its own (iptables -C)
         line(DOCKER_USER, shape.conntrack("NEW") + shape.conntrack("DNAT"), chain,
              "published_ports: new connections DNATed to a local container"),
     ]
@@ -413,6 +416,7 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
         "description": sanitize.shell_comment(ruleset.description, 500),
         "policy": ruleset.name,
         "forward": forward,
+        "published": ruleset.options.published_ports,
         "builtin": [("INPUT", chains["INPUT"]), ("FORWARD", forward), ("OUTPUT", chains["OUTPUT"])],
         "raw": "\n".join(_raw_lines(ruleset)),
         "user_chains": user_chains,

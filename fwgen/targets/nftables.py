@@ -322,7 +322,7 @@ def _published_chain(ruleset: Ruleset) -> NftChain:
     and sets. Its accept ends only this chain (the runtime's own chains still decide);
     its drop is final."""
     shape = shapes()
-    rules = [
+    rules = [  # "ct status != dnat" would compare the whole status word: "!" tests the bit
         nft_rule(f"{shape.not_new()} accept", "published_ports: only new connections are judged"),
         nft_rule(f"{shape.not_dnat()} accept", "published_ports: only connections DNATed to this host"),
     ]

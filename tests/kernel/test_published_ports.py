@@ -1,0 +1,273 @@
+"""``published_ports: enforce`` with real packets, on a host built as Docker builds one.
+
+The host namespace has a bridge ``docker0`` (172.17.0.1/16, fd00:17::1/64) with a
+container namespace on a veth (172.17.0.2, fd00:17::2) running listeners, forwarding
+on, and Docker's own iptables layout, recreated with ``iptables-restore --noflush``
+(Debian 12's iptables is iptables-nft, as Docker uses it): the nat table's
+``PREROUTING -m addrtype --dst-type LOCAL -j DOCKER`` with one DNAT per published port,
+and the filter table's FORWARD -> DOCKER-USER, DOCKER-ISOLATION-STAGE-1/2, the
+RELATED,ESTABLISHED accept and DOCKER's accept per published container port. A
+neighbour namespace sends real connections to the host's addresses.
+
+Each case first probes with Docker's rules alone (the positive control: every
+published port is open), then with fwgen's rules as the host loads them: nftables
+next to Docker's tables; iptables in table mode first, then Docker restarting (it keeps
+an existing DOCKER-USER and its rules, as at boot, where iptables-persistent runs before
+docker.service). A compiler matching the port after DNAT is caught (the mutation case).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fwgen.build import build
+from fwgen.registry import bundled
+from tests.kernel.netns import (
+    Namespace,
+    Probe,
+    connect,
+    load_iptables,
+    load_nft,
+    mac_address,
+    run_probes,
+    serve,
+    static_neighbours,
+    sysctl,
+)
+
+HOST, HOST_OTHER, PEER, PEER_ADMIN = "10.0.5.1", "10.0.5.10", "10.0.5.2", "10.0.5.3"
+HOST6, HOST6_OTHER, PEER6, PEER6_ADMIN = "fd00:5::1", "fd00:5::10", "fd00:5::2", "fd00:5::3"
+CONTAINER, CONTAINER6 = "172.17.0.2", "fd00:17::2"
+# (protocol, host port, container port): what `docker run -p` published
+PUBLISHED = [("tcp", 8080, 80), ("tcp", 8081, 81), ("tcp", 8083, 83), ("tcp", 8084, 84), ("tcp", 8085, 85),
+             ("udp", 5353, 53)]
+UNPUBLISHED = 82  # the container listens on it; nothing publishes it
+
+POLICY = f"""\
+version: 1
+name: dock
+targets: [iptables, nftables]
+published_ports: MODE
+defaults: {{inbound: deny, outbound: allow}}
+acknowledge: [ssh-lockout]
+rules:
+  - name: no-8080
+    action: deny
+    protocol: tcp
+    ports: [8080]
+  - name: web-alt
+    action: allow
+    protocol: tcp
+    ports: [8081]
+  - name: admin-only
+    action: allow
+    protocol: tcp
+    ports: [8083]
+    from: [{PEER_ADMIN}, "{PEER6_ADMIN}"]
+  - name: main-address
+    action: allow
+    protocol: tcp
+    ports: [8084]
+    local: [{HOST}, "{HOST6}"]
+  - name: dns-watch
+    action: monitor
+    protocol: udp
+    ports: [5353]
+"""
+
+# probe id -> (protocol, destination, port, source)
+PROBES = {
+    "8080 denied": ("tcp", HOST, 8080, PEER),
+    "8081 allowed": ("tcp", HOST, 8081, PEER),
+    "8083 not from admin": ("tcp", HOST, 8083, PEER),
+    "8083 from admin": ("tcp", HOST, 8083, PEER_ADMIN),
+    "8084 to main address": ("tcp", HOST, 8084, PEER),
+    "8084 to other address": ("tcp", HOST_OTHER, 8084, PEER),
+    "8085 default deny": ("tcp", HOST, 8085, PEER),
+    "udp 5353 monitored": ("udp", HOST, 5353, PEER),
+    "82 unpublished, direct": ("tcp", CONTAINER, UNPUBLISHED, PEER),
+    "82 unpublished, host port": ("tcp", HOST, UNPUBLISHED, PEER),
+    "v6 8080 denied": ("tcp", HOST6, 8080, PEER6),
+    "v6 8081 allowed": ("tcp", HOST6, 8081, PEER6),
+    "v6 8083 not from admin": ("tcp", HOST6, 8083, PEER6),
+    "v6 8083 from admin": ("tcp", HOST6, 8083, PEER6_ADMIN),
+    "v6 8084 to main address": ("tcp", HOST6, 8084, PEER6),
+    "v6 8084 to other address": ("tcp", HOST6_OTHER, 8084, PEER6),
+    "v6 82 unpublished, direct": ("tcp", CONTAINER6, UNPUBLISHED, PEER6),
+}
+CLOSED = {"82 unpublished, direct", "82 unpublished, host port", "v6 82 unpublished, direct"}
+# what the policy denies: closed with enforce, open with ignore (today's behaviour)
+DENIED = {"8080 denied", "8083 not from admin", "8084 to other address", "8085 default deny",
+          "v6 8080 denied", "v6 8083 not from admin", "v6 8084 to other address"}
+
+
+def docker_layout(family: int, ns: Namespace) -> str:
+    """Docker's nat and filter rules for the published ports, as an iptables-restore
+    --noflush file; like Docker, it keeps an existing DOCKER-USER chain and its rules, and
+    adds the FORWARD jump to it only when missing."""
+    container = CONTAINER if family == 4 else f"[{CONTAINER6}]"
+    plain = CONTAINER if family == 4 else CONTAINER6
+    bridge_net = "172.17.0.0/16" if family == 4 else "fd00:17::/64"
+    tool = "iptables" if family == 4 else "ip6tables"
+    has_user = ns.run([tool, "-S", "DOCKER-USER"], check=False).returncode == 0
+    has_jump = has_user and ns.run([tool, "-C", "FORWARD", "-j", "DOCKER-USER"], check=False).returncode == 0
+    loopback = "127.0.0.0/8" if family == 4 else "::1/128"
+    nat = [
+        "*nat", ":DOCKER - [0:0]",
+        "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+        f"-A OUTPUT ! -d {loopback} -m addrtype --dst-type LOCAL -j DOCKER",
+        f"-A POSTROUTING -s {bridge_net} ! -o docker0 -j MASQUERADE",
+        "-A DOCKER -i docker0 -j RETURN",
+    ] + [f"-A DOCKER ! -i docker0 -p {proto} -m {proto} --dport {host} -j DNAT --to-destination {container}:{port}"
+         for proto, host, port in PUBLISHED] + ["COMMIT"]
+    filter_ = [
+        "*filter", ":FORWARD DROP [0:0]", ":DOCKER - [0:0]", ":DOCKER-ISOLATION-STAGE-1 - [0:0]",
+        ":DOCKER-ISOLATION-STAGE-2 - [0:0]",
+    ] + ([] if has_user else [":DOCKER-USER - [0:0]"]) + ([] if has_jump else ["-A FORWARD -j DOCKER-USER"]) + [
+        "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
+        "-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A FORWARD -o docker0 -j DOCKER",
+        "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT",
+        "-A FORWARD -i docker0 -o docker0 -j ACCEPT",
+    ] + [f"-A DOCKER -d {plain} ! -i docker0 -o docker0 -p {proto} -m {proto} --dport {port} -j ACCEPT"
+         for proto, _, port in PUBLISHED] + [
+        "-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2",
+        "-A DOCKER-ISOLATION-STAGE-1 -j RETURN",
+        "-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP",
+        "-A DOCKER-ISOLATION-STAGE-2 -j RETURN",
+        "-A DOCKER-USER -j RETURN",
+        "COMMIT",
+    ]
+    return "\n".join(nat + filter_) + "\n"
+
+
+def docker_starts(host: Namespace) -> None:
+    for family, tool in ((4, "iptables-restore"), (6, "ip6tables-restore")):
+        host.run([tool, "--noflush"], input=docker_layout(family, host))
+
+
+def docker_chains(host: Namespace) -> list[str]:
+    """``TABLE CHAIN`` of every Docker chain, both families."""
+    chains = []
+    for tool in ("iptables-save", "ip6tables-save"):
+        table = ""
+        for line in host.run([tool]).stdout.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith(":DOCKER"):
+                chains.append(f"{table} {line[1:].split()[0]}")
+    return sorted(chains)
+
+
+class Lab:
+    def __init__(self, host: Namespace, container: Namespace, peer: Namespace) -> None:
+        self.host, self.container, self.peer = host, container, peer
+
+    def probe(self) -> dict[str, str]:
+        """Each probe's fate: 'open' or 'closed' (a UDP datagram is open when the
+        container's listener got it)."""
+        listener = serve(self.container, ["0.0.0.0", "::"], tcp=[port for proto, _, port in PUBLISHED
+                                                                 if proto == "tcp"] + [UNPUBLISHED], udp=[53])
+        with listener:
+            listener.wait_ready()
+            probes = [Probe(proto, dst, port, src, timeout=0.7, id=name, payload=name)
+                      for name, (proto, dst, port, src) in PROBES.items()]
+            results = {r.probe.id: r.status for r in run_probes(self.peer, probes)}
+            # the unpublished port is really served: the host itself reaches it
+            assert run_probes(self.host, [Probe("tcp", CONTAINER, UNPUBLISHED, timeout=2.0)])[0].status == "connected"
+        got = {r["payload"] for r in listener.stop() if r["proto"] == "udp"}
+        return {name: ("open" if (status == "connected" if PROBES[name][0] == "tcp" else name in got) else "closed")
+                for name, status in results.items()}
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with Namespace() as host, Namespace() as container, Namespace() as peer:
+        host.run(["ip", "link", "add", "docker0", "type", "bridge"])
+        sysctl(host, "net.ipv6.conf.docker0.accept_dad", 0)
+        host.run(["ip", "addr", "add", "172.17.0.1/16", "dev", "docker0"])
+        host.run(["ip", "addr", "add", "fd00:17::1/64", "dev", "docker0", "nodad"])
+        connect(host, container, peer_addrs=[CONTAINER + "/16", CONTAINER6 + "/64"], host_if="vethc", peer_if="eth0")
+        host.run(["ip", "link", "set", "vethc", "master", "docker0"])
+        host.run(["ip", "link", "set", "docker0", "up"])
+        container.run(["ip", "route", "add", "default", "via", "172.17.0.1"])
+        container.run(["ip", "-6", "route", "add", "default", "via", "fd00:17::1"])
+        connect(host, peer, host_addrs=[HOST, HOST_OTHER, HOST6, HOST6_OTHER],
+                peer_addrs=[PEER, PEER_ADMIN, PEER6, PEER6_ADMIN], host_if="eth0", peer_if="eth0")
+        peer.run(["ip", "route", "add", "172.17.0.0/16", "via", HOST])
+        peer.run(["ip", "-6", "route", "add", "fd00:17::/64", "via", HOST6])
+        # Permanent neighbour entries: no first packet waits for ARP or neighbour discovery
+        # (which takes longer than a dropped SYN's timeout on the bridge)
+        static_neighbours(container, "eth0", ["172.17.0.1", "fd00:17::1"], mac_address(host, "docker0"))
+        static_neighbours(host, "docker0", [CONTAINER, CONTAINER6], mac_address(container, "eth0"))
+        static_neighbours(host, "eth0", [PEER, PEER_ADMIN, PEER6, PEER6_ADMIN], mac_address(peer, "eth0"))
+        static_neighbours(peer, "eth0", [HOST, HOST_OTHER, HOST6, HOST6_OTHER], mac_address(host, "eth0"))
+        sysctl(host, "net.ipv4.ip_forward", 1)
+        sysctl(host, "net.ipv6.conf.all.forwarding", 1)
+        yield Lab(host, container, peer)
+
+
+def outputs(tmp_path: Path, mode: str) -> dict[str, str]:
+    path = tmp_path / "dock.yaml"
+    path.write_text(POLICY.replace("MODE", mode), encoding="utf-8")
+    return build(str(path), bundled()).files
+
+
+def load(lab: Lab, target: str, files: dict[str, str]) -> None:
+    if target == "nftables":
+        load_nft(lab.host, files["nftables/dock.nft"])
+        return
+    # table mode replaces the whole filter table, Docker's chains included ...
+    load_iptables(lab.host, files["iptables/rules.v4"], files["iptables/rules.v6"])
+    kept = ["nat DOCKER"] * 2 + (["filter DOCKER-USER"] * 2 if "DOCKER-USER" in files["iptables/rules.v4"] else [])
+    assert docker_chains(lab.host) == sorted(kept)
+    # ... until Docker starts (or restarts) and recreates them
+    docker_starts(lab.host)
+
+
+def expected(mode: str) -> dict[str, str]:
+    closed = CLOSED | (DENIED if mode == "enforce" else set())
+    return {name: "closed" if name in closed else "open" for name in PROBES}
+
+
+@pytest.mark.parametrize("mode", ["enforce", "ignore"])
+@pytest.mark.parametrize("target", ["iptables", "nftables"])
+def test_published_ports_follow_the_policy(lab: Lab, tmp_path: Path, target: str, mode: str) -> None:
+    docker_starts(lab.host)
+    before = docker_chains(lab.host)
+    assert len(before) == 10  # nat DOCKER; filter DOCKER, DOCKER-ISOLATION-STAGE-1/2, DOCKER-USER; both families
+    assert lab.probe() == expected("docker alone")  # the positive control: every published port open
+    files = outputs(tmp_path, mode)
+    load(lab, target, files)
+    assert docker_chains(lab.host) == before
+    assert lab.probe() == expected(mode)
+    if mode == "enforce":  # the monitor rule counted the one published datagram it decided
+        if target == "nftables":
+            counters = lab.host.run(["nft", "list", "counter", "inet", "dock", "rule_dns-watch"]).stdout
+            assert "packets 1 " in counters, counters
+        else:
+            saved = lab.host.run(["iptables-save", "-c"]).stdout
+            counts = re.findall(r"^\[(\d+):\d+\] -A fwgen-published-5 .* -j RETURN$", saved, re.MULTILINE)
+            assert counts == ["1"], saved
+
+
+@pytest.mark.parametrize("target", ["iptables", "nftables"])
+def test_a_compiler_matching_the_port_after_dnat_is_caught(lab: Lab, tmp_path: Path, target: str) -> None:
+    """The mutation: the same rules on the port the container sees (81, after DNAT)
+    instead of the one the neighbour connected to (8081): the allowed port falls to the
+    default deny, and the harness sees it."""
+    files = outputs(tmp_path, "enforce")
+    broken = {
+        name: re.sub(r"-m conntrack --ctorigdstport", "--dport", text).replace("ct original proto-dst", "th dport")
+        for name, text in files.items()
+    }
+    assert broken != files
+    docker_starts(lab.host)
+    load(lab, target, broken)
+    fates = lab.probe()
+    assert fates["8081 allowed"] == fates["v6 8081 allowed"] == "closed"
+    assert fates != expected("enforce")
