@@ -373,7 +373,8 @@ def _remove_chains(name: str) -> str:
     from fwgen.targets.iptables import CHAIN_PREFIX, policy_prefix
 
     prefix = policy_prefix(name) + "-"
-    removed, table_mode = 0, False
+    removed: set[str] = set()
+    table_mode = False
     for family in FAMILIES.values():
         current = hoststate.parse(hoststate.save(family))
         wanted: dict[str, hoststate.Table] = {}
@@ -381,7 +382,7 @@ def _remove_chains(name: str) -> str:
             keep = hoststate.Table(table.name, saved=True)
             for chain in table.owned_chains():
                 if chain.startswith(prefix):
-                    removed += 1
+                    removed.add(chain)
                 else:
                     keep.chains[chain] = "-"
                     table_mode |= chain == "fwgen-reject" or chain.startswith("fwgen-rule-")
@@ -394,7 +395,7 @@ def _remove_chains(name: str) -> str:
                               for rule in table.rules)
         hoststate.load(family, hoststate.sharing_text(wanted, current, carry=True), noflush=True)
     if removed:
-        return f"fwgen: removed {removed} chains of {name} and their jumps (IPv4 and IPv6)"
+        return f"fwgen: removed {len(removed)} chains of {name} and their jumps (IPv4 and IPv6)"
     if table_mode:
         raise ApplyError(f"fwgen: no chains of {name}; the host has fwgen's table-mode rules: {TABLE_MODE_HELP}")
     return f"fwgen: no chains of {name}; nothing to remove"
