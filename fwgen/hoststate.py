@@ -34,6 +34,7 @@ BUILTIN = {
 }
 OWNED_TABLES = ("raw", "filter")  # where fwgen's files put chains; checked for stale state on every load
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]")
+_SOURCE_LINE = re.compile(r" \([^()\s]+:\d+\)")
 
 
 class HostError(Exception):
@@ -77,10 +78,12 @@ class Rule:
         return ""
 
     def identity(self) -> tuple[str, str, str]:
-        """What names a rule across versions: its chain, its comment and its target."""
+        """What names a rule across versions: its chain, its comment without the policy
+        line it names (``admin-ssh (edge.yaml:15) allow``: an edit above the rule moves
+        it), and its target."""
         words = self.tokens()
         comment = words[words.index("--comment") + 1] if "--comment" in words[:-1] else ""
-        return self.chain, comment, self.target()
+        return self.chain, _SOURCE_LINE.sub("", comment, count=1), self.target()
 
     def key(self) -> tuple[str, tuple[str, ...]]:
         return self.chain, tuple(self.tokens())

@@ -6,7 +6,11 @@ second; a broken file changes nothing; the counters of fwgen's rules survive a r
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,8 +23,9 @@ from tests.kernel.netns import Namespace, Probe, connect, listen, run_probes
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGE = (ROOT / "policies" / "edge.yaml").read_text(encoding="utf-8")
-# v2 of edge: 8080 allowed too
-EDGE_V2 = EDGE.replace("ports: [http, https]", "ports: [http, https, 8080]", 1)
+# v2 of edge: 8080 allowed too, and every rule a line further down (rules keep their
+# identity, and their counters, when an edit above them moves them)
+EDGE_V2 = "# v2\n" + EDGE.replace("ports: [http, https]", "ports: [http, https, 8080]", 1)
 MODES = {"nftables": "", "iptables": "", "chains": "iptables: {mode: chains}\n"}
 TIMEOUT = 1.5
 
@@ -198,3 +203,35 @@ def test_remove(tmp_path: Path) -> None:
             assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
             assert "table mode" in done.stderr and "distribution default" in done.stderr
             assert (saved(host, 4), saved(host, 6)) == loaded
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+def test_on_a_terminal_it_asks(tmp_path: Path, answer: str) -> None:
+    """Like iptables-apply: on a terminal, y keeps the rules, anything else rolls back at once."""
+    out = built(tmp_path / "v2", EDGE_V2, "nftables")
+    with Namespace() as host:
+        before = state_of(host, "nftables")
+        master, slave = pty.openpty()
+        try:
+            process = subprocess.Popen(
+                host.exec_argv([sys.executable, "-m", "fwgen", "apply", str(out), "--timeout", "20",
+                                "--state-dir", str(tmp_path / "s")]),
+                cwd=ROOT, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 15
+            while not (tmp_path / "s" / "pending").exists():
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+            started = time.monotonic()
+            os.write(master, f"{answer}\n".encode())
+            _, err = process.communicate(timeout=10)
+        finally:
+            os.close(master)
+            os.close(slave)
+        assert err.startswith("fwgen: new rules loaded; keep them? [y/N] (rolling back in 20 s)\n"), err
+        if answer == "y":
+            assert process.returncode == 0 and "table inet edge" in state_of(host, "nftables")
+        else:
+            assert time.monotonic() - started < 5  # at once, not after the timeout
+            assert process.returncode == 1 and err.endswith("not confirmed (answered no); rolled back to the "
+                                                            "previous rules\n")
+            assert state_of(host, "nftables") == before
