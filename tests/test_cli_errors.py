@@ -215,7 +215,7 @@ def test_error_leaves_existing_outputs_untouched(tmp_path: Path, monkeypatch: py
     policy.write_text("version: 1\nrules:\n  - action: allow\n    ports: [ssh]\n", encoding="utf-8")
     assert CliRunner().invoke(main, ["build", "edge.yaml"]).exit_code == 0
     before = {p: p.read_bytes() for p in Path("out").rglob("*") if p.is_file()}
-    assert len(before) == 4
+    assert len(before) == 5
     policy.write_text("version: 1\nrules:\n  - action: allow\n    ports: [ssh, mpshrv]\n", encoding="utf-8")
     result = CliRunner().invoke(main, ["build", "edge.yaml"])
     assert result.exit_code == 1
@@ -289,7 +289,7 @@ def test_a_failing_file_replaces_nothing_of_the_set(tmp_path: Path, monkeypatch:
     assert result.stderr == "fwgen: cannot write out/windows/edge.cmd: Is a directory\n"  # type: ignore[attr-defined]
     assert _files(tmp_path / "out") == before
     assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == sorted(
-        ["iptables", "nftables", "windows", "rules.v4", "rules.v6", "edge.nft", "edge.cmd"])
+        ["iptables", "nftables", "windows", "rules.v4", "rules.v6", "edge.nft", "edge.cmd", "edge-remove.cmd"])
 
     fresh = tmp_path / "fresh"
     (fresh / "windows").mkdir(parents=True)
