@@ -611,6 +611,8 @@ def remove(out: str | None, target: str | None, name: str | None) -> None:
 
     if (out is None) == (name is None):
         raise click.UsageError("give OUT or --name NAME")
+    if name is not None and target is None:
+        raise click.UsageError("--name needs -t nftables or -t iptables")
     try:
         line = applying.remove(Path(out) if out else None, name, target)
     except applying.ApplyError as error:

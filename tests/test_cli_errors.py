@@ -355,3 +355,30 @@ def test_unreadable_registry_is_one_line(tmp_path: Path, monkeypatch: pytest.Mon
         assert result.exit_code == 1, argv
         assert result.stderr == f"fwgen: cannot read registry {registry}: {reason}\n"
     assert not Path("out").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["apply"], "give OUT to apply, or --confirm"),
+    (["apply", "out/edge", "--confirm"], "give OUT to apply, or --confirm"),
+    (["apply", "--confirm", "-t", "nftables"], "--confirm takes no -t"),
+    (["apply", "out/edge", "--timeout", "-1"], "--timeout"),
+    (["remove"], "give OUT or --name NAME"),
+    (["remove", "out/edge", "--name", "edge"], "give OUT or --name NAME"),
+    (["remove", "--name", "edge"], "--name needs -t"),
+])
+def test_apply_and_remove_usage_errors(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_apply_refuses_a_directory_that_is_not_a_build(tmp_path: Path) -> None:
+    (tmp_path / "both" / "nftables").mkdir(parents=True)
+    (tmp_path / "both" / "iptables").mkdir()
+    (tmp_path / "none").mkdir()
+    runner = CliRunner()
+    for out, expected in ((tmp_path / "none", "holds neither nftables/ nor iptables/"),
+                          (tmp_path / "both", "holds both nftables/ and iptables/: name the one to load with -t"),
+                          (tmp_path / "missing", "is not a directory")):
+        result = runner.invoke(main, ["apply", str(out), "--state-dir", str(tmp_path / "s")])
+        assert result.exit_code == 1 and expected in result.output and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "s").exists()  # refused before anything was touched

@@ -235,3 +235,15 @@ def test_on_a_terminal_it_asks(tmp_path: Path, answer: str) -> None:
             assert process.returncode == 1 and err.endswith("not confirmed (answered no); rolled back to the "
                                                             "previous rules\n")
             assert state_of(host, "nftables") == before
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_first_apply_on_an_empty_host_rolls_back_to_empty(tmp_path: Path, mode: str) -> None:
+    out = built(tmp_path / "v1", EDGE, mode)
+    with Namespace() as host:
+        assert host.run(["nft", "list", "ruleset"]).stdout == ""
+        done = fwgen(host, "apply", str(out), "--timeout", "0.5", "--state-dir", str(tmp_path / "s"))
+        assert done.returncode == 1 and done.stderr.endswith("rolled back to the previous rules\n"), done.stderr
+        # no table at all: not fwgen's, not an empty filter or raw table left behind
+        assert host.run(["nft", "list", "ruleset"]).stdout == ""
+        assert host.run(["iptables-save"]).stdout == "" and host.run(["ip6tables-save"]).stdout == ""
