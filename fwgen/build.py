@@ -163,6 +163,13 @@ def check_targets(policy: Policy, ruleset: Ruleset, targets: tuple[str, ...]) ->
         return where.rule(source[index], _FEATURE_KEY[feature])
 
     features = _features(ruleset)
+    if "iptables" in targets and ruleset.options.published_ports and ruleset.options.iptables_chains:
+        raise PolicyError(
+            where.top("published_ports"),
+            "published_ports: enforce needs iptables: {mode: table} for now (its DOCKER-USER chain is declared in "
+            "the file; in chains mode Docker's chain may be missing when the file loads at boot); use the nftables "
+            "target, or leave iptables out of targets:",
+        )
     warnings: list[BuildWarning] = []
     for name in targets:
         target = BY_NAME[name]
