@@ -133,30 +133,40 @@ def test_fwgen_commands_in_snippets_parse() -> None:
         _check_command(argv)
 
 
-def test_playbook() -> None:
+def test_playbook_and_role() -> None:
+    """The example play runs the fwgen role; every fwgen command the role runs parses,
+    the host checks each file with its own tools before it is in place, and the handlers
+    apply with rollback, then confirm."""
     (play,) = yaml.safe_load((ANSIBLE / "playbook.yml").read_text())
-    tasks = play["tasks"]
-    build = tasks[0]
-    assert build["delegate_to"] == "localhost" and build["run_once"] is True
-    argv = build["ansible.builtin.command"]["argv"]
-    assert argv[:2] == ["fwgen", "build"]
-    _check_command(["build", "policy.yaml", *argv[3:]])
+    assert [entry["role"] for entry in play["roles"]] == ["fwgen"]
+    role = ROOT / "roles" / "fwgen"
+    tasks = yaml.safe_load((role / "tasks" / "main.yml").read_text())
+    handlers = yaml.safe_load((role / "handlers" / "main.yml").read_text())
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
 
     def flat(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for item in items:
             yield item
-            yield from flat(item.get("block", []))
+            yield from flat(item.get("block", []) + item.get("always", []))
 
-    copies = {t["ansible.builtin.copy"]["dest"]: t for t in flat(tasks) if "ansible.builtin.copy" in t}
-    validate = {dest: t["ansible.builtin.copy"]["validate"] for dest, t in copies.items()}
-    assert validate == {
-        "{{ fwgen_nft_file }}": "nft -c -f %s",
-        "/etc/iptables/rules.v4": "iptables-restore --test %s",
-        "/etc/iptables/rules.v6": "ip6tables-restore --test %s",
-    }
-    handlers = {h["name"]: h["ansible.builtin.command"]["argv"] for h in play["handlers"]}
-    for task in copies.values():
-        assert handlers[task["notify"]][0] in ("nft", "iptables-restore", "ip6tables-restore")
+    commands = [t["ansible.builtin.command"]["argv"] for t in flat(tasks + handlers)
+                if isinstance(t.get("ansible.builtin.command", {}).get("argv"), list)]
+    fwgen = [argv[1:] for argv in commands if "fwgen" in argv[0]]
+    assert [argv[0] for argv in fwgen] == ["build", "diff", "apply", "apply"]
+    for argv in fwgen:
+        filled = {"{{ fwgen_timeout }}": "30", "{{ fwgen_target }}": "nftables"}
+        _check_command([arg if "{{" not in arg else filled.get(arg, "x") for arg in argv])
+    assert ["apply", "{{ fwgen_out }}", "-t", "{{ fwgen_target }}", "--timeout", "{{ fwgen_timeout }}",
+            "--state-dir", "{{ fwgen_state_dir }}"] in fwgen
+    assert ["apply", "--confirm", "--state-dir", "{{ fwgen_state_dir }}"] in fwgen
+    (ship,) = [t for t in flat(tasks) if "notify" in t]
+    assert "validate" in ship["ansible.builtin.copy"]
+    (names,) = [t["ansible.builtin.set_fact"] for t in tasks if "ansible.builtin.set_fact" in t]
+    assert names["fwgen_checks"] == {"nft": "{{ fwgen_nft }} -c -f %s",
+                                     "rules.v4": "{{ fwgen_iptables_restore }} --test %s",
+                                     "rules.v6": "{{ fwgen_ip6tables_restore }} --test %s"}
+    assert (defaults["fwgen_nft"], defaults["fwgen_iptables_restore"]) == ("nft", "iptables-restore")
+    assert {h["listen"] for h in handlers} == {ship["notify"]}
     readme = (ANSIBLE / "README.md").read_text()
     assert "does and does not prove" in readme and "--test" in readme
 

@@ -2,11 +2,12 @@
 agree: the template, rendered as Ansible renders it from inventory.yml, is the
 committed inventory/networks.yaml byte for byte; the playbook uses only real
 ansible.builtin modules and task keywords; and the one `fwgen build` it runs gives every
-host of the inventory its own out/NAME/ with the files the playbook ships to it.
+host of the inventory its own build with the files the fwgen role (roles/fwgen) ships
+to it. (tests/kernel/test_ansible_role.py runs the role itself with ansible-playbook.)
 
-Ansible is not installed: `groups` and `hostvars` are built here from the YAML
-inventory the way Ansible's yaml inventory plugin builds them, and the template is
-rendered with plain Jinja2 set up as the template module sets it up."""
+Here `groups` and `hostvars` are built from the YAML inventory the way Ansible's yaml
+inventory plugin builds them, and the template is rendered with plain Jinja2 set up as
+the template module sets it up."""
 
 from __future__ import annotations
 
@@ -30,13 +31,18 @@ INVENTORY_SHA256 = hashlib.sha256(NETWORKS.read_bytes()).hexdigest()
 
 # ansible.builtin modules the example may use, and the task keywords it may set
 MODULES = {
-    "ansible.builtin.apt", "ansible.builtin.command", "ansible.builtin.copy", "ansible.builtin.file",
-    "ansible.builtin.lineinfile", "ansible.builtin.service", "ansible.builtin.template",
+    "ansible.builtin.apt", "ansible.builtin.assert", "ansible.builtin.async_status", "ansible.builtin.command",
+    "ansible.builtin.copy", "ansible.builtin.debug", "ansible.builtin.fail", "ansible.builtin.file",
+    "ansible.builtin.lineinfile", "ansible.builtin.set_fact", "ansible.builtin.stat", "ansible.builtin.template",
+    "ansible.builtin.tempfile", "ansible.builtin.wait_for",
 }
 TASK_KEYWORDS = {
-    "name", "when", "block", "delegate_to", "run_once", "become", "changed_when", "check_mode", "notify", "tags",
+    "name", "when", "block", "always", "delegate_to", "run_once", "become", "changed_when", "failed_when",
+    "check_mode", "notify", "tags", "register", "loop", "listen", "async", "poll", "until", "retries", "delay",
+    "ignore_errors",
 }
-PLAY_KEYWORDS = {"name", "hosts", "become", "gather_facts", "vars", "pre_tasks", "tasks", "handlers"}
+PLAY_KEYWORDS = {"name", "hosts", "become", "gather_facts", "vars", "pre_tasks", "roles"}
+ROLE = ROOT / "roles" / "fwgen"
 
 
 def load(path: Path) -> Any:
@@ -124,11 +130,14 @@ def tasks(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for item in items:
         found.append(item)
-        found.extend(tasks(item.get("block", [])))
+        found.extend(tasks(item.get("block", []) + item.get("always", [])))
     return found
 
 
-ALL_TASKS = tasks(PLAY.get("pre_tasks", []) + PLAY["tasks"] + PLAY.get("handlers", []))
+ROLE_TASKS = tasks(load(ROLE / "tasks" / "main.yml") + load(ROLE / "handlers" / "main.yml"))
+ALL_TASKS = tasks(PLAY.get("pre_tasks", [])) + ROLE_TASKS
+(ROLE_ENTRY,) = PLAY["roles"]
+DEFAULTS = load(ROLE / "defaults" / "main.yml")
 
 
 def module(task: dict[str, Any]) -> str:
@@ -142,8 +151,20 @@ def template_task() -> dict[str, Any]:
 
 
 def build_task() -> dict[str, Any]:
-    (task,) = [t for t in ALL_TASKS if t.get("ansible.builtin.command", {}).get("argv", [""])[0] == "fwgen"]
+    (task,) = [t for t in ROLE_TASKS if t.get("ansible.builtin.command", {}).get("argv", ["", ""])[1] == "build"]
     return task
+
+
+def role_vars(host: str, build_dir: Path) -> dict[str, Any]:
+    """What the role sees on ``host``: the inventory's variables, the play's and the
+    role entry's (filled in), and the build's paths."""
+    variables = {**INVENTORY.hostvars[host], "playbook_dir": str(ANSIBLE)}
+    variables["fwgen_fleet"] = expand(PLAY["vars"]["fwgen_fleet"], **variables)
+    for key, value in ROLE_ENTRY["vars"].items():
+        variables[key] = expand(value, **variables)
+    variables.update(fwgen_build_dir=str(build_dir), fwgen_controller_executable="fwgen")
+    variables["fwgen_built"] = f"{build_dir}/{host}/{variables['fwgen_name']}"
+    return variables
 
 
 def render_networks(inventory: Inventory) -> str:
@@ -208,20 +229,31 @@ def test_inventory_has_the_fleet_s_roles() -> None:
 
 def test_playbook_uses_real_modules_and_keywords() -> None:
     assert set(PLAY) <= PLAY_KEYWORDS
+    assert ROLE_ENTRY["role"] == "fwgen" and (ROLE / "tasks" / "main.yml").is_file()
+    assert "roles_path = ../../../roles" in (ANSIBLE / "ansible.cfg").read_text()
     for task in ALL_TASKS:
-        assert set(task) - {"block"} <= TASK_KEYWORDS | MODULES, task.get("name")
+        assert set(task) - {"block", "always"} <= TASK_KEYWORDS | MODULES, task.get("name")
         if "block" not in task:
             assert module(task) in MODULES, task.get("name")
         assert task.get("name"), task
 
 
-def test_one_build_on_the_controller() -> None:
+def test_one_build_per_host_on_the_controller() -> None:
     build = build_task()
-    assert build["delegate_to"] == "localhost" and build["run_once"] is True and build["become"] is False
+    assert build["delegate_to"] == "localhost" and build["become"] is False and build["check_mode"] is False
     argv = build["ansible.builtin.command"]["argv"]
-    assert argv[:2] == ["fwgen", "build"] and "--check" not in argv and "--flat" not in argv
+    assert argv[:3] == ["{{ fwgen_controller_executable }}", "build", "{{ fwgen_policy }}"]
+    assert "--check" not in argv and "--flat" not in argv
     order = [t.get("name") for t in ALL_TASKS]
     assert order.index(template_task()["name"]) < order.index(build["name"])  # the build reads what it wrote
+
+
+def test_every_path_is_a_variable() -> None:
+    for key in ("fwgen_etc_dir", "fwgen_state_dir", "fwgen_executable", "fwgen_controller_executable",
+                "fwgen_build_dir", "fwgen_nftables_conf", "fwgen_iptables_boot_dir"):
+        assert key in DEFAULTS, key
+    text = (ROLE / "tasks" / "main.yml").read_text() + (ROLE / "handlers" / "main.yml").read_text()
+    assert "/etc/" not in text and "/var/" not in text  # no path but the defaults'
 
 
 # (c) the build gives every host its outputs
@@ -229,40 +261,38 @@ def test_one_build_on_the_controller() -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The playbook's build command, run as written (fwgen_fleet and fwgen_out filled in)."""
+    """The role's build command, run for every host as the role runs it."""
     out = tmp_path_factory.mktemp("out")
     build = build_task()
-    variables = {"playbook_dir": str(ANSIBLE), "fwgen_out": str(out)}
-    variables["fwgen_fleet"] = expand(PLAY["vars"]["fwgen_fleet"], **variables)
-    argv = [expand(a, **variables) for a in build["ansible.builtin.command"]["argv"]]
-    assert Path(argv[2]).resolve() == FLEET
-    result = CliRunner().invoke(main, argv[1:])
-    assert result.exit_code == 0, result.output
+    for host in INVENTORY.hosts:
+        variables = role_vars(host, out)
+        argv = [expand(a, **variables) for a in build["ansible.builtin.command"]["argv"]]
+        assert Path(argv[2]).resolve() == FLEET / f"{variables['fwgen_name']}.yaml"
+        result = CliRunner().invoke(main, argv[1:])
+        assert result.exit_code == 0, result.output
     return out
 
 
 def test_every_host_gets_its_policy_s_outputs(built: Path) -> None:
-    assert sorted(p.name for p in built.iterdir()) == sorted(PLAY["vars"]["fwgen_roles"])
+    assert sorted(p.name for p in built.iterdir()) == sorted(INVENTORY.hosts)
     for host in INVENTORY.hosts:
-        assert (built / INVENTORY.hostvars[host]["fwgen_name"]).is_dir(), host
+        name = INVENTORY.hostvars[host]["fwgen_name"]
+        assert [p.name for p in (built / host).iterdir()] == [name], host
+        assert name in PLAY["vars"]["fwgen_roles"]
 
 
 @pytest.mark.parametrize("host", sorted(INVENTORY.hosts))
 def test_the_files_shipped_to_each_host_exist(built: Path, host: str) -> None:
-    """Each copy task the host runs (by its backend) names a file the build wrote."""
-    variables = {**INVENTORY.hostvars[host], "fwgen_out": str(built)}
-    backend = variables.get("fwgen_backend", "nftables")
-    when = jinja2.Environment(undefined=jinja2.StrictUndefined).compile_expression
-    blocks = [t for t in PLAY["tasks"] if "block" in t and when(t["when"])(**variables)]
-    assert len(blocks) == 1, backend
-    assert backend in blocks[0]["name"].lower()
-    copies = [t["ansible.builtin.copy"]["src"] for t in tasks(blocks[0]["block"]) if "ansible.builtin.copy" in t]
-    assert copies
-    name = variables["fwgen_name"]
-    for src in copies:
-        path = Path(expand(src, **variables))
+    """The role's copy task ships, for the host's target, files the build wrote."""
+    variables = role_vars(host, built)
+    target, name = variables["fwgen_target"], variables["fwgen_name"]
+    assert target == INVENTORY.hostvars[host].get("fwgen_backend", "nftables")
+    (ship,) = [t for t in ROLE_TASKS if "notify" in t]
+    assert ship["ansible.builtin.copy"]["src"] == "{{ fwgen_built }}/{{ fwgen_target }}/{{ item }}"
+    files = [f"{name}.nft"] if target == "nftables" else ["rules.v4", "rules.v6"]
+    for item in files:
+        path = Path(expand(ship["ansible.builtin.copy"]["src"], item=item, **variables))
         assert path.is_file(), path
-        assert path.relative_to(built).parts[0] == name
         header = path.read_text(encoding="utf-8").split("\n# registry:")[0]
         assert f"\n# policy: {name}.yaml sha256:" in header, path  # the host's own policy
         assert f"\n# include: inventory/networks.yaml sha256:{INVENTORY_SHA256}" in header, path

@@ -176,3 +176,17 @@ def test_the_role_deploys_keeps_idempotence_shows_the_diff_and_rolls_back_a_lock
     assert lab.reachable()
     assert not shipped.exists()  # so the next run tries again
     assert "2223" not in boot.read_text()  # the boot copy is still the confirmed policy's
+
+
+def test_the_example_playbook_uses_the_role(tmp_path: Path) -> None:
+    """docs/examples/ansible/playbook.yml, as its README runs it (from its directory, its
+    ansible.cfg finding roles/fwgen), passes ansible-playbook's syntax check."""
+    example = ROOT / "docs" / "examples" / "ansible"
+    bin_dir = Path(sys.executable).parent
+    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "ANSIBLE_HOME": str(tmp_path / "ansible"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
+           "ANSIBLE_CONFIG": str(example / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    result = subprocess.run([str(bin_dir / "ansible-playbook"), "-i", "inventory.yml", "playbook.yml",
+                             "--syntax-check"], capture_output=True, text=True, timeout=120, cwd=example, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "playbook: playbook.yml" in result.stdout
