@@ -273,6 +273,11 @@ def apply(out: Path, target: str | None, timeout: float, state_path: str,
                 load(files, saved)
             except HostError as error:
                 raise ApplyError(f"fwgen: loading failed, previous rules kept: {error}") from None
+            except _Stop as stop:
+                failed = _roll_back(files, saved)
+                raise ApplyError(f"fwgen: stopped by {stop} while loading; " + (
+                    f"the ROLLBACK FAILED: {failed}; the previous rules are in {state}" if failed
+                    else "rolled back to the previous rules")) from None
             if timeout == 0:
                 return f"fwgen: loaded {_what(files)} (no confirmation asked: --timeout 0)"
             _write(state / "pending", json.dumps({"pid": os.getpid(), "token": token, "target": chosen}))
@@ -284,10 +289,7 @@ def apply(out: Path, target: str | None, timeout: float, state_path: str,
                 why = f"stopped by {stop}"
             finally:
                 if not kept:
-                    try:
-                        put_back(files, saved)
-                    except HostError as error:
-                        failed = str(error)
+                    failed = _roll_back(files, saved)
                 _write(state / "outcome", f"{'kept' if kept else 'rolled-back'} {token}\n")
                 with contextlib.suppress(FileNotFoundError):
                     (state / "pending").unlink()
@@ -296,6 +298,20 @@ def apply(out: Path, target: str | None, timeout: float, state_path: str,
     if not kept:
         raise ApplyError(f"fwgen: {why}; rolled back to the previous rules")
     return f"fwgen: confirmed; keeping {_what(files)}"
+
+
+def _roll_back(files: Files, saved: Saved) -> str:
+    """Put the saved state back, deaf to the signals that asked for it (a second SIGHUP
+    must not cut a rollback short); "" or why it failed."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+    try:
+        put_back(files, saved)
+        return ""
+    except HostError as error:
+        return str(error)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _what(files: Files) -> str:

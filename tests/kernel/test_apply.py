@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -247,3 +248,24 @@ def test_first_apply_on_an_empty_host_rolls_back_to_empty(tmp_path: Path, mode: 
         # no table at all: not fwgen's, not an empty filter or raw table left behind
         assert host.run(["nft", "list", "ruleset"]).stdout == ""
         assert host.run(["iptables-save"]).stdout == "" and host.run(["ip6tables-save"]).stdout == ""
+
+
+def test_a_dropped_session_rolls_back(tmp_path: Path) -> None:
+    """SIGHUP (the SSH session that ran the apply dropped, as a lockout does) rolls back
+    at once, without waiting for the timeout."""
+    out = built(tmp_path / "v2", EDGE_V2, "chains")
+    with Namespace() as host:
+        prepare(host, "chains", tmp_path, with_v1=True)
+        before = state_of(host, "chains")
+        waiting = fwgen_background(host, "apply", str(out), "--timeout", "60", "--state-dir", str(tmp_path / "s"))
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "s" / "pending").exists():
+            assert time.monotonic() < deadline and waiting.poll() is None, waiting.communicate()
+            time.sleep(0.05)
+        assert state_of(host, "chains") != before  # the control: v2 is loaded
+        started = time.monotonic()
+        waiting.send_signal(signal.SIGHUP)
+        _, err = waiting.communicate(timeout=10)
+        assert time.monotonic() - started < 3
+        assert (waiting.returncode, err) == (1, "fwgen: stopped by SIGHUP; rolled back to the previous rules\n")
+        assert state_of(host, "chains") == before
