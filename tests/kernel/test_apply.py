@@ -72,12 +72,19 @@ def test_unconfirmed_apply_rolls_back_byte_for_byte(tmp_path: Path, mode: str, w
     with Namespace() as host:
         prepare(host, mode, tmp_path, with_v1)
         before = state_of(host, mode)
-        started = time.monotonic()
-        done = fwgen(host, "apply", str(out), "--timeout", str(TIMEOUT), "--state-dir", str(tmp_path / "s"))
-        elapsed = time.monotonic() - started
-        assert done.returncode == 1
-        assert done.stderr == f"fwgen: not confirmed within {TIMEOUT:g} s; rolled back to the previous rules\n"
-        assert elapsed < TIMEOUT + 1.0, elapsed  # python's start-up included
+        waiting = fwgen_background(host, "apply", str(out), "--timeout", str(TIMEOUT), "--state-dir",
+                                   str(tmp_path / "s"))
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "s" / "pending").exists():  # written once the new rules are loaded
+            assert time.monotonic() < deadline and waiting.poll() is None, waiting.communicate()
+            time.sleep(0.02)
+        loaded = time.monotonic()
+        assert state_of(host, mode) != before  # the control: the new rules are in
+        _, err = waiting.communicate(timeout=TIMEOUT + 10)
+        elapsed = time.monotonic() - loaded  # from the new rules loaded to the old ones back
+        assert waiting.returncode == 1
+        assert err == f"fwgen: not confirmed within {TIMEOUT:g} s; rolled back to the previous rules\n"
+        assert elapsed < TIMEOUT + 1.0, elapsed
         assert state_of(host, mode) == before
 
 
