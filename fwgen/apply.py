@@ -27,6 +27,7 @@ from pathlib import Path
 
 from fwgen import hoststate
 from fwgen.hoststate import FAMILIES, HostError
+from fwgen.targets.iptables import CHAIN_PREFIX, policy_prefix
 
 DEFAULT_STATE_DIR = "/var/lib/fwgen"
 DEFAULT_TIMEOUT = 30.0
@@ -54,6 +55,7 @@ class Files:
     v4: str = ""  # iptables texts
     v6: str = ""
     sharing: bool = False  # iptables chains mode
+    prefix: str = ""  # chains mode: what every chain of the policy starts with (fwgen-NAME)
 
 
 def pick_target(out: Path, target: str | None) -> str:
@@ -84,7 +86,9 @@ def read_files(out: Path, target: str) -> Files:
     sharing = hoststate.is_chains_mode(v4)
     if sharing != hoststate.is_chains_mode(v6):
         raise ApplyError(f"fwgen: {out / 'iptables'}: rules.v4 and rules.v6 were built in different modes")
-    return Files(target, name=out.name, v4=v4, v6=v6, sharing=sharing)
+    inputs = [chain for chain in hoststate.parse(v4).get("filter", hoststate.Table("filter")).owned_chains()
+              if chain.endswith("-in")] if sharing else []
+    return Files(target, name=out.name, v4=v4, v6=v6, sharing=sharing, prefix=inputs[0][:-3] if inputs else "")
 
 
 def check(files: Files) -> None:
@@ -273,6 +277,11 @@ def apply(out: Path, target: str | None, timeout: float, state_path: str,
                 load(files, saved)
             except HostError as error:
                 raise ApplyError(f"fwgen: loading failed, previous rules kept: {error}") from None
+            except _Stop as stop:
+                failed = _roll_back(files, saved)
+                raise ApplyError(f"fwgen: stopped by {stop} while loading; " + (
+                    f"the ROLLBACK FAILED: {failed}; the previous rules are in {state}" if failed
+                    else "rolled back to the previous rules")) from None
             if timeout == 0:
                 return f"fwgen: loaded {_what(files)} (no confirmation asked: --timeout 0)"
             _write(state / "pending", json.dumps({"pid": os.getpid(), "token": token, "target": chosen}))
@@ -284,10 +293,7 @@ def apply(out: Path, target: str | None, timeout: float, state_path: str,
                 why = f"stopped by {stop}"
             finally:
                 if not kept:
-                    try:
-                        put_back(files, saved)
-                    except HostError as error:
-                        failed = str(error)
+                    failed = _roll_back(files, saved)
                 _write(state / "outcome", f"{'kept' if kept else 'rolled-back'} {token}\n")
                 with contextlib.suppress(FileNotFoundError):
                     (state / "pending").unlink()
@@ -296,6 +302,20 @@ def apply(out: Path, target: str | None, timeout: float, state_path: str,
     if not kept:
         raise ApplyError(f"fwgen: {why}; rolled back to the previous rules")
     return f"fwgen: confirmed; keeping {_what(files)}"
+
+
+def _roll_back(files: Files, saved: Saved) -> str:
+    """Put the saved state back, deaf to the signals that asked for it (a second SIGHUP
+    must not cut a rollback short); "" or why it failed."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+    try:
+        put_back(files, saved)
+        return ""
+    except HostError as error:
+        return str(error)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _what(files: Files) -> str:
@@ -350,10 +370,11 @@ TABLE_MODE_HELP = (
 
 def remove(out: Path | None, name: str | None, target: str | None) -> str:
     """Take fwgen's rules of one policy off the host; a line to print (exit 0) or raise."""
+    prefix = ""
     if out is not None:
         target = pick_target(out, target)
         files = read_files(out, target)
-        name = files.name
+        name, prefix = files.name, files.prefix
         if target == "iptables" and not files.sharing:
             raise ApplyError(f"fwgen: nothing removed: {TABLE_MODE_HELP}")
     if target is None or name is None:
@@ -364,15 +385,14 @@ def remove(out: Path | None, name: str | None, target: str | None) -> str:
                 return f"fwgen: no table inet {name}; nothing to remove"
             hoststate.run(["nft", "delete", "table", "inet", name])
             return f"fwgen: removed table inet {name}"
-        return _remove_chains(name)
+        return _remove_chains(prefix or policy_prefix(name), name)
     except HostError as error:
         raise ApplyError(f"fwgen: {error}") from None
 
 
-def _remove_chains(name: str) -> str:
-    from fwgen.targets.iptables import CHAIN_PREFIX, policy_prefix
-
-    prefix = policy_prefix(name) + "-"
+def _remove_chains(own: str, name: str) -> str:
+    """Delete the chains named ``own-...`` and the jumps to them, both families."""
+    prefix = own + "-"
     removed: set[str] = set()
     table_mode = False
     for family in FAMILIES.values():

@@ -208,7 +208,7 @@ def sharing_text(wanted: dict[str, Table], current: dict[str, Table], carry: boo
     the one ``wanted`` holds (chains and rules starting ``fwgen-``, and jumps to them; a
     wanted jump is ``-A`` when its position is unknown), leaving everything else alone."""
     out = []
-    for name in sorted(set(wanted) | set(OWNED_TABLES), key=lambda n: (n not in OWNED_TABLES, n)):
+    for name in sorted(set(wanted) | set(current) | set(OWNED_TABLES), key=lambda n: (n not in OWNED_TABLES, n)):
         want = wanted.get(name, Table(name))
         have = current.get(name, Table(name))
         if not want.owned_chains() and not have.owned_chains() and not have.jumps() and not want.jumps():

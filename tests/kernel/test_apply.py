@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -71,12 +72,19 @@ def test_unconfirmed_apply_rolls_back_byte_for_byte(tmp_path: Path, mode: str, w
     with Namespace() as host:
         prepare(host, mode, tmp_path, with_v1)
         before = state_of(host, mode)
-        started = time.monotonic()
-        done = fwgen(host, "apply", str(out), "--timeout", str(TIMEOUT), "--state-dir", str(tmp_path / "s"))
-        elapsed = time.monotonic() - started
-        assert done.returncode == 1
-        assert done.stderr == f"fwgen: not confirmed within {TIMEOUT:g} s; rolled back to the previous rules\n"
-        assert elapsed < TIMEOUT + 1.0, elapsed  # python's start-up included
+        waiting = fwgen_background(host, "apply", str(out), "--timeout", str(TIMEOUT), "--state-dir",
+                                   str(tmp_path / "s"))
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "s" / "pending").exists():  # written once the new rules are loaded
+            assert time.monotonic() < deadline and waiting.poll() is None, waiting.communicate()
+            time.sleep(0.02)
+        loaded = time.monotonic()
+        assert state_of(host, mode) != before  # the control: the new rules are in
+        _, err = waiting.communicate(timeout=TIMEOUT + 10)
+        elapsed = time.monotonic() - loaded  # from the new rules loaded to the old ones back
+        assert waiting.returncode == 1
+        assert err == f"fwgen: not confirmed within {TIMEOUT:g} s; rolled back to the previous rules\n"
+        assert elapsed < TIMEOUT + 1.0, elapsed
         assert state_of(host, mode) == before
 
 
@@ -188,9 +196,10 @@ def test_remove(tmp_path: Path) -> None:
         chains_out = built(tmp_path / "c", EDGE, "chains")
         assert fwgen(host, "apply", str(chains_out), "--timeout", "0", "--state-dir", state).returncode == 0
         assert (saved(host, 4), saved(host, 6)) != before
-        done = fwgen(host, "remove", str(chains_out))
+        copied = chains_out.rename(chains_out.with_name("host-17"))  # the chains' names come from the files
+        done = fwgen(host, "remove", str(copied))
         assert done.returncode == 0, done.stderr
-        assert done.stderr == "fwgen: removed 5 chains of edge and their jumps (IPv4 and IPv6)\n"
+        assert done.stderr == "fwgen: removed 5 chains of host-17 and their jumps (IPv4 and IPv6)\n"
         assert (foreign(host, 4), foreign(host, 6)) == before
         assert "fwgen-" not in saved(host, 4) + saved(host, 6)
 
@@ -247,3 +256,24 @@ def test_first_apply_on_an_empty_host_rolls_back_to_empty(tmp_path: Path, mode: 
         # no table at all: not fwgen's, not an empty filter or raw table left behind
         assert host.run(["nft", "list", "ruleset"]).stdout == ""
         assert host.run(["iptables-save"]).stdout == "" and host.run(["ip6tables-save"]).stdout == ""
+
+
+def test_a_dropped_session_rolls_back(tmp_path: Path) -> None:
+    """SIGHUP (the SSH session that ran the apply dropped, as a lockout does) rolls back
+    at once, without waiting for the timeout."""
+    out = built(tmp_path / "v2", EDGE_V2, "chains")
+    with Namespace() as host:
+        prepare(host, "chains", tmp_path, with_v1=True)
+        before = state_of(host, "chains")
+        waiting = fwgen_background(host, "apply", str(out), "--timeout", "60", "--state-dir", str(tmp_path / "s"))
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "s" / "pending").exists():
+            assert time.monotonic() < deadline and waiting.poll() is None, waiting.communicate()
+            time.sleep(0.05)
+        assert state_of(host, "chains") != before  # the control: v2 is loaded
+        started = time.monotonic()
+        waiting.send_signal(signal.SIGHUP)
+        _, err = waiting.communicate(timeout=10)
+        assert time.monotonic() - started < 3
+        assert (waiting.returncode, err) == (1, "fwgen: stopped by SIGHUP; rolled back to the previous rules\n")
+        assert state_of(host, "chains") == before
