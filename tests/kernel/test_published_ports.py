@@ -18,13 +18,16 @@ docker.service). A compiler matching the port after DNAT is caught (the mutation
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fwgen.build import build
+from fwgen.explain import Explainer
 from fwgen.registry import bundled
 from tests.kernel.netns import (
     Namespace,
@@ -46,6 +49,7 @@ CONTAINER, CONTAINER6 = "172.17.0.2", "fd00:17::2"
 PUBLISHED = [("tcp", 8080, 80), ("tcp", 8081, 81), ("tcp", 8083, 83), ("tcp", 8084, 84), ("tcp", 8085, 85),
              ("udp", 5353, 53)]
 UNPUBLISHED = 82  # the container listens on it; nothing publishes it
+RANGE = (20000, 20047)  # published port for port (docker run -p 20000-20047:20000-20047): the random policies'
 
 POLICY = f"""\
 version: 1
@@ -123,7 +127,9 @@ def docker_layout(family: int, ns: Namespace) -> str:
         f"-A POSTROUTING -s {bridge_net} ! -o docker0 -j MASQUERADE",
         "-A DOCKER -i docker0 -j RETURN",
     ] + [f"-A DOCKER ! -i docker0 -p {proto} -m {proto} --dport {host} -j DNAT --to-destination {container}:{port}"
-         for proto, host, port in PUBLISHED] + ["COMMIT"]
+         for proto, host, port in PUBLISHED] + [
+        f"-A DOCKER ! -i docker0 -p tcp -m tcp --dport {RANGE[0]}:{RANGE[1]} -j DNAT --to-destination {container}",
+        "COMMIT"]
     filter_ = [
         "*filter", ":FORWARD DROP [0:0]", ":DOCKER - [0:0]", ":DOCKER-ISOLATION-STAGE-1 - [0:0]",
         ":DOCKER-ISOLATION-STAGE-2 - [0:0]",
@@ -135,6 +141,7 @@ def docker_layout(family: int, ns: Namespace) -> str:
         "-A FORWARD -i docker0 -o docker0 -j ACCEPT",
     ] + [f"-A DOCKER -d {plain} ! -i docker0 -o docker0 -p {proto} -m {proto} --dport {port} -j ACCEPT"
          for proto, _, port in PUBLISHED] + [
+        f"-A DOCKER -d {plain} ! -i docker0 -o docker0 -p tcp -m tcp --dport {RANGE[0]}:{RANGE[1]} -j ACCEPT",
         "-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2",
         "-A DOCKER-ISOLATION-STAGE-1 -j RETURN",
         "-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP",
@@ -167,20 +174,20 @@ class Lab:
     def __init__(self, host: Namespace, container: Namespace, peer: Namespace) -> None:
         self.host, self.container, self.peer = host, container, peer
 
-    def probe(self) -> dict[str, str]:
+    def probe(self, cases: dict[str, tuple[str, str, int, str]] = PROBES) -> dict[str, str]:
         """Each probe's fate: 'open' or 'closed' (a UDP datagram is open when the
         container's listener got it)."""
-        listener = serve(self.container, ["0.0.0.0", "::"], tcp=[port for proto, _, port in PUBLISHED
-                                                                 if proto == "tcp"] + [UNPUBLISHED], udp=[53])
+        tcp = [port for proto, _, port in PUBLISHED if proto == "tcp"] + [UNPUBLISHED]
+        listener = serve(self.container, ["0.0.0.0", "::"], tcp=tcp + list(range(RANGE[0], RANGE[1] + 1)), udp=[53])
         with listener:
             listener.wait_ready()
             probes = [Probe(proto, dst, port, src, timeout=0.7, id=name, payload=name)
-                      for name, (proto, dst, port, src) in PROBES.items()]
+                      for name, (proto, dst, port, src) in cases.items()]
             results = {r.probe.id: r.status for r in run_probes(self.peer, probes)}
             # the unpublished port is really served: the host itself reaches it
             assert run_probes(self.host, [Probe("tcp", CONTAINER, UNPUBLISHED, timeout=2.0)])[0].status == "connected"
         got = {r["payload"] for r in listener.stop() if r["proto"] == "udp"}
-        return {name: ("open" if (status == "connected" if PROBES[name][0] == "tcp" else name in got) else "closed")
+        return {name: ("open" if (status == "connected" if cases[name][0] == "tcp" else name in got) else "closed")
                 for name, status in results.items()}
 
 
@@ -271,3 +278,68 @@ def test_a_compiler_matching_the_port_after_dnat_is_caught(lab: Lab, tmp_path: P
     fates = lab.probe()
     assert fates["8081 allowed"] == fates["v6 8081 allowed"] == "closed"
     assert fates != expected("enforce")
+
+
+def random_policy(rng: random.Random, default: str) -> str:
+    """Rules on the published range: overlapping ranges, every action, restricted to a
+    client address or to one of the host's addresses, in both families."""
+    rules = []
+    for index in range(rng.randint(2, 7)):
+        lo = rng.randint(*RANGE)
+        hi = min(RANGE[1], lo + rng.choice([0, 0, 2, 7, 20]))
+        rule: dict[str, object] = {"name": f"r{index}", "action": rng.choice(["allow", "deny", "monitor"]),
+                                   "protocol": "tcp", "ports": [lo if lo == hi else f"{lo}-{hi}"]}
+        local = rng.random() < 0.3  # with from: both of one family (else the rule could never match)
+        v4 = rng.random() < 0.5
+        if rng.random() < 0.4:
+            clients = ([PEER, PEER_ADMIN, "10.0.5.0/24"] if v4 else [PEER6, PEER6_ADMIN]) if local else [
+                PEER, PEER_ADMIN, "10.0.5.0/24", PEER6, PEER6_ADMIN]
+            rule["from"] = rng.sample(clients, rng.randint(1, 2))
+        if local:
+            rule["local"] = [rng.choice([HOST, HOST_OTHER] if v4 else [HOST6, HOST6_OTHER])]
+        rules.append(rule)
+    return yaml.safe_dump({"version": 1, "name": "dock", "targets": ["iptables", "nftables"],
+                           "published_ports": "enforce", "defaults": {"inbound": default},
+                           "acknowledge": ["ssh-lockout"], "rules": rules}, sort_keys=False)
+
+
+def random_cases(rng: random.Random, text: str) -> dict[str, tuple[str, str, int, str]]:
+    """Every rule's range edges (and a few more ports), each from and to a random pair of
+    the client's and the host's addresses of one family."""
+    ports = {RANGE[0], RANGE[1]} | {rng.randint(*RANGE) for _ in range(4)}
+    for rule in yaml.safe_load(text)["rules"]:
+        lo, _, hi = str(rule["ports"][0]).partition("-")
+        ports |= {p for p in (int(lo) - 1, int(lo), int(hi or lo), int(hi or lo) + 1) if RANGE[0] <= p <= RANGE[1]}
+    pairs = [(PEER, HOST), (PEER, HOST_OTHER), (PEER_ADMIN, HOST), (PEER_ADMIN, HOST_OTHER),
+             (PEER6, HOST6), (PEER6, HOST6_OTHER), (PEER6_ADMIN, HOST6), (PEER6_ADMIN, HOST6_OTHER)]
+    cases = {}
+    for port in sorted(ports):
+        for src, dst in rng.sample(pairs, 2):
+            cases[f"{port} {src} -> {dst}"] = ("tcp", dst, port, src)
+    return cases
+
+
+@pytest.mark.parametrize("target", ["iptables", "nftables"])
+def test_random_policies_agree_with_explain_on_published_ports(lab: Lab, tmp_path: Path, target: str) -> None:
+    """Seeded random policies (the same every run): each published connection is open
+    exactly when fwgen explain says allow or monitor for it, by the port and host
+    address the client connected to."""
+    rng = random.Random(f"published-{target}")
+    docker_starts(lab.host)
+    seen: set[str] = set()
+    for round_ in range(4):
+        text = random_policy(rng, ("deny", "allow")[round_ % 2])
+        cases = random_cases(rng, text)
+        if round_ == 0:  # the positive control: every published connection goes through before fwgen's rules
+            assert set(lab.probe(cases).values()) == {"open"}
+        path = tmp_path / "dock.yaml"
+        path.write_text(text, encoding="utf-8")
+        load(lab, target, build(str(path), bundled()).files)
+        explainer = Explainer.from_file(str(path), bundled())
+        expected = {name: "open" if explainer.verdict("in", "tcp", port, src, local=dst).action != "deny" else "closed"
+                    for name, (_, dst, port, src) in cases.items()}
+        fates = lab.probe(cases)
+        wrong = {name: fate for name, fate in fates.items() if fate != expected[name]}
+        assert not wrong, f"{text}\nexpected {({n: expected[n] for n in wrong})}"
+        seen.update(expected.values())
+    assert seen == {"open", "closed"}  # the policies open some published connections and close others
