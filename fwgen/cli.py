@@ -552,6 +552,75 @@ def diff(old: str, new: str, fmt: str, registry_path: str | None) -> None:
     sys.exit(1 if result.changes else 0)
 
 
+def _linux_target(func: F) -> F:
+    return click.option("-t", "--target", "target", type=click.Choice(("nftables", "iptables")),
+                        help="The output to load (default: the only one OUT holds).")(func)
+
+
+def _state_dir_option(func: F) -> F:
+    return click.option("--state-dir", default="/var/lib/fwgen", show_default=True,
+                        help="Where the previous rules are saved and the confirmation is awaited.")(func)
+
+
+@main.command(name="apply")
+@click.argument("out", metavar="OUT", required=False, type=click.Path())
+@_linux_target
+@click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to wait for a confirmation before rolling back (0: keep without asking).")
+@click.option("--confirm", "confirming", is_flag=True,
+              help="Confirm the fwgen apply waiting in --state-dir (from another session).")
+@_state_dir_option
+def apply_command(out: str | None, target: str | None, timeout: float, confirming: bool, state_dir: str) -> None:
+    """Load one host's build directory OUT (out/NAME) with automatic rollback.
+
+    \b
+    Checks the files (nft -c, iptables-restore --test), saves the current state under
+    --state-dir, loads the files (counters of fwgen's rules carried over) and rolls back
+    unless confirmed within --timeout seconds: on a terminal by answering y, otherwise by
+    `fwgen apply --confirm` from another session. Exit 0: confirmed and kept; 1: refused
+    or rolled back (one line says which).
+    """
+    from fwgen import apply as applying
+
+    if confirming == (out is not None):
+        raise click.UsageError("give OUT to apply, or --confirm (without OUT) to confirm a waiting apply")
+    if confirming and target:
+        raise click.UsageError("--confirm takes no -t")
+    try:
+        line = applying.confirm(state_dir) if confirming else applying.apply(Path(out or ""), target, timeout,
+                                                                               state_dir)
+    except applying.ApplyError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    click.echo(line, err=True)
+
+
+@main.command()
+@click.argument("out", metavar="OUT", required=False, type=click.Path())
+@_linux_target
+@click.option("--name", help="The policy name, instead of OUT (needs -t).")
+def remove(out: str | None, target: str | None, name: str | None) -> None:
+    """Take fwgen's rules of one policy off this host.
+
+    \b
+    nftables: deletes table inet NAME only. iptables chains mode: deletes fwgen's chains of
+    NAME and the jumps to them, in both families. iptables table mode: changes nothing and
+    says how to restore the distribution default (docs/rollout.md).
+    """
+    from fwgen import apply as applying
+
+    if (out is None) == (name is None):
+        raise click.UsageError("give OUT or --name NAME")
+    if name is not None and target is None:
+        raise click.UsageError("--name needs -t nftables or -t iptables")
+    try:
+        line = applying.remove(Path(out) if out else None, name, target)
+    except applying.ApplyError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    click.echo(line, err=True)
+
+
 def entry() -> None:
     """The console script (and ``python -m fwgen``): one short-lived command.
 

@@ -213,6 +213,7 @@ class Options(NamedTuple):
 
     antispoof: bool = True  # drop packets failing the reverse-path check (rpfilter / fib)
     windows_exclusive: bool = False  # Windows: the default deny as explicit block rules
+    iptables_chains: bool = False  # iptables: only fwgen's own chains, sharing the tables (mode: chains)
 
 
 class SourceInfo(NamedTuple):

@@ -90,6 +90,7 @@ class Policy:
     forward: str = "deny"  # allow | deny: routed traffic (iptables' FORWARD policy)
     antispoof: bool = True
     windows_exclusive: bool = False
+    iptables_mode: str = "table"  # table | chains (iptables: {mode: ...})
     targets: tuple[Text, ...] | None = None  # the outputs the policy is for; None = all of them
     # every included file, in the order the includes first reached it
     includes: tuple[Include, ...] = ()
@@ -244,7 +245,7 @@ def load_policy(path: str, files: Files | None = None) -> Policy:
 
 TOP_KEYS = (
     "version", "name", "description", "targets", "defaults", "monitor", "include", "networks", "services", "rules",
-    "acknowledge", "antispoof", "windows",
+    "acknowledge", "antispoof", "windows", "iptables",
 )
 # what an included file may hold: the rest belongs to the host policy
 FRAGMENT_KEYS = ("version", "include", "networks", "services", "rules")
@@ -261,6 +262,8 @@ INTERFACE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_.-]{0,14})(\*?)")
 PROTOCOL_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 DEFAULT_KEYS = ("inbound", "outbound", "deny", "forward")
 WINDOWS_KEYS = ("exclusive",)
+IPTABLES_KEYS = ("mode",)
+IPTABLES_MODES = ("table", "chains")
 MONITOR_KEYS = ("log_prefix", "rate")
 LOCATED_KEYS = ("from", "to", "icmp", "local", "interface", "profiles")
 RULE_KEYS = (
@@ -552,6 +555,11 @@ def _host_policy(host: _Fragment, rules: tuple[PolicyRule, ...], **loaded: objec
         windows = reader.mapping(top["windows"][1], "windows", WINDOWS_KEYS)
         if "exclusive" in windows:
             windows_exclusive = reader.boolean(windows["exclusive"][1], "windows.exclusive")
+    iptables_mode = "table"
+    if "iptables" in top:
+        iptables = reader.mapping(top["iptables"][1], "iptables", IPTABLES_KEYS)
+        if "mode" in iptables:
+            iptables_mode = reader.choice(iptables["mode"][1], "iptables.mode", IPTABLES_MODES)
 
     prefix, rate, per = "fwgen", 10, "minute"
     if "monitor" in top:
@@ -577,7 +585,8 @@ def _host_policy(host: _Fragment, rules: tuple[PolicyRule, ...], **loaded: objec
         path=source.path, sha256=host.loaded.sha256, name=name, description=description,
         inbound=inbound, outbound=outbound, deny=deny,
         log_prefix=prefix, rate=rate, rate_per=per, rules=rules, acknowledge=acknowledge,
-        forward=forward, antispoof=antispoof, windows_exclusive=windows_exclusive, targets=targets,
+        forward=forward, antispoof=antispoof, windows_exclusive=windows_exclusive,
+        iptables_mode=iptables_mode, targets=targets,
         document=Document(source, host.loaded.root), **loaded,  # type: ignore[arg-type]
     )
 

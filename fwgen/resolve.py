@@ -371,5 +371,8 @@ def _compile(policy: Policy, registry: Registry) -> ir.Ruleset:
             registry_sha256=registry.sha256,
             includes=tuple((include.relative, include.sha256) for include in policy.includes),
         ),
-        options=ir.Options(antispoof=policy.antispoof, windows_exclusive=policy.windows_exclusive),
+        options=ir.Options(
+            antispoof=policy.antispoof, windows_exclusive=policy.windows_exclusive,
+            iptables_chains=policy.iptables_mode == "chains",
+        ),
     )

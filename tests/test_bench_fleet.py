@@ -53,7 +53,7 @@ def test_fwgen_policies_build(fleet: Any, tmp_path: Path) -> None:
         assert len(host.rules) == bench.FLEET_RULES
         # as fwgen build does: error-level lint findings refuse the policy
         result = build(str(path), bundled(), lint_errors=True)
-        assert len(result.files) == 4, path.name
+        assert len(result.files) == 5, path.name
         rules = yaml.safe_load(path.read_text())["rules"]
         assert {r.get("direction", "in") for r in rules} == {"in", "out"}
         assert {r["action"] for r in rules} == {"allow", "deny", "monitor"}

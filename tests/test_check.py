@@ -16,7 +16,8 @@ from fwgen.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGE = ROOT / "policies" / "edge.yaml"
-EDGE_FILES = ["edge/iptables/rules.v4", "edge/iptables/rules.v6", "edge/nftables/edge.nft", "edge/windows/edge.cmd"]
+EDGE_FILES = ["edge/iptables/rules.v4", "edge/iptables/rules.v6", "edge/nftables/edge.nft", "edge/windows/edge.cmd",
+              "edge/windows/edge-remove.cmd"]
 
 
 def _run(*args: str) -> tuple[int, str, str]:
@@ -50,7 +51,7 @@ def built(tmp_path: Path) -> tuple[Path, Path]:
 def test_fresh_build_is_up_to_date(built: tuple[Path, Path]) -> None:
     policy, out = built
     code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out))
-    assert (code, stdout) == (0, "up to date: 4 files\n")
+    assert (code, stdout) == (0, "up to date: 5 files\n")
 
 
 def test_edited_policy_lists_stale_files(built: tuple[Path, Path]) -> None:
@@ -62,7 +63,7 @@ def test_edited_policy_lists_stale_files(built: tuple[Path, Path]) -> None:
     assert code == 1
     # every output embeds the policy's sha256, so every file is stale, in build order
     assert stdout.splitlines() == [f"stale: {out / rel}" for rel in EDGE_FILES]
-    assert "4 of 4 output files out of date" in stderr
+    assert "5 of 5 output files out of date" in stderr
     assert f"fwgen build {policy} -o {out}" in stderr
 
 
@@ -126,7 +127,7 @@ def test_unrelated_files_are_not_reported(built: tuple[Path, Path]) -> None:
     (out / "edge" / "nftables" / "other.nft").write_text("table inet other {}\n")
     (out / "edge" / "iptables" / ".rules.v4.abc.tmp").write_text("leftover\n")
     code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out))
-    assert (code, stdout) == (0, "up to date: 4 files\n")
+    assert (code, stdout) == (0, "up to date: 5 files\n")
 
 
 def test_targets_limit_what_is_checked(built: tuple[Path, Path]) -> None:
@@ -139,7 +140,8 @@ def test_targets_limit_what_is_checked(built: tuple[Path, Path]) -> None:
     assert (code, stdout) == (1, f"stale: {out / 'edge' / 'iptables/rules.v6'}\n")
     assert f"-o {out} -t iptables -t nftables" in stderr
     code, stdout, _ = _run("build", "--check", str(policy), "-o", str(out), "-t", "nftables", "-t", "windows")
-    assert (code, stdout) == (1, f"missing: {out / 'edge' / 'windows/edge.cmd'}\n")
+    assert (code, stdout) == (1, f"missing: {out / 'edge' / 'windows/edge.cmd'}\n"
+                                 f"missing: {out / 'edge' / 'windows/edge-remove.cmd'}\n")
     # built for Windows alone, the policy would lock out RDP and WinRM (rdp-lockout)
     code, stdout, stderr = _run("build", "--check", str(policy), "-o", str(out), "-t", "windows")
     assert (code, stdout) == (1, "") and stderr.endswith("[rdp-lockout]\n")
@@ -150,7 +152,7 @@ def test_a_target_built_alone_checks_alone(tmp_path: Path) -> None:
     assert _run("build", str(EDGE), "-o", str(out), "-t", "nftables")[0] == 0
     assert _run("build", "--check", str(EDGE), "-o", str(out), "-t", "nftables") == (0, "up to date: 1 files\n", "")
     code, stdout, _ = _run("build", "--check", str(EDGE), "-o", str(out))
-    assert code == 1 and stdout.count("missing: ") == 3
+    assert code == 1 and stdout.count("missing: ") == 4
 
 
 def test_check_never_writes(built: tuple[Path, Path]) -> None:
@@ -190,7 +192,7 @@ def test_check_with_stdout_is_a_usage_error(tmp_path: Path) -> None:
 def test_warnings_still_go_to_stderr(built: tuple[Path, Path]) -> None:
     policy, out = built
     code, stdout, stderr = _run("build", "--check", str(policy), "-o", str(out))
-    assert code == 0 and stdout == "up to date: 4 files\n"
+    assert code == 0 and stdout == "up to date: 5 files\n"
     assert f"{policy}: warning: windows:" in stderr
 
 
@@ -208,5 +210,5 @@ def test_real_process_exit_codes(tmp_path: Path) -> None:
     assert missing.stdout.splitlines() == [f"missing: {Path('out') / rel}" for rel in EDGE_FILES]
     assert run("build", "edge.yaml").returncode == 0
     fresh = run("build", "--check", "edge.yaml")
-    assert (fresh.returncode, fresh.stdout) == (0, "up to date: 4 files\n")
+    assert (fresh.returncode, fresh.stdout) == (0, "up to date: 5 files\n")
     assert run("build", "--check", "--bogus", "edge.yaml").returncode == 2

@@ -215,7 +215,7 @@ def test_error_leaves_existing_outputs_untouched(tmp_path: Path, monkeypatch: py
     policy.write_text("version: 1\nrules:\n  - action: allow\n    ports: [ssh]\n", encoding="utf-8")
     assert CliRunner().invoke(main, ["build", "edge.yaml"]).exit_code == 0
     before = {p: p.read_bytes() for p in Path("out").rglob("*") if p.is_file()}
-    assert len(before) == 4
+    assert len(before) == 5
     policy.write_text("version: 1\nrules:\n  - action: allow\n    ports: [ssh, mpshrv]\n", encoding="utf-8")
     result = CliRunner().invoke(main, ["build", "edge.yaml"])
     assert result.exit_code == 1
@@ -289,7 +289,7 @@ def test_a_failing_file_replaces_nothing_of_the_set(tmp_path: Path, monkeypatch:
     assert result.stderr == "fwgen: cannot write out/windows/edge.cmd: Is a directory\n"  # type: ignore[attr-defined]
     assert _files(tmp_path / "out") == before
     assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == sorted(
-        ["iptables", "nftables", "windows", "rules.v4", "rules.v6", "edge.nft", "edge.cmd"])
+        ["iptables", "nftables", "windows", "rules.v4", "rules.v6", "edge.nft", "edge.cmd", "edge-remove.cmd"])
 
     fresh = tmp_path / "fresh"
     (fresh / "windows").mkdir(parents=True)
@@ -355,3 +355,30 @@ def test_unreadable_registry_is_one_line(tmp_path: Path, monkeypatch: pytest.Mon
         assert result.exit_code == 1, argv
         assert result.stderr == f"fwgen: cannot read registry {registry}: {reason}\n"
     assert not Path("out").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["apply"], "give OUT to apply, or --confirm"),
+    (["apply", "out/edge", "--confirm"], "give OUT to apply, or --confirm"),
+    (["apply", "--confirm", "-t", "nftables"], "--confirm takes no -t"),
+    (["apply", "out/edge", "--timeout", "-1"], "--timeout"),
+    (["remove"], "give OUT or --name NAME"),
+    (["remove", "out/edge", "--name", "edge"], "give OUT or --name NAME"),
+    (["remove", "--name", "edge"], "--name needs -t"),
+])
+def test_apply_and_remove_usage_errors(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_apply_refuses_a_directory_that_is_not_a_build(tmp_path: Path) -> None:
+    (tmp_path / "both" / "nftables").mkdir(parents=True)
+    (tmp_path / "both" / "iptables").mkdir()
+    (tmp_path / "none").mkdir()
+    runner = CliRunner()
+    for out, expected in ((tmp_path / "none", "holds neither nftables/ nor iptables/"),
+                          (tmp_path / "both", "holds both nftables/ and iptables/: name the one to load with -t"),
+                          (tmp_path / "missing", "is not a directory")):
+        result = runner.invoke(main, ["apply", str(out), "--state-dir", str(tmp_path / "s")])
+        assert result.exit_code == 1 and expected in result.output and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "s").exists()  # refused before anything was touched

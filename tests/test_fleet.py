@@ -47,15 +47,15 @@ def test_one_policy_or_many_the_layout_is_out_name(tmp_path: Path) -> None:
     assert run("build", str(ROOT / "policies" / "edge.yaml"), str(ROOT / "policies" / "locked-down.yaml"),
                "-o", str(many))[0] == 0
     assert sorted(tree(one)) == ["edge/iptables/rules.v4", "edge/iptables/rules.v6", "edge/nftables/edge.nft",
-                                 "edge/windows/edge.cmd"]
+                                 "edge/windows/edge-remove.cmd", "edge/windows/edge.cmd"]
     assert {k: v for k, v in tree(many).items() if k.startswith("edge/")} == tree(one)
-    assert len(tree(many)) == 8
+    assert len(tree(many)) == 10
 
 
 def test_flat_is_the_1x_layout_for_one_policy(tmp_path: Path) -> None:
     code, out, _ = run("build", str(ROOT / "policies" / "edge.yaml"), "-o", str(tmp_path), "--flat")
     assert code == 0 and sorted(tree(tmp_path)) == ["iptables/rules.v4", "iptables/rules.v6", "nftables/edge.nft",
-                                                    "windows/edge.cmd"]
+                                                    "windows/edge-remove.cmd", "windows/edge.cmd"]
     assert out.splitlines()[0] == f"wrote {tmp_path / 'iptables' / 'rules.v4'}"
     code, _, err = run("build", str(FLEET), "-o", str(tmp_path / "x"), "--flat")
     assert code == 2 and "--flat builds exactly one policy file" in err

@@ -57,7 +57,7 @@ def test_manifest() -> None:
 
 def test_check_hook_passes_when_up_to_date(repo: Path) -> None:
     done = run_hook(repo, "fwgen-check")
-    assert (done.returncode, done.stdout) == (0, "up to date: 13 files\n"), done.stderr
+    assert (done.returncode, done.stdout) == (0, "up to date: 14 files\n"), done.stderr
 
 
 def test_check_hook_sees_a_change_of_a_shared_file(repo: Path) -> None:
@@ -72,7 +72,7 @@ def test_check_hook_sees_a_change_of_a_shared_file(repo: Path) -> None:
     stale = sorted(line.split("/")[1] for line in done.stdout.splitlines())
     assert stale == ["bastion"] * 3 + ["db"] * 3 + ["web"] * 3  # iptables (2) and nftables of each role
     assert all(line.startswith("stale: out/") for line in done.stdout.splitlines())
-    assert "9 of 13 output files out of date; rebuild with: fwgen build policies -o out" in done.stderr
+    assert "9 of 14 output files out of date; rebuild with: fwgen build policies -o out" in done.stderr
     assert {p: p.read_bytes() for p in (repo / "out").rglob("*") if p.is_file()} == before  # writes nothing
 
 

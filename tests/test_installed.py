@@ -44,7 +44,8 @@ def test_installed_fwgen_builds_from_another_directory(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "built" / "edge"
     built = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert built == ["iptables/rules.v4", "iptables/rules.v6", "nftables/edge.nft", "windows/edge.cmd"]
+    assert built == ["iptables/rules.v4", "iptables/rules.v6", "nftables/edge.nft", "windows/edge-remove.cmd",
+                     "windows/edge.cmd"]
     golden = ROOT / "tests" / "golden" / "edge"
     for relative in built:
         assert (out / relative).read_bytes() == (golden / relative).read_bytes(), relative
@@ -59,6 +60,12 @@ def test_installed_fwgen_builds_from_another_directory(tmp_path: Path) -> None:
         for relative in ("iptables/rules.v4", "iptables/rules.v6", f"nftables/{role}.nft"):
             made = (tmp_path / "fleet-out" / role / relative).read_bytes()
             assert made == (ROOT / "tests" / "golden" / f"fleet-{role}" / relative).read_bytes(), (role, relative)
+
+    # fwgen apply is in the installed package: it refuses a directory that is no build
+    refused = subprocess.run([exe, "apply", "fleet", "--state-dir", str(tmp_path / "state")], cwd=tmp_path,
+                             env=_clean_env(), capture_output=True, text=True, check=False)
+    assert (refused.returncode, refused.stderr) == (
+        1, "fwgen: fleet holds neither nftables/ nor iptables/: give a host's build directory, out/NAME\n")
 
     ports = subprocess.run([exe, "ports", "1274"], cwd=tmp_path, env=_clean_env(),
                            capture_output=True, text=True, check=True).stdout

@@ -549,7 +549,7 @@ def test_output_is_deterministic():
 
     a, b = windows.render(build()), windows.render(build())
     assert a.files == b.files and a.warnings == b.warnings
-    assert list(a.files) == ["windows/web.cmd"]
+    assert list(a.files) == ["windows/web.cmd", "windows/web-remove.cmd"]
     assert lower(build()) == lower(build())
 
 

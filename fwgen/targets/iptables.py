@@ -24,6 +24,7 @@ and fills them.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -59,7 +60,9 @@ NAME = "iptables"
 TEMPLATE = BY_NAME[NAME].template
 LINES = BY_NAME[NAME].lines
 MULTIPORT_SLOTS = 15
-REJECT_CHAIN = "fwgen-reject"
+CHAIN_PREFIX = "fwgen-"  # every chain fwgen makes; what a jump to fwgen's state targets
+CHAINS_MODE_LINE = "fwgen iptables mode: chains"  # the header line of a chains-mode file
+MAX_CHAIN = 28  # iptables' chain name limit (XT_EXTENSION_MAXNAMELEN - 1 - 3 for the -j)
 _PER = {"second": "second", "minute": "minute", "hour": "hour"}
 EVERY_PROTOCOL = ((0, WHAT_SIZE - 1),)
 
@@ -88,8 +91,46 @@ def line(chain: str, matches: str, target: str, comment: str = "") -> str:
     return shape.rule(chain, matches, comment, target) if comment else shape.bare_rule(chain, matches, target)
 
 
+class Chains(NamedTuple):
+    """The chains a file fills: the built-in ones in table mode, fwgen's own in chains mode."""
+
+    input: str
+    output: str
+    prerouting: str  # raw table: the reverse-path check
+    reject: str
+    rule: str  # a logged rule N's chain is this + N
+
+    def of(self, rule: Rule) -> str:
+        name = f"{self.rule}{rule.index}"
+        assert len(name) <= MAX_CHAIN, name
+        return name
+
+
+TABLE_CHAINS = Chains("INPUT", "OUTPUT", "PREROUTING", "fwgen-reject", "fwgen-rule-")
+# the built-in chain each of fwgen's base chains is jumped to from, per table
+JUMPS = (("raw", "PREROUTING", "prerouting"), ("filter", "INPUT", "input"), ("filter", "OUTPUT", "output"))
+
+
+def policy_prefix(name: str) -> str:
+    """``fwgen-NAME`` for names of up to 10 characters; a longer name is cut to 4 and
+    followed by ``.`` and 5 hex digits of its sha256 (a policy name never holds a dot, so
+    the two forms never meet). With the longest suffix, ``-rule-NNNNNN``, that stays
+    within iptables' 28 characters."""
+    if len(name) <= 10:
+        return f"{CHAIN_PREFIX}{name}"
+    return f"{CHAIN_PREFIX}{name[:4]}.{hashlib.sha256(name.encode()).hexdigest()[:5]}"
+
+
+def chains_for(ruleset: Ruleset) -> Chains:
+    if not ruleset.options.iptables_chains:
+        return TABLE_CHAINS
+    prefix = policy_prefix(ruleset.name)
+    return Chains(f"{prefix}-in", f"{prefix}-out", f"{prefix}-pre", f"{prefix}-reject", f"{prefix}-rule-")
+
+
 def chain_name(rule: Rule) -> str:
-    return f"fwgen-rule-{rule.index}"  # <= 28 characters for any realistic index
+    """A logged rule's chain in table mode (see ``Chains.of``)."""
+    return TABLE_CHAINS.of(rule)
 
 
 def port_chunks(ranges: Sequence[tuple[int, int]], shape: rendering.Shapes | None = None) -> list[str]:
@@ -116,16 +157,16 @@ def port_chunks(ranges: Sequence[tuple[int, int]], shape: rendering.Shapes | Non
     return [shape.ports(",".join(chunk)) for chunk in chunks]
 
 
-def _verdict(ruleset: Ruleset, action: Action) -> str:
+def _verdict(ruleset: Ruleset, action: Action, chains: Chains) -> str:
     if action is Action.DENY:
-        return REJECT_CHAIN if ruleset.defaults.reject else "DROP"
+        return chains.reject if ruleset.defaults.reject else "DROP"
     return "ACCEPT"
 
 
-def _target(ruleset: Ruleset, rule: Rule) -> str:
+def _target(ruleset: Ruleset, rule: Rule, chains: Chains) -> str:
     """Logged rules jump to their own chain (LOG with the rule's prefix, then the verdict);
     every other rule's verdict is written directly."""
-    return chain_name(rule) if rule.logged else _verdict(ruleset, rule.action)
+    return chains.of(rule) if rule.logged else _verdict(ruleset, rule.action, chains)
 
 
 def _protocol_parts(rule: Rule) -> list[tuple[str, str]]:
@@ -153,6 +194,7 @@ class _Lowering:
 
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
+        self.chains = chains_for(ruleset)
         self.logged = [rule for rule in ruleset.rules if rule.logged]
         self.comments: dict[int, str] = {}
         self.identity: dict[int, list[str]] = {}
@@ -180,10 +222,10 @@ class _Lowering:
         """A logged rule's own chain: the rate-limited LOG, then the verdict."""
         lines = self.identity.get(rule.index)
         if lines is None:
-            own, shape = chain_name(rule), shapes()
+            own, shape = self.chains.of(rule), shapes()
             lines = self.identity[rule.index] = [
                 shape.log_rule(own, self.rate, self.burst, log_tag(self.ruleset, rule)),
-                shape.rule(own, "", self.comment(rule), _verdict(self.ruleset, rule.action)),
+                shape.rule(own, "", self.comment(rule), _verdict(self.ruleset, rule.action, self.chains)),
             ]
         return lines
 
@@ -200,7 +242,7 @@ class _Lowering:
             interface = shape.in_interface if inbound else shape.out_interface
             interfaces = [interface(name.replace("*", "+")) for name in rule.interfaces or ()] or [""]
             heads = [(via + protocol, selector) for via in interfaces for protocol, selector in _protocol_parts(rule)]
-            made = self.heads[rule.index] = (heads, self.comment(rule), _target(self.ruleset, rule))
+            made = self.heads[rule.index] = (heads, self.comment(rule), _target(self.ruleset, rule, self.chains))
         heads, comment, target = made
         remote_nets, local_nets = network_texts(self.ruleset, rule, family.number)
         if remote_nets is None and local_nets is None:
@@ -228,7 +270,7 @@ class _Lowering:
             return found[1]
         ruleset, shape = self.ruleset, shapes()
         lines: list[str] = []
-        target_of = {rule.index: _target(ruleset, rule) for rule in run.rules}
+        target_of = {rule.index: _target(ruleset, rule, self.chains) for rule in run.rules}
         for proto in PROTOCOLS:
             # target -> (its intervals, touching ones joined; the rules owning them)
             by_target: dict[str, tuple[list[tuple[int, int]], list[Rule]]] = {}
@@ -254,13 +296,12 @@ class _Lowering:
 
 
 @functools.cache
-def _prologue(family: Family, base: str) -> list[str]:
+def _prologue(family: Family, base: str, inbound: bool) -> list[str]:
     """The always-rules: loopback destinations only from lo; link-local control messages
     (ICMPv6 neighbour discovery and MLD, IGMP) before conntrack's INVALID drop, which would
     take some of them; then established and related traffic, and loopback. The same in
     every policy: made once per process (do not change the list)."""
     shape = shapes()
-    inbound = base == "INPUT"
     lines = []
     if inbound:
         lines.append(line(base, shape.not_in_interface("lo") + shape.destination(LOOPBACK[family.number]), "DROP",
@@ -281,28 +322,31 @@ def _prologue(family: Family, base: str) -> list[str]:
     return lines
 
 
-def _raw_lines(ruleset: Ruleset) -> list[str]:
+def _raw_lines(ruleset: Ruleset, chains: Chains) -> list[str]:
     """The raw table's PREROUTING: the reverse-path check, unless ``antispoof: false``."""
     if not ruleset.options.antispoof:
         return []
-    return [line("PREROUTING", shapes().reverse_path_fails(), "DROP",
+    return [line(chains.prerouting, shapes().reverse_path_fails(), "DROP",
                  "antispoof: the source is not routed back through the arrival interface")]
 
 
 def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> dict[str, object]:
     """The template's view model for one family (``shared``: what the other family's
-    lowering already made)."""
+    lowering already made). In chains mode the base chains are fwgen's own, each ending
+    with the default's verdict, and the built-in chains only jump to them."""
     shared = shared or _Lowering(ruleset)
     shape = shapes()
+    own = shared.chains
+    sharing = ruleset.options.iptables_chains
     chains: dict[str, str] = {}
     lines: list[str] = []
     rule_lines: list[str] = []
     uses_reject = False
     logged = [rule for rule in shared.logged if rule.applies_to(family.number)]
-    for direction, base in ((Direction.IN, "INPUT"), (Direction.OUT, "OUTPUT")):
+    for direction, builtin, base in ((Direction.IN, "INPUT", own.input), (Direction.OUT, "OUTPUT", own.output)):
         default = ruleset.defaults.for_direction(direction)
-        chains[base] = "ACCEPT" if default is Action.ALLOW else "DROP"
-        lines.extend(_prologue(family, base))
+        chains[builtin] = "ACCEPT" if default is Action.ALLOW else "DROP"
+        lines.extend(_prologue(family, base, direction is Direction.IN))
         for segment in plan(ruleset, direction, family.number):
             if isinstance(segment, Run):
                 lines.extend(shared.run(segment, base))
@@ -312,18 +356,24 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
             if rule.direction is direction:
                 rule_lines.extend(shared.identity_chain(rule))
         if default is Action.DENY:
-            lines.append(line(base, "", _verdict(ruleset, Action.DENY), f"default: {direction.value}bound deny"))
+            lines.append(line(base, "", _verdict(ruleset, Action.DENY, own), f"default: {direction.value}bound deny"))
+        elif sharing:  # the chain decides every packet it sees, as the chain policy does in table mode
+            lines.append(line(base, "", "ACCEPT", f"default: {direction.value}bound allow"))
         uses_reject |= ruleset.defaults.reject and (
             default is Action.DENY
             or any(rule.action is Action.DENY for rule in ruleset.rules_for(direction, family.number))
         )
-    user_chains = ([REJECT_CHAIN] if uses_reject else []) + [chain_name(rule) for rule in logged]
+    user_chains = ([own.reject] if uses_reject else []) + [own.of(rule) for rule in logged]
     reject_lines = [
-        line(REJECT_CHAIN, shape.protocol("tcp"), shape.reject("tcp-reset")),
-        line(REJECT_CHAIN, shape.protocol("udp"), shape.reject(family.icmp_unreachable)),
-        line(REJECT_CHAIN, "", shape.reject(family.icmp_prohibited)),
+        line(own.reject, shape.protocol("tcp"), shape.reject("tcp-reset")),
+        line(own.reject, shape.protocol("udp"), shape.reject(family.icmp_unreachable)),
+        line(own.reject, "", shape.reject(family.icmp_prohibited)),
     ] if uses_reject else []
     forward = "ACCEPT" if ruleset.defaults.forward is Action.ALLOW else "DROP"
+    raw = _raw_lines(ruleset, own)
+    jumps = {table: [line(builtin, "", getattr(own, field)) for t, builtin, field in JUMPS
+                     if t == table and (table == "filter" or raw)]
+             for table in ("raw", "filter")} if sharing else {"raw": [], "filter": []}
     return {
         "header": [
             sanitize.shell_comment(text) for text in rendering.header_lines(ruleset, f"{NAME} (IPv{family.number})")
@@ -331,12 +381,16 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
         "description": sanitize.shell_comment(ruleset.description, 500),
         "policy": ruleset.name,
         "forward": forward,
-        "builtin": [("INPUT", chains["INPUT"]), ("FORWARD", forward), ("OUTPUT", chains["OUTPUT"])],
-        "raw": "\n".join(_raw_lines(ruleset)),
-        "user_chains": user_chains,
+        "sharing": sharing,
+        "mode_line": CHAINS_MODE_LINE,
+        "prefix": policy_prefix(ruleset.name),
+        "builtin": [] if sharing else [("INPUT", chains["INPUT"]), ("FORWARD", forward), ("OUTPUT", chains["OUTPUT"])],
+        "raw_chains": [own.prerouting] if sharing and raw else [],
+        "raw": "\n".join(raw + jumps["raw"]),
+        "user_chains": ([own.input, own.output] if sharing else []) + user_chains,
         # every -A line, in order, one per line (thousands of them: joined here, not by
         # a template loop, which costs more than building them)
-        "rules": "\n".join(lines + rule_lines + reject_lines),
+        "rules": "\n".join(lines + rule_lines + reject_lines + jumps["filter"]),
     }
 
 

@@ -1068,19 +1068,64 @@ def render(ruleset: Ruleset) -> TargetOutput:
     # The policy means nothing while the firewall is off.
     settings.append("netsh advfirewall set allprofiles state on")
     settings += logging_commands
+    deletes = {
+        "delete_staging": f'netsh advfirewall firewall delete rule name="{staging}"',
+        "delete_old": f'netsh advfirewall firewall delete rule name="{name}"',
+    }
     text = _render.render(
         TEMPLATE,
+        removal=False,
         header=[windows_text(line, 1000) for line in header],
-        delete_staging=f'netsh advfirewall firewall delete rule name="{staging}"',
         adds=[add_rule_command(staging, r) for r in rules],
-        delete_old=f'netsh advfirewall firewall delete rule name="{name}"',
         rename=f'netsh advfirewall firewall set rule name="{staging}" new name="{name}"' if rules else "",
         settings=settings,
+        **deletes,
     )
+    removal = _render.render(
+        TEMPLATE,
+        removal=True,
+        header=[windows_text(line, 1000) for line in _removal_header(ruleset, name, staging, logging_commands)],
+        adds=[],
+        rename="",
+        settings=_undo(inbound, outbound, logging_commands),
+        **deletes,
+    )
+    return TargetOutput(files={f"windows/{ruleset.name}.cmd": _crlf(text),
+                               f"windows/{ruleset.name}-remove.cmd": _crlf(removal)}, warnings=warnings)
+
+
+# What a fresh Windows install has, which the removal script goes back to where the
+# policy's script changed it (Microsoft Learn, "Windows Firewall": inbound blocked,
+# outbound allowed; profile logging of allowed and dropped connections off).
+WINDOWS_DEFAULT_POLICY = ("blockinbound", "allowoutbound")
+
+
+def _undo(inbound: str, outbound: str, logging_commands: list[str]) -> list[str]:
+    """The settings commands that undo what the policy's script switched on."""
+    commands = []
+    if (inbound, outbound) != WINDOWS_DEFAULT_POLICY:
+        commands.append("netsh advfirewall set allprofiles firewallpolicy " + ",".join(WINDOWS_DEFAULT_POLICY))
+    commands += [command.removesuffix(" enable") + " disable" for command in logging_commands]
+    return commands
+
+
+def _removal_header(ruleset: Ruleset, name: str, staging: str, logging_commands: list[str]) -> list[str]:
+    """Plain words only: Windows text keeps no quote or semicolon (``windows_text``)."""
+    logging = ", and switches off the profile logging that script enabled" if logging_commands else ""
+    return [
+        *_render.header_lines(ruleset, NAME),
+        f"Removes what {ruleset.name}.cmd installed: every rule named {name} (and {staging}, left by an "
+        f"interrupted run){logging}. The firewall state stays on. Where the policy set other profile "
+        f"defaults, they go back to the Windows defaults {','.join(WINDOWS_DEFAULT_POLICY)}. Rules of other "
+        "software are not touched. Running it again changes nothing.",
+    ]
+
+
+def _crlf(text: str) -> str:
     if "\r" in text:
         raise AssertionError("carriage return in rendered Windows script")
     text = text.replace("\n", "\r\n")
     for line in text.split("\r\n"):
         if len(line) >= CMD_LINE_LIMIT:
             raise AssertionError(f"cmd.exe line of {len(line)} characters")
-    return TargetOutput(files={f"windows/{ruleset.name}.cmd": text}, warnings=warnings)
+    return text

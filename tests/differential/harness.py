@@ -56,6 +56,7 @@ from typing import Any
 
 from fwgen.explain import Explainer
 from fwgen.ir import ICMP_NUMBER, ICMPV6_NUMBER, Direction, Rule, Ruleset, by_protocol
+from fwgen.targets.iptables import chains_for
 from tests.differential.policygen import HOST_LINK, HOST_V4, HOST_V6, LINKS, PEER_LINK, PEER_V4, PEER_V6
 from tests.kernel.netns import (
     Agent,
@@ -337,7 +338,11 @@ class Lab:
     def load(self, files: dict[str, str], name: str) -> None:
         """Load one policy's output into a clean host (no table of an earlier policy)."""
         self.open()
-        if self.target == "iptables":
+        if self.target == "iptables" and "# fwgen iptables mode: chains\n" in files["iptables/rules.v4"]:
+            # chains mode: added to the open tables, as on a host other tools share
+            self.host.run(["iptables-restore", "--noflush"], input=files["iptables/rules.v4"])
+            self.host.run(["ip6tables-restore", "--noflush"], input=files["iptables/rules.v6"])
+        elif self.target == "iptables":
             load_iptables(self.host, files["iptables/rules.v4"], files["iptables/rules.v6"])
         else:
             load_nft(self.host, files[f"nftables/{name}.nft"])
@@ -417,6 +422,8 @@ class Lab:
                 r"counter (\S+) \{[^}]*?packets (\d+)", listing)}
             return {rule.name: found.get(f"rule_{rule.name}", -1) for rule in monitors}
         # iptables -vnxL: each rule chain's verdict line is its last line
+        own = chains_for(ruleset)
+        wanted = {own.of(rule) for rule in monitors}
         totals: Counter[str] = Counter()
         for tool in ("iptables", "ip6tables"):
             last: dict[str, int] = {}
@@ -425,10 +432,10 @@ class Lab:
                 fields = line.split()
                 if line.startswith("Chain "):
                     chain = fields[1]
-                elif chain.startswith("fwgen-rule-") and fields and fields[0].isdigit():
+                elif chain in wanted and fields and fields[0].isdigit():
                     last[chain] = int(fields[0])
             totals.update(last)
-        return {rule.name: totals[f"fwgen-rule-{rule.index}"] for rule in monitors}
+        return {rule.name: totals[own.of(rule)] for rule in monitors}
 
 
 def _norm(address: str) -> str:

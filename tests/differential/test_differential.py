@@ -110,6 +110,29 @@ def test_example_policies_agree_with_explain(labs: tuple[dict[str, Lab], KernelL
     assert all(len(r.outcomes) > 50 for r in reports)
 
 
+@pytest.mark.parametrize("policy_path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_policies_agree_in_iptables_chains_mode(labs: tuple[dict[str, Lab], KernelLog], policy_path: Path,
+                                                        tmp_path: Path) -> None:
+    """``iptables: {mode: chains}``: the same verdicts, logs and counters, from fwgen's own
+    chains added (``--noflush``) to open tables."""
+    data = yaml.safe_load(_with_fast_logging(policy_path.read_text(encoding="utf-8")))
+    data["iptables"] = {"mode": "chains"}
+    text = yaml.safe_dump(data, sort_keys=False)
+    for shared in policy_path.parent.iterdir():
+        if shared.is_dir():
+            shutil.copytree(shared, tmp_path / shared.name)
+    path = tmp_path / f"{policy_path.stem}.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = build(str(path), bundled(), ("iptables",))
+    assert "# fwgen iptables mode: chains\n" in result.files["iptables/rules.v4"]
+    explainer = Explainer.from_file(str(path), bundled())
+    cases = choose_cases(result.ruleset, seed=int(hashlib.sha256(text.encode()).hexdigest()[:12], 16))
+    lab_set, log = labs
+    report = check_policy(lab_set["iptables"], result.ruleset, result.files, explainer, cases, log)
+    assert not report.problems, _record_failure(text, report.problems)
+    assert len(report.outcomes) > 50
+
+
 def _random_policies(labs: tuple[dict[str, Lab], KernelLog], workdir: Path, feature: str | None,
                      count: int) -> Coverage:
     """Run ``count`` random policies (built to have ``feature``, drawn the same on every

@@ -95,6 +95,20 @@ def test_iptables_ignoring_addresses_is_caught(labs, subject) -> None:
     assert any("1261" in p and "explain says deny" in p for p in problems), problems
 
 
+def test_chains_mode_passes_and_a_missing_jump_is_caught(labs, subject) -> None:
+    """``iptables: {mode: chains}``: the real output passes; one whose OUTPUT jump is
+    missing (fwgen's chain never reached: the outbound deny and monitor rules do nothing)
+    is caught."""
+    ruleset, _, explainer = subject
+    sharing = dataclasses.replace(ruleset, options=ruleset.options._replace(iptables_chains=True))
+    files = iptables.render(sharing).files
+    assert _problems(labs, "iptables", sharing, files, explainer) == []
+    broken = {name: text.replace("-A OUTPUT -j fwgen-mutant-out\n", "") for name, text in files.items()}
+    assert broken != files
+    problems = _problems(labs, "iptables", sharing, broken, explainer)
+    assert any("explain says deny" in p for p in problems), problems
+
+
 def test_drop_and_accept_swapped_for_one_family_is_caught(labs, subject) -> None:
     ruleset, files, explainer = subject
     swap = {"ACCEPT": "DROP", "DROP": "ACCEPT"}

@@ -622,8 +622,8 @@ def test_exit_stops_the_script():
 
 def generated(path: Path) -> tuple[Ruleset, str]:
     result = build(str(path), bundled(), ("windows",))
-    ((_, text),) = result.files.items()
-    return result.ruleset, text
+    assert sorted(result.files) == [f"windows/{result.ruleset.name}-remove.cmd", f"windows/{result.ruleset.name}.cmd"]
+    return result.ruleset, result.files[f"windows/{result.ruleset.name}.cmd"]
 
 
 def policy_verdict(ruleset: Ruleset, direction: str, protocol: str, port: int,
