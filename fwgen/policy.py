@@ -393,8 +393,8 @@ class _Includes:
             if not isinstance(rules_node, yaml.SequenceNode):
                 raise reader.fail(rules_node, f"rules must be a list, got {describe(rules_node)}")
             for node in rules_node.value:
-                keys = node.value if isinstance(node, yaml.MappingNode) else []
-                if not any(isinstance(k, yaml.ScalarNode) and k.value == "include" for k, _ in keys):
+                # (a key that is not a scalar has a list as its value, never "include")
+                if not (isinstance(node, yaml.MappingNode) and "include" in [k.value for k, _ in node.value]):
                     fragment.rules.append((node, ()))
                     continue
                 entry_keys = reader.mapping(node, "an include entry in rules", ("include",))
@@ -487,10 +487,24 @@ class _Includes:
         name = self._reference(reader, item, "network", ())
         return self.networks[name] if name else (_parse_network(reader, item, self),)
 
-    def ports(self, reader: _Reader, item: yaml.Node) -> tuple[Text, ...]:
-        """A ``ports`` item of a rule: a port entry, or a service group's entries."""
-        name = self._reference(reader, item, "service", ())
-        return self.services[name] if name else (reader.scalar(item, "a port entry"),)
+    def networks_of(self, reader: _Reader, items: list[yaml.Node]) -> tuple[Network, ...]:
+        """A rule's address list (``from``, ``to``, ``local``), groups expanded."""
+        if not self.groups["network"]:  # the usual policy: no names to look up
+            return tuple(_parse_network(reader, item, self) for item in items)
+        return tuple(network for item in items for network in self.network(reader, item))
+
+    def ports_of(self, reader: _Reader, items: list[yaml.Node]) -> tuple[Text, ...]:
+        """A rule's ``ports`` list: port entries, service groups expanded."""
+        if not self.groups["service"]:
+            return tuple(reader.scalar(item, "a port entry") for item in items)
+        found: list[Text] = []
+        for item in items:
+            name = self._reference(reader, item, "service", ())
+            if name:
+                found.extend(self.services[name])
+            else:
+                found.append(reader.scalar(item, "a port entry"))
+        return tuple(found)
 
 
 def _check_version(reader: _Reader, root: yaml.Node, top: dict[str, tuple[yaml.Node, yaml.Node]]) -> None:
@@ -669,7 +683,7 @@ def _parse_rule(reader: _Reader, node: yaml.Node, index: int, groups: _Includes)
         raise reader.fail(keys["range"][0], f"{what} has both 'ports' and 'range': use one")
     ports = None
     if "ports" in keys:
-        ports = tuple(entry for item in reader.items(keys["ports"][1], "ports") for entry in groups.ports(reader, item))
+        ports = groups.ports_of(reader, reader.items(keys["ports"][1], "ports"))
     port_range = None
     if "range" in keys:
         reader.choice(keys["range"][1], "range", tuple(RANGES))
@@ -684,15 +698,14 @@ def _parse_rule(reader: _Reader, node: yaml.Node, index: int, groups: _Includes)
         )
     remote = None
     if remote_key in keys:
-        items = reader.items(keys[remote_key][1], remote_key)
-        remote = tuple(network for item in items for network in groups.network(reader, item))
+        remote = groups.networks_of(reader, reader.items(keys[remote_key][1], remote_key))
 
     icmp = None
     if "icmp" in keys:
         icmp = tuple(reader.scalar(item, "an ICMP type") for item in reader.items(keys["icmp"][1], "icmp"))
     local = None
     if "local" in keys:
-        local = tuple(n for item in reader.items(keys["local"][1], "local") for n in groups.network(reader, item))
+        local = groups.networks_of(reader, reader.items(keys["local"][1], "local"))
     interfaces = None
     if "interface" in keys:
         interfaces = _parse_interfaces(reader, keys["interface"][1])
