@@ -48,7 +48,7 @@ class _Stop(Exception):
 
 
 @dataclass
-class Files:
+class HostBuild:
     target: str
     nft: Path | None = None  # nftables/NAME.nft
     name: str = ""  # the nft table name, or the policy name of an iptables file
@@ -72,13 +72,13 @@ def pick_target(out: Path, target: str | None) -> str:
     raise ApplyError(f"fwgen: {out} holds both nftables/ and iptables/: name the one to load with -t")
 
 
-def read_files(out: Path, target: str) -> Files:
+def read_files(out: Path, target: str) -> HostBuild:
     try:
         if target == "nftables":
             found = sorted((out / "nftables").glob("*.nft"))
             if len(found) != 1:
                 raise ApplyError(f"fwgen: {out / 'nftables'} must hold exactly one .nft file, found {len(found)}")
-            return Files(target, nft=found[0], name=found[0].stem)
+            return HostBuild(target, nft=found[0], name=found[0].stem)
         v4 = (out / "iptables" / "rules.v4").read_text(encoding="utf-8")
         v6 = (out / "iptables" / "rules.v6").read_text(encoding="utf-8")
     except OSError as error:
@@ -88,10 +88,10 @@ def read_files(out: Path, target: str) -> Files:
         raise ApplyError(f"fwgen: {out / 'iptables'}: rules.v4 and rules.v6 were built in different modes")
     inputs = [chain for chain in hoststate.parse(v4).get("filter", hoststate.Table("filter")).owned_chains()
               if chain.endswith("-in")] if sharing else []
-    return Files(target, name=out.name, v4=v4, v6=v6, sharing=sharing, prefix=inputs[0][:-3] if inputs else "")
+    return HostBuild(target, name=out.name, v4=v4, v6=v6, sharing=sharing, prefix=inputs[0][:-3] if inputs else "")
 
 
-def check(files: Files) -> None:
+def check(files: HostBuild) -> None:
     """The files' own checks: ``nft -c -f``, ``iptables-restore --test``."""
     try:
         if files.nft is not None:
@@ -112,7 +112,7 @@ class Saved:
     iptables: dict[int, str] | None = None  # family -> iptables-save -c text
 
 
-def save(files: Files, state_dir: Path) -> Saved:
+def save(files: HostBuild, state_dir: Path) -> Saved:
     if files.target == "nftables":
         saved = Saved(nft=hoststate.nft_table(files.name))
         _write(state_dir / f"previous-nftables-{files.name}.nft", saved.nft if saved.nft is not None else "")
@@ -123,7 +123,7 @@ def save(files: Files, state_dir: Path) -> Saved:
     return Saved(iptables=texts)
 
 
-def load(files: Files, saved: Saved) -> None:
+def load(files: HostBuild, saved: Saved) -> None:
     """Load the new files, carrying fwgen's counters over; a failing load changes nothing
     of that family (each restore is atomic per table)."""
     if files.nft is not None:
@@ -146,11 +146,11 @@ def load(files: Files, saved: Saved) -> None:
         raise
 
 
-def put_back(files: Files, saved: Saved) -> None:
+def put_back(files: HostBuild, saved: Saved) -> None:
     _put_back(files, saved, [4, 6])
 
 
-def _put_back(files: Files, saved: Saved, numbers: list[int]) -> None:
+def _put_back(files: HostBuild, saved: Saved, numbers: list[int]) -> None:
     if files.target == "nftables":
         hoststate.nft_replace_with(files.name, saved.nft)
         return
@@ -304,7 +304,7 @@ def apply(out: Path, target: str | None, timeout: float, state_path: str,
     return f"fwgen: confirmed; keeping {_what(files)}"
 
 
-def _roll_back(files: Files, saved: Saved) -> str:
+def _roll_back(files: HostBuild, saved: Saved) -> str:
     """Put the saved state back, deaf to the signals that asked for it (a second SIGHUP
     must not cut a rollback short); "" or why it failed."""
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
@@ -318,7 +318,7 @@ def _roll_back(files: Files, saved: Saved) -> str:
             signal.signal(sig, handler)
 
 
-def _what(files: Files) -> str:
+def _what(files: HostBuild) -> str:
     if files.nft is not None:
         return f"table inet {files.name}"
     return f"the iptables rules of {files.name} ({'chains' if files.sharing else 'table'} mode)"
