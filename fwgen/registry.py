@@ -45,6 +45,9 @@ class Record(NamedTuple):
     assignee: str
     unauthorized: str  # the "Unauthorized Use Reported" text, '' if none
     note: str
+    registered: str = ""  # the Registration Date (YYYY-MM-DD or YYYY-MM), '' if none
+    modified: str = ""  # the Modification Date, '' if none
+    reference: str = ""  # the Reference column ([RFC...], URIs), '' if none
 
 
 def _fuzzy_key(name: str) -> str:

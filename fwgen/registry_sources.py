@@ -35,9 +35,9 @@ CSV_HEADER = (
     "Unauthorized Use Reported,Assignment Notes"
 ).split(",")
 
-# One record in COLUMNS order:
-# (name, port_lo, port_hi, protocol, description, assignee, unauthorized, note)
-Row = tuple[str, "int | None", "int | None", str, str, str, str, str]
+# One record in COLUMNS order: (name, port_lo, port_hi, protocol, description, assignee,
+# unauthorized, note, registered, modified, reference)
+Row = tuple[str, "int | None", "int | None", str, str, str, str, str, str, str, str]
 
 _PORT_RE = re.compile(r"(\d+)(?:-(\d+))?\Z")
 
@@ -134,12 +134,15 @@ def parse_xml(data: bytes, path: str, digest: str, name: str) -> Parsed:
     prefix = NS + "}"
     stack: list[str] = []
     edition: list[str] = []
-    # per record: its line, its text fields, its assignee ids, its other person ids
-    raw: list[tuple[int, dict[str, str], list[str], list[str]]] = []
+    # per record: its line, its text fields, its assignee ids, its other person ids,
+    # its references (the xrefs of the record itself that name no person)
+    raw: list[tuple[int, dict[str, str], list[str], list[str], list[str]]] = []
     people: dict[str, str] = {}
     rec: dict[str, str] | None = None
     assignees: list[str] = []
     contacts: list[str] = []
+    references: list[str] = []
+    ref_text: list[str] | None = None  # text of a record-level <xref type="text"> being read
     buf: list[str] | None = None  # text of the record field being read
     person_id: str | None = None
     person: dict[str, str] = {}
@@ -147,7 +150,7 @@ def parse_xml(data: bytes, path: str, digest: str, name: str) -> Parsed:
     rec_line = 0
 
     def start(tag: str, attrs: dict[str, str]) -> None:
-        nonlocal rec, assignees, contacts, buf, person_id, person, top_text, rec_line
+        nonlocal rec, assignees, contacts, references, ref_text, buf, person_id, person, top_text, rec_line
         local = tag[len(prefix):] if tag.startswith(prefix) else tag
         depth = len(stack)
         stack.append(local)
@@ -161,7 +164,9 @@ def parse_xml(data: bytes, path: str, digest: str, name: str) -> Parsed:
                 )
         elif depth == 1:
             if local == "record":
-                rec, assignees, contacts = {}, [], []
+                rec, assignees, contacts, references = {}, [], [], []
+                rec["registered"] = attrs.get("date", "").strip()
+                rec["modified"] = attrs.get("updated", "").strip()
                 rec_line = parser.CurrentLineNumber
             elif local == "updated":
                 top_text = []
@@ -177,18 +182,27 @@ def parse_xml(data: bytes, path: str, digest: str, name: str) -> Parsed:
                 buf = []
             elif local == "xref" and attrs.get("type") == "person" and attrs.get("data"):
                 (assignees if "assignee" in stack else contacts).append(attrs["data"])
+            elif depth == 2 and local == "xref":
+                if _xref_text(attrs):
+                    references.append(_xref_text(attrs))
+                else:  # <xref type="text">ISO/IEC 13818-6 ...</xref>
+                    ref_text = []
         elif depth == 2 and stack[1] == "people" and local == "person":
             person_id, person = attrs.get("id", ""), {}
         elif depth == 3 and person_id is not None and local in ("name", "org"):
             top_text = []
 
     def end(tag: str) -> None:
-        nonlocal rec, buf, person_id, top_text
+        nonlocal rec, buf, ref_text, person_id, top_text
         local = stack.pop()
         depth = len(stack)
         if rec is not None:
-            if depth == 1:  # </record>
-                raw.append((rec_line, rec, assignees, contacts))
+            if ref_text is not None and depth == 2:  # </xref> of a record-level text reference
+                if "".join(ref_text).strip():
+                    references.append(" ".join("".join(ref_text).split()))
+                ref_text = None
+            elif depth == 1:  # </record>
+                raw.append((rec_line, rec, assignees, contacts, references))
                 rec = None
             elif depth == 2 and buf is not None:
                 rec[local] = "".join(buf)
@@ -208,6 +222,8 @@ def parse_xml(data: bytes, path: str, digest: str, name: str) -> Parsed:
     def text(s: str) -> None:
         if buf is not None:  # raw newlines are source wrapping; <br/> and <paragraph> break lines
             buf.append(s.replace("\n", " "))
+        elif ref_text is not None:
+            ref_text.append(s)
         elif top_text is not None:
             top_text.append(s)
 
@@ -224,7 +240,7 @@ def parse_xml(data: bytes, path: str, digest: str, name: str) -> Parsed:
         raise _not_a_registry(path, why="the registry has no <record> elements")
 
     rows: list[Row] = []
-    for line, f, assignee_ids, contact_ids in raw:
+    for line, f, assignee_ids, contact_ids, refs in raw:
         where = Location(path, line, 1)
         lo, hi = _port(f.get("number", ""), where)
         ids = assignee_ids or contact_ids  # no <assignee>: the contact is the assignee
@@ -237,6 +253,9 @@ def parse_xml(data: bytes, path: str, digest: str, name: str) -> Parsed:
             "; ".join(people.get(i, i) for i in ids),
             clean(f.get("unauthorized", "")),
             clean(f.get("note", "")),
+            f["registered"],
+            f["modified"],
+            clean("\n".join(refs)),
         ))
     return Parsed(edition[0] if edition and edition[0] else "unknown", digest, name, rows)
 
@@ -272,7 +291,7 @@ def parse_csv(data: bytes, path: str, digest: str, name: str) -> Parsed:
             if len(fields) != len(CSV_HEADER):
                 n = len(CSV_HEADER)
                 raise PolicyError(where, f"expected {n} CSV fields, found {len(fields)}")
-            svc, number, proto, desc, assignee, _contact, reg, mod, _ref, _sc, unauth, note = fields
+            svc, number, proto, desc, assignee, _contact, reg, mod, ref, _sc, unauth, note = fields
             lo, hi = _port(number, where)
             ids = _ID_RE.findall(assignee)
             newest = max(newest, reg.strip(), mod.strip())
@@ -285,6 +304,9 @@ def parse_csv(data: bytes, path: str, digest: str, name: str) -> Parsed:
                 "; ".join(i.strip() for i in ids) if ids else clean(assignee),
                 clean(unauth),
                 clean(note),
+                reg.strip(),
+                mod.strip(),
+                clean(ref),
             ))
     except csv.Error as e:
         raise PolicyError(Location(path, line, 1), f"malformed CSV: {e}") from None

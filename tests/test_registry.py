@@ -512,7 +512,7 @@ def test_minimal_xml_and_csv(tmp_path: Path) -> None:
     )
     c = registry.load(str(csv))
     assert c.edition == "2020-03-04 (csv)"
-    assert c.records == (Record("Foo", 10, 12, "tcp", "a\nb", "P_Q", "", ""),)
+    assert c.records == (Record("Foo", 10, 12, "tcp", "a\nb", "P_Q", "", "", "2001-02", "2020-03-04", ""),)
 
 
 def test_bundled_reads_the_edition_without_parsing_the_records():
