@@ -300,22 +300,94 @@ def lint(policies: tuple[str, ...], targets: tuple[str, ...], strict: bool, regi
 
 
 @main.command()
-@click.argument("query")
+@click.argument("query", required=False)
+@click.option(
+    "--select", "select_text", metavar="SEL[,SEL]",
+    help="Instead of QUERY: the pairs registry selectors choose, as a rule's select: does "
+    "(undocumented, unauthorized-use; several: their union).",
+)
+@click.option(
+    "--range", "range_text", metavar="RANGE",
+    help="With --select: only ports in RANGE (system, well-known, registered, dynamic, or N-M).",
+)
+@click.option(
+    "--protocol", "protocol_text", type=click.Choice(("tcp", "udp", "any")), default="any", show_default=True,
+    help="With --select: only this protocol's pairs.",
+)
 @registry_option
-def ports(query: str, registry_path: str | None) -> None:
-    """Show IANA registry rows for a port (1274), a range (6000-6063) or a service name (x11)."""
+def ports(
+    query: str | None, select_text: str | None, range_text: str | None, protocol_text: str, registry_path: str | None
+) -> None:
+    """Show IANA registry rows for a port (1274), a range (6000-6063) or a service name (x11),
+    or with --select the rows of exactly the (protocol, port) pairs a select rule matches."""
     from fwgen.registry import format_records
 
+    if (query is None) == (select_text is None):
+        raise click.UsageError("give a QUERY or --select SEL[,SEL], not both")
+    if select_text is None and (range_text is not None or protocol_text != "any"):
+        raise click.UsageError("--range and --protocol narrow a --select")
+    selectors = _selectors(select_text) if select_text is not None else ()
+    bounds = _range(range_text)
     try:
         registry = _registry(registry_path)
     except PolicyError as error:
         _fail(error)
         return
-    records = registry.query(query)
-    if not records:
-        click.echo(f"no registry entry matches '{query}' (IANA edition {registry.edition})", err=True)
+    if query is not None:
+        records = registry.query(query)
+        if not records:
+            click.echo(f"no registry entry matches '{query}' (IANA edition {registry.edition})", err=True)
+            sys.exit(1)
+        click.echo(format_records(records), nl=False)
+        return
+    from fwgen import registry_select
+
+    chosen = ("tcp", "udp") if protocol_text == "any" else (protocol_text,)
+    lo, hi = bounds
+    selected = registry_select.select(registry, selectors)
+    counts = {p: sum(lo <= port <= hi for port in selected[p]) for p in chosen}
+    scope = ""
+    if range_text:
+        scope = f" in {range_text}" + (f" ({lo}-{hi})" if "-" not in range_text else "")
+    what = f"{'/'.join(chosen)} pairs {' or '.join(selectors)}{scope}"
+    if not sum(counts.values()):
+        click.echo(f"no {what} (IANA edition {registry.edition})", err=True)
         sys.exit(1)
-    click.echo(format_records(records), nl=False)
+    click.echo(format_records(registry_select.records(registry, selectors, chosen, lo, hi)), nl=False)
+    per = ", ".join(f"{count} {p}" for p, count in counts.items())
+    click.echo(f"{sum(counts.values())} {what}: {per} (IANA edition {registry.edition})")
+
+
+def _selectors(text: str) -> tuple[str, ...]:
+    """``--select undocumented,unauthorized-use`` -> the selectors, each known, once."""
+    import difflib
+
+    from fwgen.registry_select import SELECTORS
+
+    out: list[str] = []
+    for word in (w.strip() for w in text.split(",")):
+        if word not in SELECTORS:
+            hint = difflib.get_close_matches(word, tuple(SELECTORS), n=1, cutoff=0.6)
+            raise click.BadParameter(
+                f"unknown selector '{word}'" + (f" (did you mean '{hint[0]}'?)" if hint
+                                                else f" (the selectors are {', '.join(SELECTORS)})"),
+                param_hint="--select")
+        if word not in out:
+            out.append(word)
+    return tuple(out)
+
+
+def _range(text: str | None) -> tuple[int, int]:
+    """``--range registered`` or ``--range 1024-2048`` -> (first, last); every port without it."""
+    from fwgen.policy import NUMERIC_RANGE, RANGES, range_bounds
+
+    if text is None:
+        return 0, 65535
+    m = NUMERIC_RANGE.fullmatch(text)
+    if text not in RANGES and not (m and int(m.group(1)) <= int(m.group(2) or m.group(1)) <= 65535):
+        raise click.BadParameter(
+            f"'{text}' is not {' | '.join(RANGES)} nor N-M with 0 <= N <= M <= 65535", param_hint="--range")
+    return range_bounds(text)
 
 
 @main.command()

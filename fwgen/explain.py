@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from fwgen import icmp as icmp_types
-from fwgen import protocols
+from fwgen import protocols, registry_select
 from fwgen.errors import PolicyError
 from fwgen.policy import PROFILES, Policy, PolicyRule, load_policy
 from fwgen.registry import Registry
@@ -380,6 +380,10 @@ class Explainer:
         self._index_by_name = {rule.name: rule.index for rule in policy.rules}
         # the file each rule is written in (an included file's path, as messages name it)
         self.file_of = {rule.name: rule.location.path for rule in policy.rules}
+        # the select rules' selectors (their ports come from the registry)
+        self._selectors = {
+            rule.name: tuple(entry.value for entry in rule.select) for rule in policy.rules if rule.select is not None
+        }
         self.defaults = {
             "in": self._default_verdict(policy.inbound),
             "out": self._default_verdict(policy.outbound),
@@ -673,6 +677,24 @@ class Explainer:
             return f"default {which} {verdict.action}"
         return f"rule {verdict.rule}, {self.file_of[verdict.rule]}:{verdict.line}"
 
+    def selected(self, verdict: Verdict, what: tuple[str, int] | None) -> list[tuple[str, tuple[str, ...]]]:
+        """When ``verdict``'s rule is a select rule and ``what`` (protocol, port) a tcp or
+        udp question: the selectors that put the port in it, each with the registry names
+        that make it so ('' for an unnamed record); else []."""
+        selectors = self._selectors.get(verdict.rule) if verdict.rule is not None else None
+        if not selectors or what is None:
+            return []
+        return registry_select.reasons(self.registry, selectors, *what)
+
+    def is_select(self, verdict: Verdict) -> bool:
+        """Whether ``verdict``'s rule is a select rule."""
+        return verdict.rule in self._selectors
+
+    def because(self, verdict: Verdict, what: tuple[str, int] | None) -> str:
+        """`` (select undocumented: mpshrsv)`` for a select rule's verdict, else ''."""
+        found = self.selected(verdict, what)
+        return f" ({registry_select.describe_reasons(found)})" if found else ""
+
     def port_label(self, protocol: str, port: int) -> str:
         """``1261 (mpshrsv)``; the bare number when the registry names nothing there."""
         names = self.registry.names_at(protocol, port)
@@ -780,20 +802,23 @@ def _otherwise_index(regions: list[tuple[list[Network], Verdict]]) -> int:
     return best
 
 
-def _outcome(explainer: Explainer, verdict: Verdict, direction: str, scope: str = "") -> str:
+def _outcome(
+    explainer: Explainer, verdict: Verdict, direction: str, scope: str = "", what: tuple[str, int] | None = None
+) -> str:
     """``allow[ SCOPE] (rule ...)``; for a verdict that depends on a left-out dimension,
     each condition and then the verdict itself, ``allow[ SCOPE] when interface is wg0
-    (rule vpn, ...), else deny by drop (default ...)``."""
+    (rule vpn, ...), else deny by drop (default ...)``. A select rule's verdict on
+    ``what`` (protocol, port) adds why it covers the port: ``(select undocumented: mpshrsv)``."""
     at = f" {scope}" if scope else ""
     if verdict.decided:
-        return f"{describe(verdict)}{at} ({explainer.source(verdict, direction)})"
+        return f"{describe(verdict)}{at} ({explainer.source(verdict, direction)}){explainer.because(verdict, what)}"
     parts = []
     for i, condition in enumerate(verdict.depends):
         parts.append(
             f"{describe(condition.verdict)}{at if i == 0 else ''} when {describe_condition(condition)} "
-            f"({explainer.source(condition.verdict, direction)})"
+            f"({explainer.source(condition.verdict, direction)}){explainer.because(condition.verdict, what)}"
         )
-    parts.append(f"{describe(verdict)} ({explainer.source(verdict, direction)})")
+    parts.append(f"{describe(verdict)} ({explainer.source(verdict, direction)}){explainer.because(verdict, what)}")
     return ", else ".join(parts)
 
 
@@ -837,23 +862,30 @@ def format_answer(
     dimension starts ``depends on --interface: ``."""
     dims: dict[str, Any] = {"local": local, "interface": interface, "profile": profile, "icmp": icmp}
     label = query_label(explainer, direction, protocol, port, remote, **dims)
+    what = _what(protocol, port)
     peer = "from" if direction == "in" else "to"
     note = "; ".join(n for n in (linux_before_rules(protocol, icmp), published_note(explainer, direction)) if n)
     note = f"; {note}" if note else ""
     if remote is not None:
         verdict = explainer.verdict(direction, protocol, port, remote, **dims)
-        return f"{label}: {_depends_prefix([verdict])}{_outcome(explainer, verdict, direction)}{note}"
+        return f"{label}: {_depends_prefix([verdict])}{_outcome(explainer, verdict, direction, what=what)}{note}"
     regions = explainer.regions(direction, protocol, port, **dims)
     prefix = _depends_prefix([verdict for _, verdict in regions])
     if len(regions) == 1:
-        return f"{label}: {prefix}{_outcome(explainer, regions[0][1], direction)}{note}"
+        return f"{label}: {prefix}{_outcome(explainer, regions[0][1], direction, what=what)}{note}"
     other = _otherwise_index(regions)
     parts = []
     for i, (nets, verdict) in enumerate(regions):
         if i != other:
-            parts.append(_outcome(explainer, verdict, direction, f"{peer} {', '.join(str(n) for n in nets)}"))
-    parts.append(_outcome(explainer, regions[other][1], direction, "otherwise"))
+            parts.append(_outcome(explainer, verdict, direction, f"{peer} {', '.join(str(n) for n in nets)}", what))
+    parts.append(_outcome(explainer, regions[other][1], direction, "otherwise", what))
     return f"{label}: {prefix}" + "; ".join(parts) + note
+
+
+def _what(protocol: str | int, port: int | None) -> tuple[str, int] | None:
+    """(protocol word, port) of a tcp or udp question; None for other protocols."""
+    number = protocol_number(protocol)
+    return (PROTOCOL_WORDS[number], port) if number in (TCP, UDP) and port is not None else None
 
 
 def linux_before_rules(protocol: str | int, icmp: IcmpQuery | None) -> str | None:
@@ -880,9 +912,11 @@ def published_note(explainer: Explainer, direction: str) -> str | None:
             "address (published_ports: enforce; iptables and nftables)")
 
 
-def _fields(explainer: Explainer, verdict: Verdict, direction: str) -> dict[str, Any]:
+def _fields(
+    explainer: Explainer, verdict: Verdict, direction: str, what: tuple[str, int] | None = None
+) -> dict[str, Any]:
     which = "inbound" if direction == "in" else "outbound"
-    return {
+    out: dict[str, Any] = {
         "verdict": verdict.action,
         "rule": verdict.rule,
         "file": explainer.file_of[verdict.rule] if verdict.rule is not None else None,
@@ -891,19 +925,26 @@ def _fields(explainer: Explainer, verdict: Verdict, direction: str) -> dict[str,
         "logged": verdict.logged,
         "enforced": verdict.enforced,
     }
+    if explainer.is_select(verdict):  # why the select rule covers the port (null name: an unnamed row)
+        out["select"] = [
+            {"selector": selector, "names": [name or None for name in names]}
+            for selector, names in explainer.selected(verdict, what)
+        ]
+    return out
 
 
 def _verdict_fields(
-    explainer: Explainer, verdict: Verdict | None, direction: str
+    explainer: Explainer, verdict: Verdict | None, direction: str, what: tuple[str, int] | None = None
 ) -> dict[str, Any]:
     if verdict is None:
         return {
             "verdict": None, "rule": None, "file": None, "line": None,
             "default": None, "logged": None, "enforced": None, "depends": None,
         }
-    out = _fields(explainer, verdict, direction)
+    out = _fields(explainer, verdict, direction, what)
     out["depends"] = [
-        {"requires": {r.dimension: list(r.values) for r in c.requires}, **_fields(explainer, c.verdict, direction)}
+        {"requires": {r.dimension: list(r.values) for r in c.requires},
+         **_fields(explainer, c.verdict, direction, what)}
         for c in verdict.depends
     ]
     return out
@@ -919,6 +960,7 @@ def answer_json(
     address; ``regions`` then lists every outcome. ``depends`` lists the conditions
     on left-out dimensions (empty when there are none)."""
     number = protocol_number(protocol)
+    what = _what(protocol, port)
     dims: dict[str, Any] = {"local": local, "interface": interface, "profile": profile, "icmp": icmp}
     out: dict[str, Any] = {
         "port": port,
@@ -927,13 +969,13 @@ def answer_json(
     }
     if remote is not None:
         verdict = explainer.verdict(direction, protocol, port, remote, **dims)
-        out.update(_verdict_fields(explainer, verdict, direction))
+        out.update(_verdict_fields(explainer, verdict, direction, what))
     else:
         regions = explainer.regions(direction, protocol, port, **dims)
         uniform = regions[0][1] if len(regions) == 1 else None
-        out.update(_verdict_fields(explainer, uniform, direction))
+        out.update(_verdict_fields(explainer, uniform, direction, what))
         out["regions"] = [
-            {"networks": [str(n) for n in nets], **_verdict_fields(explainer, verdict, direction)}
+            {"networks": [str(n) for n in nets], **_verdict_fields(explainer, verdict, direction, what)}
             for nets, verdict in regions
         ]
     out["linux_before_rules"] = linux_before_rules(protocol, icmp)

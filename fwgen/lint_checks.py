@@ -106,6 +106,13 @@ def _reachable(ctx: Context, index: int) -> dict[Protocol, list[Span]]:
     return {p: merge_spans(s) for p, s in out.items()}
 
 
+def _ports_location(source: PolicyRule) -> Location:
+    """Where a rule without port entries gets its ports: its ``select``, else its ``range``."""
+    if source.select is not None:
+        return source.key_location("select")
+    return source.port_range.location if source.port_range else source.location
+
+
 def _every_protocol(source: PolicyRule) -> bool:
     """``protocol: all``: a rule about protocols (and interfaces), naming no service."""
     return source.protocol is not None and source.protocol.value == "all"
@@ -302,7 +309,7 @@ Hit = tuple[Protocol, Span, str, str]  # protocol, ports, registry names, note
 def _by_entry(ctx: Context, source: PolicyRule, hits: list[Hit]) -> dict[Location, list[Hit]]:
     """Each hit under the first port entry of the rule that covers it."""
     if source.ports is None:
-        where = source.port_range.location if source.port_range else source.location
+        where = _ports_location(source)
         return {where: hits} if hits else {}
     entries = [
         (entry.location, resolve_ports(source._replace(ports=(entry,)), ctx.registry))
@@ -805,7 +812,7 @@ def wide_open(ctx: Context) -> Yield:
                 "name the protocols and ports this host serves, or restrict 'from' or 'interface'"
             )
         elif anyone and widest >= WIDE:
-            where = source.port_range.location if source.port_range else source.location
+            where = _ports_location(source)
             yield where, (
                 f"rule '{source.name}' accepts {format_ports(ports, limit=3)} ({widest} ports) from {anyone}; "
                 "name the ports this host serves, or restrict 'from'"

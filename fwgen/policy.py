@@ -21,6 +21,7 @@ import yaml
 from fwgen import finding_ids
 from fwgen.errors import Location, PolicyError, shorten
 from fwgen.files import Files, Loaded, ReadError
+from fwgen.registry_select import SELECTORS
 from fwgen.targets.nft_keywords import NFT_KEYWORDS, OTHER_TABLES
 from fwgen.yamlsource import BOOL_TAG, INT_TAG, NULL_TAG, STR_TAG, Document, Source, describe
 
@@ -32,11 +33,15 @@ RATE = re.compile(r"([1-9][0-9]{0,4})/(second|minute|hour)")
 MAX_RATE = 10000  # iptables' limit match refuses faster rates
 MAX_TEXT = 4096  # descriptions and comments: generous, but not unbounded
 
+# IANA's port ranges (RFC 6335 section 6): System (well-known), User (registered) and
+# Dynamic (private) ports. A ``range`` may also be written as "N-M" (or N).
 RANGES = {
+    "system": (0, 1023),
     "well-known": (0, 1023),
     "registered": (1024, 49151),
     "dynamic": (49152, 65535),
 }
+NUMERIC_RANGE = re.compile(r"(0|[1-9][0-9]{0,4})(?:-(0|[1-9][0-9]{0,4}))?")
 _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -58,7 +63,7 @@ class PolicyRule(NamedTuple):
     direction: str  # in | out
     protocol: Text | None  # tcp | udp | any | icmp | icmpv6 | all | an IANA keyword | a number, when written
     ports: tuple[Text, ...] | None  # entries as written
-    port_range: Text | None  # well-known | registered | dynamic
+    port_range: Text | None  # system | well-known | registered | dynamic | "N-M" (``range_bounds``)
     remote: tuple[Network, ...] | None  # from (in) / to (out); None = any
     comment: str
     icmp: tuple[Text, ...] | None = None  # ICMP or ICMPv6 types: a name, N or N/CODE, as written
@@ -67,6 +72,7 @@ class PolicyRule(NamedTuple):
     profiles: tuple[str, ...] | None = None  # Windows profiles; None = all three
     # where each key's value was written (errors about a key point there)
     keys: tuple[tuple[str, Location], ...] = ()
+    select: tuple[Text, ...] | None = None  # registry selectors (fwgen.registry_select), as written
 
     def key_location(self, key: str) -> Location:
         """Where ``key``'s value was written, else the rule's own location."""
@@ -266,9 +272,9 @@ WINDOWS_KEYS = ("exclusive",)
 IPTABLES_KEYS = ("mode",)
 IPTABLES_MODES = ("table", "chains")
 MONITOR_KEYS = ("log_prefix", "rate")
-LOCATED_KEYS = ("from", "to", "icmp", "local", "interface", "profiles")
+LOCATED_KEYS = ("from", "to", "icmp", "local", "interface", "profiles", "select")
 RULE_KEYS = (
-    "name", "action", "log", "direction", "protocol", "ports", "range", "icmp", "from", "to", "local",
+    "name", "action", "log", "direction", "protocol", "ports", "select", "range", "icmp", "from", "to", "local",
     "interface", "profiles", "comment",
 )
 class _Fragment:
@@ -684,10 +690,12 @@ def _parse_rule(reader: _Reader, node: yaml.Node, index: int, groups: _Includes)
     ports = None
     if "ports" in keys:
         ports = groups.ports_of(reader, reader.items(keys["ports"][1], "ports"))
-    port_range = None
-    if "range" in keys:
-        reader.choice(keys["range"][1], "range", tuple(RANGES))
-        port_range = reader.scalar(keys["range"][1], "range")
+    if "ports" in keys and "select" in keys:
+        raise reader.fail(
+            keys["select"][0], f"{what} has both 'ports' and 'select': a rule selects its ports one way "
+            "(write two rules for both)")
+    select = _parse_select(reader, keys["select"][1]) if "select" in keys else None
+    port_range = _parse_range(reader, keys["range"][1]) if "range" in keys else None
 
     remote_key, wrong_key = ("from", "to") if direction == "in" else ("to", "from")
     if wrong_key in keys:
@@ -717,10 +725,59 @@ def _parse_rule(reader: _Reader, node: yaml.Node, index: int, groups: _Includes)
     return PolicyRule(
         index=index, name=name, location=location, action=action, log=log, direction=direction,
         protocol=protocol, ports=ports, port_range=port_range, remote=remote, comment=comment,
-        icmp=icmp, local=local, interfaces=interfaces, profiles=profiles,
+        icmp=icmp, local=local, interfaces=interfaces, profiles=profiles, select=select,
         # only the keys whose own errors need it (locating costs a few microseconds a key)
         keys=tuple((key, reader.at(keys[key][1])) for key in LOCATED_KEYS if key in keys),
     )
+
+
+def range_bounds(text: str) -> tuple[int, int]:
+    """A ``range`` value (checked by ``_parse_range``) -> its first and last port."""
+    if text in RANGES:
+        return RANGES[text]
+    lo, _, hi = text.partition("-")
+    return int(lo), int(hi or lo)
+
+
+def _parse_range(reader: _Reader, node: yaml.Node) -> Text:
+    """``range``: an IANA range name, or "N-M" (or N) with 0 <= N <= M <= 65535."""
+    names = " | ".join(RANGES)
+    if isinstance(node, yaml.ScalarNode) and node.tag in (STR_TAG, INT_TAG):
+        text = str(node.value)
+        if node.tag == STR_TAG and text in RANGES:
+            return Text(text, reader.at(node))
+        m = NUMERIC_RANGE.fullmatch(text)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+            if hi > 65535 or lo > 65535:
+                raise reader.fail(node, f"range '{text}' is not within 0-65535")
+            if lo > hi:
+                raise reader.fail(node, f"range {lo}-{hi} is reversed: write {hi}-{lo}")
+            return Text(text, reader.at(node))
+        hint = _closest(text, tuple(RANGES)) if node.tag == STR_TAG else None
+        raise reader.fail(
+            node, f"range '{shorten(text)}' is not valid: write {names}, or \"N-M\""
+            + (f" (did you mean '{hint}'?)" if hint else ""))
+    raise reader.fail(node, f"range must be one of {names}, or \"N-M\", got {describe(node)}")
+
+
+def _parse_select(reader: _Reader, node: yaml.Node) -> tuple[Text, ...]:
+    """``select: [undocumented, unauthorized-use]``: registry selectors, each known, once."""
+    known = tuple(SELECTORS)
+    seen: dict[str, Text] = {}
+    for item in reader.items(node, "select"):
+        if not (isinstance(item, yaml.ScalarNode) and item.tag == STR_TAG):
+            raise reader.fail(item, f"a selector must be one of {' | '.join(known)}, got {describe(item)}")
+        value = str(item.value)
+        if value not in SELECTORS:
+            hint = _closest(value, known)
+            raise reader.fail(
+                item, f"unknown selector '{shorten(value)}'"
+                + (f" (did you mean '{hint}'?)" if hint else f" (the selectors are {', '.join(known)})"))
+        if value in seen:
+            raise reader.fail(item, f"selector '{value}' is listed twice (first at line {seen[value].location.line})")
+        seen[value] = Text(value, reader.at(item))
+    return tuple(seen.values())
 
 
 def _parse_protocol(reader: _Reader, node: yaml.Node) -> Text:

@@ -74,7 +74,9 @@ def select(registry: Registry, selectors: Iterable[str]) -> dict[str, list[int]]
     return {p: sorted(ports[p]) for p in TCP_UDP}
 
 
-def reasons(registry: Registry, selectors: Iterable[str], protocol: str, port: int) -> list[tuple[str, tuple[str, ...]]]:
+def reasons(
+    registry: Registry, selectors: Iterable[str], protocol: str, port: int
+) -> list[tuple[str, tuple[str, ...]]]:
     """Which of ``selectors`` select (protocol, port), each with the names that make it
     so ('' for an unnamed record); [] when none does."""
     out = []

@@ -14,11 +14,11 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from fwgen import icmp, ir, protocols
+from fwgen import icmp, ir, protocols, registry_select
 from fwgen.errors import PolicyError, shorten
 from fwgen.intervals import merge_spans
 from fwgen.ir import Action, Direction, PortRange, Protocol, Span
-from fwgen.policy import PROFILES, RANGES, Policy, PolicyRule, Text, list_hint
+from fwgen.policy import PROFILES, Policy, PolicyRule, Text, list_hint, range_bounds
 from fwgen.registry import Registry
 
 _DECIMAL = re.compile(r"[0-9]+")
@@ -179,6 +179,10 @@ def resolve_ports(
             raise PolicyError(
                 rule.ports[0].location, f"ports apply to tcp and udp only; this rule's protocol is {written}"
             )
+        if rule.select is not None:
+            raise PolicyError(
+                rule.select[0].location, f"select applies to tcp and udp only; this rule's protocol is {written}"
+            )
         if rule.port_range is not None:
             raise PolicyError(
                 rule.port_range.location, f"a port range applies to tcp and udp only; this rule's protocol is {written}"
@@ -207,13 +211,46 @@ def resolve_ports(
                 pairs.extend((proto, port_range) for proto in protocols)
             else:
                 pairs.extend(_service_pairs(registry, body, protocols, entry, groups))
+    elif rule.select is not None:
+        pairs.extend(_selected_pairs(rule, registry, default_protocols))
     else:
-        lo, hi = RANGES[rule.port_range.value] if rule.port_range else (ir.PORT_MIN, ir.PORT_MAX)
+        lo, hi = range_bounds(rule.port_range.value) if rule.port_range else (ir.PORT_MIN, ir.PORT_MAX)
         pairs.extend((proto, PortRange(lo, hi)) for proto in default_protocols)
     by_protocol: dict[Protocol, list[PortRange]] = {}
     for proto, port_range in pairs:
         by_protocol.setdefault(proto, []).append(port_range)
     return {proto: ir.merge_ranges(by_protocol[proto]) for proto in ir.PROTOCOLS if proto in by_protocol}
+
+
+def _selected_pairs(rule: PolicyRule, registry: Registry, protocols: tuple[Protocol, ...]) -> list[Pair]:
+    """A ``select`` rule's pairs: the union of its selectors, narrowed by ``range`` and
+    ``protocol``, as runs of consecutive ports. An error when nothing is left."""
+    assert rule.select is not None
+    lo, hi = range_bounds(rule.port_range.value) if rule.port_range else (ir.PORT_MIN, ir.PORT_MAX)
+    selected = registry_select.select(registry, [entry.value for entry in rule.select])
+    pairs: list[Pair] = []
+    for proto in protocols:
+        start = previous = -2
+        for port in selected[proto.value]:
+            if not lo <= port <= hi:
+                continue
+            if port != previous + 1:
+                if start >= 0:
+                    pairs.append((proto, PortRange(start, previous)))
+                start = port
+            previous = port
+        if start >= 0:
+            pairs.append((proto, PortRange(start, previous)))
+    if not pairs:
+        names = ", ".join(entry.value for entry in rule.select)
+        scope = f" in range {rule.port_range.value}" if rule.port_range else ""
+        asked = "/".join(p.value for p in protocols)
+        raise PolicyError(
+            rule.select[0].location,
+            f"rule '{rule.name}' selects nothing: the registry (edition {registry.edition}) has no {asked} pair "
+            f"that is {names}{scope}",
+        )
+    return pairs
 
 
 def _split_families(

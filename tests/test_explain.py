@@ -253,7 +253,7 @@ def test_explain_shares_no_compiler_code() -> None:
         "fwgen.errors", "fwgen.errors.PolicyError",
         "fwgen.policy", "fwgen.policy.PROFILES", "fwgen.policy.Policy", "fwgen.policy.PolicyRule",
         "fwgen.policy.load_policy",
-        "fwgen.registry", "fwgen.registry.Registry",
+        "fwgen.registry", "fwgen.registry.Registry", "fwgen.registry_select",
         "fwgen.resolve", "fwgen.resolve.resolve_ports", "fwgen.resolve.resolve_protocol",
         "fwgen.resolve.resolve_icmp", "fwgen.resolve.ProtocolChoice", "fwgen.resolve.check_groups",
     }, fwgen_imports

@@ -160,6 +160,12 @@ INVALID = [
     ("acknowledge-twice", HEAD + "acknowledge: [no-ntp-out, no-ntp-out]\n"),
     ("acknowledge-number", HEAD + "acknowledge: [1]\n"),
     ("acknowledge-null", HEAD + "acknowledge:\n"),
+    ("select-and-ports", HEAD + "rules:\n  - action: monitor\n    select: undocumented\n    ports: [22]\n"),
+    ("select-unknown", HEAD + "rules:\n  - action: monitor\n    select: [dormant]\n"),
+    ("select-twice", HEAD + "rules:\n  - action: monitor\n    select: [undocumented, undocumented]\n"),
+    ("select-empty", HEAD + "rules:\n  - action: monitor\n    select: []\n"),
+    ("range-unknown", HEAD + "rules:\n  - action: monitor\n    range: user\n"),
+    ("range-leading-zero", HEAD + "rules:\n  - action: monitor\n    range: '01-5'\n"),
 ]
 
 # (id, policy text): the loader accepts each; so must the schema.
@@ -203,6 +209,11 @@ VALID = [
     ("profiles", HEAD + "rules:\n  - action: allow\n    ports: [microsoft-ds]\n    profiles: [domain, private]\n"
      "targets: windows\n"),
     ("targets", HEAD + "targets: [nftables, iptables]\n"),
+    ("select", HEAD + "rules:\n  - action: monitor\n    select: [undocumented, unauthorized-use]\n"
+     "    range: registered\n"),
+    ("select-one", HEAD + "rules:\n  - action: deny\n    log: true\n    protocol: udp\n    select: undocumented\n"),
+    ("range-numeric", HEAD + "rules:\n  - action: deny\n    select: unauthorized-use\n    range: '1024-2048'\n"
+     "  - action: deny\n    range: 1261\n  - action: deny\n    range: system\n"),
 ]
 
 
@@ -244,7 +255,12 @@ def test_patterns_match_the_loader() -> None:
     assert props["monitor"]["properties"]["log_prefix"]["pattern"] == f"^{loader.LOG_PREFIX.pattern}$"
     assert props["monitor"]["properties"]["rate"]["pattern"] == "^[1-9][0-9]{0,4}/(second|minute|hour)$"
     assert _rule_schema()["properties"]["name"]["pattern"] == f"^{loader.RULE_NAME.pattern}$"
-    assert _rule_schema()["properties"]["range"]["enum"] == list(loader.RANGES)
+    assert _rule_schema()["properties"]["range"]["anyOf"][0]["enum"] == list(loader.RANGES)
+    assert _rule_schema()["properties"]["range"]["anyOf"][1]["pattern"] == (
+        "^(0|[1-9][0-9]{0,4})(-(0|[1-9][0-9]{0,4}))?$")
+    assert loader.NUMERIC_RANGE.pattern == "(0|[1-9][0-9]{0,4})(?:-(0|[1-9][0-9]{0,4}))?"
+    from fwgen.registry_select import SELECTORS
+    assert _rule_schema()["properties"]["select"]["oneOf"][0]["enum"] == list(SELECTORS)
 
 
 def test_nft_keywords_match() -> None:
