@@ -89,6 +89,11 @@ SERVICES = (
 )
 MULTI_PORT_SERVICES = frozenset({"http-alt", "raid-am", "raid-cd", "x11", "msp", "ircu", "active-net", "csdmbase"})
 HOT_LO, HOT_HI = 1250, 1290  # around mpshrsv (1261) and t1distproc (1274)
+# select: rules (registry selectors), with the ranges that narrow them: each range holds
+# pairs of both selectors for tcp and udp (unauthorized-use has none in 1240-1300).
+SELECTORS = ("undocumented", "unauthorized-use")
+SELECT_RANGES = {"undocumented": (None, "1240-1300", "1000-1600", "system", "registered"),
+                 "unauthorized-use": (None, "1000-1600", "system", "registered")}
 
 
 def _registry_protocols() -> dict[str, set[str]]:
@@ -121,6 +126,19 @@ def port_entry(draw: st.DrawFn, protocol: str | None) -> str:
     if protocol in (None, "any") and draw(st.integers(0, 3)) == 0:
         text += "/" + draw(st.sampled_from(["tcp", "udp"]))
     return text
+
+
+@st.composite
+def select_keys(draw: st.DrawFn) -> dict[str, Any]:
+    """``select:`` (one selector or both) and, mostly, a ``range`` narrowing it."""
+    chosen = draw(st.lists(st.sampled_from(SELECTORS), min_size=1, max_size=2, unique=True))
+    out: dict[str, Any] = {"select": chosen if len(chosen) > 1 or draw(st.booleans()) else chosen[0]}
+    ranges = set.intersection(*(set(SELECT_RANGES[s]) for s in chosen)) if len(chosen) == 1 else set(
+        SELECT_RANGES["undocumented"]) | set(SELECT_RANGES["unauthorized-use"])
+    port_range = draw(st.sampled_from(sorted(ranges, key=str)))
+    if port_range is not None:
+        out["range"] = port_range
+    return out
 
 
 @st.composite
@@ -158,8 +176,10 @@ def rule(draw: st.DrawFn, index: int, platform: str = "all", mix: bool = True) -
     if protocol is not None:
         out["protocol"] = protocol
     if kind in ("tcp", "udp", "both"):
-        shape = draw(st.sampled_from(["ports"] * 8 + ["range", "none"]))
-        if shape == "ports":
+        shape = draw(st.sampled_from(["ports"] * 8 + ["range", "none"] + (["select"] if mix else [])))
+        if shape == "select":
+            out.update(draw(select_keys()))
+        elif shape == "ports":
             entries = draw(st.lists(port_entry(None if kind == "both" else kind), min_size=1, max_size=5))
             out["ports"] = entries if len(entries) > 1 or draw(st.booleans()) else entries[0]
         elif shape == "range":
@@ -190,7 +210,7 @@ OLD_FEATURES = (
     "overlapping", "shadowed", "mixed_families", "multi_port_name",
     "restricted_in", "restricted_out", "reject", "monitor",
 )
-NEW_FEATURES = ("icmp", "icmpv6", "ip_protocol", "protocol_all", "local", "interface", "profiles")
+NEW_FEATURES = ("icmp", "icmpv6", "ip_protocol", "protocol_all", "local", "interface", "profiles", "select")
 FEATURES = OLD_FEATURES + NEW_FEATURES
 # What each platform's policies say in ``targets:`` (a policy using interface must be
 # for the Linux targets only, one using profiles for Windows only).
@@ -251,7 +271,7 @@ def policy(draw: st.DrawFn, feature: str | None = None, mix: bool = False) -> di
 
 
 def _shadow(draw: st.DrawFn, model: dict[str, Any]) -> dict[str, Any]:
-    same = {k: v for k, v in model.items() if k in ("direction", "protocol", "ports", "range")}
+    same = {k: v for k, v in model.items() if k in ("direction", "protocol", "ports", "range", "select")}
     return {"action": draw(st.sampled_from(["allow", "deny", "monitor"])), **same}
 
 
@@ -331,6 +351,17 @@ def _force(draw: st.DrawFn, data: dict[str, Any], feature: str) -> None:
         elif what == "raw":
             forced["protocol"] = draw(st.sampled_from(RAW_KEYWORDS))
         _insert(draw, rules, forced)
+    elif feature == "select":
+        forced = {**base, **draw(select_keys())}
+        if draw(st.booleans()):
+            forced["protocol"] = draw(st.sampled_from(["tcp", "udp"]))
+        if draw(st.integers(0, 2)) == 0:
+            forced[peer] = _dedupe(draw(addresses((NETWORKS_V4, NETWORKS_V6), draw(st.sampled_from(
+                ["v4", "v6", "both"])))))
+        _insert(draw, rules, forced)
+        if draw(st.booleans()):  # a port rule after it: the pairs the select rule decides first stay its
+            _insert(draw, rules, {"action": draw(st.sampled_from(["allow", "deny", "monitor"])),
+                                  "direction": direction, "ports": [draw(port_entry(None))]})
     elif feature == "profiles":
         forced = {**base, "profiles": draw(st.lists(st.sampled_from(PROFILES), min_size=1, max_size=2, unique=True))}
         what = draw(st.sampled_from(["ports", "icmp", "raw", "local"]))
@@ -369,6 +400,7 @@ class Features:
     local: bool = False
     interface: bool = False
     profiles: bool = False
+    select: bool = False
 
 
 EVERY_PROTOCOL = ((0, WHAT_SIZE - 1),)
@@ -411,6 +443,10 @@ def features(ruleset: Any) -> Features:
     return f
 
 
+def mentions_select(data: dict[str, Any]) -> bool:
+    return any("select" in r for r in data["rules"])
+
+
 def mentions_multi_port_name(data: dict[str, Any]) -> bool:
     for r in data["rules"]:
         entries = r.get("ports", [])
@@ -429,6 +465,7 @@ class Coverage:
         self.policies += 1
         found = features(ruleset)
         found.multi_port_name = mentions_multi_port_name(data)
+        found.select = mentions_select(data)
         self.counts.update(k for k, v in vars(found).items() if v)
 
     def report(self) -> str:

@@ -32,7 +32,15 @@ from fwgen.build import BuildResult, build
 from fwgen.explain import Explainer
 from fwgen.registry import bundled
 from tests.differential.harness import Case, Lab, Report, check_policy, choose_cases, concurrently, tally
-from tests.differential.policygen import FEATURES, Coverage, features, mentions_multi_port_name, policy, to_yaml
+from tests.differential.policygen import (
+    FEATURES,
+    Coverage,
+    features,
+    mentions_multi_port_name,
+    mentions_select,
+    policy,
+    to_yaml,
+)
 from tests.differential.windows_check import exclusive_problems, windows_cases, windows_problems
 from tests.kernel.netns import KernelLog
 
@@ -159,6 +167,7 @@ def _random_policies(labs: tuple[dict[str, Lab], KernelLog], workdir: Path, feat
         if feature is not None:  # the generator kept its promise
             found = features(result.ruleset)
             found.multi_port_name = mentions_multi_port_name(data)
+            found.select = mentions_select(data)
             assert getattr(found, feature), f"a policy built to have {feature} does not:\n{text}"
 
     check()
