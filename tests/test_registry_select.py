@@ -144,7 +144,8 @@ def test_explain_names_the_selector(tmp_path: Path) -> None:
         "(select undocumented: remote-as; select unauthorized-use: remote-as)")
     assert format_answer(explainer, "in", "udp", 1274, None) == (
         f"in udp 1274 (t1distproc): deny by drop (rule close-t1, {path}:5)")
-    assert format_answer(explainer, "in", "tcp", 1284, None) == "in tcp 1284 (iee-qfx): deny by drop (default inbound deny)"
+    assert format_answer(explainer, "in", "tcp", 1284, None) == (
+        "in tcp 1284 (iee-qfx): deny by drop (default inbound deny)")
     unnamed = format_answer(explainer, "in", "tcp", 28011, None)
     assert unnamed.endswith("(select unauthorized-use: (unassigned))"), unnamed
 
