@@ -391,6 +391,71 @@ def _range(text: str | None) -> tuple[int, int]:
 
 
 @main.command()
+@click.argument("policy", type=click.Path(dir_okay=False))
+@click.argument("listeners_path", metavar="[LISTENERS]", required=False, type=click.Path(dir_okay=False))
+@click.option("--format", "output_format", type=click.Choice(("text", "markdown", "json")), default="text",
+              show_default=True)
+@click.option("--strict", is_flag=True, help="Exit 1 when a listener needs a look (denied, or on a watched port).")
+@registry_option
+def audit(policy: str, listeners_path: str | None, output_format: str, strict: bool, registry_path: str | None) -> None:
+    """What listens on this host against the policy: exposed (to whom), denied, loopback
+    only, and listeners on monitored or selected dormant ports, with process and pid.
+
+    LISTENERS: a file of `ss -Htulpn` or Windows `netstat -ano` output (detected from
+    its content; - for standard input). Without it, fwgen runs `ss -Htulpn`. See
+    docs/audit.md.
+    """
+    from fwgen import audit as audit_module
+    from fwgen import listeners
+    from fwgen.explain import Explainer
+
+    try:
+        registry = _registry(registry_path)
+        explainer = Explainer.from_file(policy, registry)
+        if listeners_path is None:
+            text, source, where = _run_ss(), "ss -Htulpn, run by fwgen", "ss -Htulpn"
+        else:
+            data = _read_listeners(listeners_path)
+            where = "<stdin>" if listeners_path == "-" else listeners_path
+            text = listeners.decode(data, where)
+            source = where
+        parsed = listeners.parse(text, where)
+        if listeners_path is not None:
+            source = f"{parsed.format} output in {where}"
+        findings = audit_module.audit(explainer, parsed)
+    except PolicyError as error:
+        _fail(error)
+        return
+    click.echo(audit_module.FORMATS[output_format](explainer, parsed, source, findings), nl=False)
+    sys.exit(1 if strict and any(f.needs_look for f in findings) else 0)
+
+
+def _read_listeners(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as error:
+        raise PolicyError(None, f"fwgen: cannot read {path}: {error.strerror or error}") from None
+
+
+def _run_ss() -> str:
+    import subprocess
+
+    try:
+        done = subprocess.run(["ss", "-Htulpn"], capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise PolicyError(None, f"fwgen: cannot run ss -Htulpn: {getattr(error, 'strerror', None) or error}") from None
+    if done.returncode != 0:
+        why = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise PolicyError(None, f"fwgen: ss -Htulpn failed (exit {done.returncode})" + (f": {why[0]}" if why else ""))
+    from fwgen.listeners import decode
+
+    return decode(done.stdout, "ss -Htulpn")
+
+
+@main.command()
 @click.argument("query")
 def protocols(query: str) -> None:
     """Show IANA Protocol Numbers rows for a number (50), a range (50-51) or a keyword (esp, gre)."""
