@@ -117,7 +117,9 @@ def verdict_text(explainer: Explainer, finding: Finding) -> str:
     parts = []
     for i, outcome in enumerate(finding.outcomes):
         last = i == len(finding.outcomes) - 1 and len(finding.outcomes) > 1
-        scope = "from everyone" if outcome.everyone else ("otherwise" if last else f"from {', '.join(outcome.networks)}")
+        scope = f"from {', '.join(outcome.networks)}"
+        if outcome.everyone or last:
+            scope = "from everyone" if outcome.everyone else "otherwise"
         verdict = outcome.verdict
         text = f"{describe(verdict)} {scope} {_source(explainer, verdict, what)}"
         if verdict.depends:
