@@ -41,9 +41,9 @@ class Listener(NamedTuple):
 
     @property
     def endpoint(self) -> str:
-        """``0.0.0.0:22``, ``[::]:22``, ``*:80``, ``0.0.0.0%lo:68``."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}{'%' + self.interface if self.interface else ''}:{self.port}"
+        """As ss writes it: ``0.0.0.0:22``, ``[::]:22``, ``*:80``, ``0.0.0.0%lo:68``, ``[fe80::1%eth0]:546``."""
+        host = self.address + (f"%{self.interface}" if self.interface else "")
+        return f"[{host}]:{self.port}" if ":" in self.address else f"{host}:{self.port}"
 
     @property
     def loopback(self) -> bool:
@@ -98,7 +98,7 @@ def _col(line: str) -> int:
 
 
 def _shown(line: str, limit: int = 60) -> str:
-    text = "".join(c if c.isprintable() else "?" for c in line.strip())
+    text = " ".join("".join(c if c.isprintable() or c.isspace() else "?" for c in line).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
