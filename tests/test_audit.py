@@ -227,7 +227,8 @@ def test_formats(policy_path: Path, tmp_path: Path) -> None:
                         f"everyone (rule dormant-watch, {policy_path}:7) (select undocumented: mpshrsv)")
     assert lines[4] == "  a watched port has a listener: verify what process is bound to it"
     assert "watched exposed: udp *:5000 (commplex-main), (no process shown): monitor, logged" in text.output
-    assert "denied: tcp *:80 (http, www, www-http), apache2 (pid 1, 2): deny by drop from everyone (default inbound deny)" in lines
+    assert ("denied: tcp *:80 (http, www, www-http), apache2 (pid 1, 2): deny by drop from everyone "
+            "(default inbound deny)") in lines
     md = CliRunner().invoke(main, ["audit", str(policy_path), str(listeners), "--format", "markdown"])
     assert "| watched exposed | tcp [fe80::1%eth0]:8443 (pcsync-https) | a\\|b'c (pid 7) |" in md.output
     js = json.loads(CliRunner().invoke(main, ["audit", str(policy_path), str(listeners), "--format", "json"]).output)
@@ -237,7 +238,8 @@ def test_formats(policy_path: Path, tmp_path: Path) -> None:
     assert js["listeners"][1]["outcomes"][0]["select"] == [{"selector": "undocumented", "names": ["mpshrsv"]}]
     strict = CliRunner().invoke(main, ["audit", str(policy_path), str(listeners), "--strict"])
     assert strict.exit_code == 1 and strict.output == text.output
-    stdin = CliRunner().invoke(main, ["audit", str(policy_path), "-", "--strict"], input="tcp LISTEN 0 1 [::]:22 [::]:*\n")
+    stdin = CliRunner().invoke(main, ["audit", str(policy_path), "-", "--strict"],
+                               input="tcp LISTEN 0 1 [::]:22 [::]:*\n")
     assert stdin.exit_code == 0
     assert stdin.output.splitlines()[0] == (f"{policy_path}: 1 listeners (ss -Htulpn output in <stdin>): 1 exposed, "
                                             "0 denied, 0 loopback only, 0 on watched ports; 0 need a look")
@@ -267,5 +269,6 @@ def test_bad_policy_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "l.txt").write_text(SS, encoding="utf-8")
     result = CliRunner().invoke(main, ["audit", str(path), str(tmp_path / "l.txt")])
     assert result.exit_code == 1
-    assert result.output == f"{path}:4:14: unknown selector 'dormant' (the selectors are undocumented, unauthorized-use)\n"
+    assert result.output == (
+        f"{path}:4:14: unknown selector 'dormant' (the selectors are undocumented, unauthorized-use)\n")
 

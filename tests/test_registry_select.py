@@ -229,3 +229,22 @@ def test_range_names_and_numbers_without_select_keep_their_meaning(tmp_path: Pat
     spans = [[(p.value, r.lo, r.hi) for p, ranges in rule.ports for r in ranges] for rule in rules]
     assert spans == [[("tcp", 0, 1023), ("udp", 0, 1023)]] * 2 + [
         [("tcp", 1261, 1274), ("udp", 1261, 1274)], [("tcp", 1261, 1261), ("udp", 1261, 1261)]]
+
+
+def test_diff_and_lint_read_select_rules(tmp_path: Path) -> None:
+    """diff compares what a select rule matches; lint locates its findings at ``select``."""
+    old = tmp_path / "old.yaml"
+    new = tmp_path / "new.yaml"
+    old.write_text("version: 1\nname: d\nrules:\n  - name: watch\n    action: deny\n    log: true\n"
+                   "    ports: [1261, 1274]\n", encoding="utf-8")
+    new.write_text("version: 1\nname: d\nrules:\n  - name: watch\n    action: deny\n    log: true\n"
+                   "    select: undocumented\n    range: \"1250-1290\"\n", encoding="utf-8")
+    diff = CliRunner().invoke(main, ["diff", str(old), str(new)])
+    assert diff.output == ("in tcp,udp 1250-1260,1262-1273,1275,1277-1283,1285-1286,1288-1290 (swldy-sias, "
+                           "servergraph, bspne-pcc, …) from any: deny → deny +log\n")
+    watch = tmp_path / "watch.yaml"
+    watch.write_text("version: 1\nname: w\nrules:\n  - name: watch\n    action: monitor\n"
+                     "    select: [unauthorized-use]\n", encoding="utf-8")
+    lint = CliRunner().invoke(main, ["lint", str(watch)])
+    found = [line for line in lint.output.splitlines() if "[wide-open]" in line or "[unauthorized-port]" in line]
+    assert len(found) == 2 and all(line.startswith(f"{watch}:6:13: warning: rule 'watch' ") for line in found), found
