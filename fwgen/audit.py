@@ -131,11 +131,13 @@ def verdict_text(explainer: Explainer, finding: Finding) -> str:
 
 
 def note(finding: Finding) -> str:
-    if finding.status == "denied":
-        return "the policy lets no one in: a dead service or a forgotten rule"
+    """What to do about a finding that needs a look; '' for the others."""
+    parts = []
     if finding.watched:
-        return "a watched port has a listener: verify what process is bound to it"
-    return ""
+        parts.append("a watched port has a listener: verify what process is bound to it")
+    if finding.status == "denied":
+        parts.append("the policy lets no one in: a dead service or a forgotten rule")
+    return "; ".join(parts)
 
 
 def _label(finding: Finding) -> str:

@@ -272,3 +272,32 @@ def test_bad_policy_is_one_line(tmp_path: Path) -> None:
     assert result.output == (
         f"{path}:4:14: unknown selector 'dormant' (the selectors are undocumented, unauthorized-use)\n")
 
+
+
+def _blocks(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"^```[a-z]*\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def test_doc_examples_are_real_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/audit.md: its policy, its ss and netstat files and the outputs shown for them
+    are what fwgen audit prints (the ss run was in a namespace: the same findings from
+    the same lines, here read from a file)."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text(encoding="utf-8")
+    blocks = _blocks(doc)
+    policy_text = next(b for b in blocks if b.startswith("version: 1"))
+    ss_text = next(b for b in blocks if b.startswith("udp UNCONN"))
+    shown = next(b for b in blocks if b.startswith("edge.yaml: 5 listeners (ss -Htulpn, run by fwgen)"))
+    netstat_text = next(b for b in blocks if b.startswith("\nActive Connections"))
+    netstat_shown = next(b for b in blocks if b.startswith("$ fwgen audit edge.yaml netstat.txt\n"))
+    monkeypatch.chdir(tmp_path)
+    Path("edge.yaml").write_text(policy_text, encoding="utf-8")
+    Path("ss.txt").write_text(ss_text, encoding="utf-8")
+    Path("netstat.txt").write_bytes(netstat_text.replace("\n", "\r\n").encode())
+    result = CliRunner().invoke(main, ["audit", "edge.yaml", "ss.txt"])
+    assert result.output == shown.replace("(ss -Htulpn, run by fwgen)", "(ss -Htulpn output in ss.txt)")
+    md = CliRunner().invoke(main, ["audit", "edge.yaml", "ss.txt", "--format", "markdown"]).output
+    assert md.replace("(ss -Htulpn output in ss.txt)", "(ss -Htulpn, run by fwgen)") in doc
+    result = CliRunner().invoke(main, ["audit", "edge.yaml", "netstat.txt"])
+    assert "$ fwgen audit edge.yaml netstat.txt\n" + result.output == netstat_shown
