@@ -322,8 +322,10 @@ def ports(
     or with --select the rows of exactly the (protocol, port) pairs a select rule matches."""
     from fwgen.registry import format_records
 
-    if (query is None) == (select_text is None):
+    if query is not None and select_text is not None:
         raise click.UsageError("give a QUERY or --select SEL[,SEL], not both")
+    if query is None and select_text is None:
+        raise click.UsageError("missing QUERY (a port, a range or a service name) or --select SEL[,SEL]")
     if select_text is None and (range_text is not None or protocol_text != "any"):
         raise click.UsageError("--range and --protocol narrow a --select")
     selectors = _selectors(select_text) if select_text is not None else ()

@@ -162,6 +162,7 @@ def test_ports_select_narrowed_by_protocol_and_numeric_range() -> None:
     (["--select", "undocumented", "--range", "49151-1024"], "'49151-1024' is not system"),
     (["1261", "--select", "undocumented"], "give a QUERY or --select SEL[,SEL], not both"),
     (["1261", "--range", "registered"], "--range and --protocol narrow a --select"),
+    ([], "missing QUERY (a port, a range or a service name) or --select SEL[,SEL]"),
 ])
 def test_ports_select_usage_errors(args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["ports", *args])

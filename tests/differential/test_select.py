@@ -2,7 +2,7 @@
 pairs of the registered range) loaded by iptables and nftables; real probes on 1261 and
 1274 are monitored (delivered, logged, counted), a documented neighbour (1284, iee-qfx)
 and an unassigned unflagged port (1276) are denied, a pair an earlier rule names stays
-that rule's, and a seeded sample of the listed pairs is monitored too; the Windows model
+that rule's, and a seeded sample of the pairs ``fwgen ports --select`` lists is monitored too; the Windows model
 agrees. A compiler that keeps only the first selector is caught."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from fwgen import registry_select
 from fwgen.build import build
 from fwgen.explain import Explainer
 from fwgen.registry import bundled
 from tests.differential.harness import Case, Lab, _probeable, check_policy, concurrently
 from tests.differential.windows_check import windows_cases, windows_problems
 from tests.kernel.netns import KernelLog
+from tests.test_registry_select import _listing
 
 POLICY = """\
 version: 1
@@ -44,11 +44,9 @@ FIXED = [("tcp", 1261), ("udp", 1261), ("tcp", 1274), ("udp", 1274), ("tcp", 128
 
 
 def _cases(seed: int = 14) -> list[Case]:
-    registry = bundled()
-    selected = registry_select.select(registry, ["undocumented", "unauthorized-use"])
-    listed = sorted((p, port) for p, ports in selected.items() for port in ports
-                    if 1024 <= port <= 49151 and _probeable(port))
-    sample = random.Random(seed).sample(listed, 40)
+    """The fixed cases and a seeded sample of what ``fwgen ports --select`` lists."""
+    listed, _ = _listing(["--select", "undocumented,unauthorized-use", "--range", "registered"])
+    sample = random.Random(seed).sample(sorted(pair for pair in listed if _probeable(pair[1])), 40)
     return [Case("in", p, port, remote) for p, port in FIXED + sample for remote in REMOTES]
 
 
