@@ -249,3 +249,12 @@ def test_diff_and_lint_read_select_rules(tmp_path: Path) -> None:
     lint = CliRunner().invoke(main, ["lint", str(watch)])
     found = [line for line in lint.output.splitlines() if "[wide-open]" in line or "[unauthorized-port]" in line]
     assert len(found) == 2 and all(line.startswith(f"{watch}:6:13: warning: rule 'watch' ") for line in found), found
+
+
+@pytest.mark.parametrize("which", ["undocumented", "unauthorized-use"])
+def test_listing_of_one_selector_equals_the_independent_set(which: str) -> None:
+    _, undocumented, unauthorized, _ = _independent_sets()
+    listed, count = _listing(["--select", which])
+    expected = undocumented if which == "undocumented" else unauthorized
+    assert listed == expected
+    assert count.startswith(f"{len(expected)} tcp/udp pairs {which}: ")
