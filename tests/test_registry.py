@@ -527,3 +527,20 @@ def test_bundled_reads_the_edition_without_parsing_the_records():
     )
     assert len(reg) == len(doc["records"]) > 10000
     assert reg.pairs("mpshrsv") == [("tcp", 1261, 1261), ("udp", 1261, 1261)]
+
+
+def test_csv_and_xml_agree_on_what_selectors_read(csv_reg: registry.Registry, reg: registry.Registry) -> None:
+    """Dates and references, which the selectors read, come out the same from both formats
+    (the CSV edition is older: compare the records both have)."""
+    def key(r: Record) -> tuple[object, ...]:
+        return (r.name, r.port_lo, r.port_hi, r.protocol)
+
+    xml = {key(r): r for r in reg.records}
+    both = [(r, xml[key(r)]) for r in csv_reg.records if key(r) in xml]
+    assert len(both) > 14_000
+    differ = [(c, x) for c, x in both
+              if (c.registered, c.modified, bool(c.reference)) != (x.registered, x.modified, bool(x.reference))]
+    # every difference is a record IANA modified after the CSV's edition (2026-04-24)
+    assert differ and all(x.modified > "2026-04-24" and c.registered == x.registered for c, x in differ), differ
+    assert reg.query("1261")[0][8:] == ("", "", "")
+    assert reg.query("22")[0].reference == "[RFC4251]"
