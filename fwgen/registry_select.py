@@ -94,7 +94,9 @@ def describe_reasons(found: list[tuple[str, tuple[str, ...]]]) -> str:
     )
 
 
-def records(registry: Registry, selectors: Iterable[str], protocols: tuple[str, ...], lo: int, hi: int) -> list[Record]:
+def records(
+    registry: Registry, selectors: Iterable[str], protocols: tuple[str, ...], lo: int, hi: int
+) -> list[Record]:
     """The records behind the selected pairs of ``protocols`` within lo..hi, for
     ``fwgen ports --select``: each clipped to the pairs it contributes (its ports within
     lo..hi; its protocol narrowed to the one asked for), in registry order. Together
@@ -109,9 +111,9 @@ def records(registry: Registry, selectors: Iterable[str], protocols: tuple[str, 
     for record in registry.records:
         if record.port_lo is None or record.port_hi is None or record.port_hi < lo or record.port_lo > hi:
             continue
-        if "unauthorized-use" not in chosen or not record.unauthorized:
-            if "undocumented" not in chosen or not record.name:
-                continue
+        behind = ("unauthorized-use" in chosen and record.unauthorized) or ("undocumented" in chosen and record.name)
+        if not behind:
+            continue
         mine = [pair for pair in _pairs_of(record) if record.name in wanted.get(pair, ())]
         if not mine:
             continue
