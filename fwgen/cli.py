@@ -338,7 +338,10 @@ def ports(
     if query is not None:
         records = registry.query(query)
         if not records:
-            click.echo(f"no registry entry matches '{query}' (IANA edition {registry.edition})", err=True)
+            from fwgen.registry_select import SELECTORS
+
+            hint = f"; for the pairs the selector means: fwgen ports --select {query}" if query in SELECTORS else ""
+            click.echo(f"no registry entry matches '{query}' (IANA edition {registry.edition}){hint}", err=True)
             sys.exit(1)
         click.echo(format_records(records), nl=False)
         return

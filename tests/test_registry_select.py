@@ -170,6 +170,13 @@ def test_ports_select_usage_errors(args: list[str], message: str) -> None:
     assert message in result.output
 
 
+def test_ports_query_naming_a_selector_points_to_select() -> None:
+    result = CliRunner().invoke(main, ["ports", "undocumented"])
+    assert result.exit_code == 1
+    assert result.output == (f"no registry entry matches 'undocumented' (IANA edition {bundled().edition}); "
+                             "for the pairs the selector means: fwgen ports --select undocumented\n")
+
+
 def test_ports_select_nothing_is_exit_1() -> None:
     result = CliRunner().invoke(main, ["ports", "--select", "unauthorized-use", "--range", "dynamic"])
     assert result.exit_code == 1
