@@ -19,6 +19,7 @@ The table goes to stdout and to bench/dataplane-results.md (--output).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -34,17 +35,16 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH_DIR)
 
 import aerleon_env  # noqa: E402
-import dpmeasure  # noqa: E402
 import dpnetns  # noqa: E402
 import measure  # noqa: E402
 import run as bench_run  # noqa: E402  (fwgen runner and machine info of the build bench)
+from dpmeasure import PROBE_PORT, Ruleset, Station, Window  # noqa: E402
 
 import policies  # noqa: E402
 
-from dpmeasure import PROBE_PORT, Ruleset, Sample  # noqa: E402
-
 LABELS = ("none", "fwgen nftables", "fwgen iptables", "Aerleon 1.18 nftables",
           "Aerleon 1.18 iptables (speedway)")
+NONE_AGAIN = "none (again)"
 DEFAULT_OUTPUT = os.path.join(BENCH_DIR, "dataplane-results.md")
 SEED = 1  # the case's rule order; the rates do not depend on it
 
@@ -59,8 +59,9 @@ class Case:
         self.source = source  # how it was made, for the report
         self.rulesets: list[Ruleset] = [Ruleset("none", "none")]
         self.notes: list[str] = []
-        self.samples: dict[str, list[Sample | None]] = {}  # label -> per round
-        self.none_pairs: list[tuple[Sample, Sample]] = []  # the two 'none' of each round
+        self.rounds: list[dict[str, dict]] = []  # per round: label -> _round_row()
+        # label -> proto -> every (none window, its window) of every round
+        self.windows: dict[str, dict[str, list[tuple[Window, Window]]]] = {}
 
 
 # ---------------------------------------------------------------------------- building
@@ -170,31 +171,62 @@ def load_times(case: Case, runs: int) -> None:
             rs.loads.append(sum(x.seconds for x in results))
 
 
-def round_order(measured: list[Ruleset], round_no: int) -> list[Ruleset]:
-    """none, the first half of the rulesets, none, the second half; the rulesets rotate
-    from round to round, so none keeps a fixed place next to a 'none'."""
-    k = round_no % len(measured) if measured else 0
-    rot = measured[k:] + measured[:k]
-    half = (len(rot) + 1) // 2
-    none = Ruleset("none", "none")
-    return [none, *rot[:half], none, *rot[half:]]
-
-
 def run_rounds(case: Case, args: argparse.Namespace) -> None:
+    """Each round: a fresh station (namespace pair, servers, clients) per ruleset, one for
+    "none" and a second "none" (the noise check). The TCP windows, then the UDP windows,
+    go none, A, none, B, ...: every ruleset's window right after one of "none", so drift
+    on the loaded machine hits both alike; the ruleset order rotates every slice."""
     measured = [rs for rs in case.rulesets if rs.kind != "none" and not rs.error]
-    case.samples = {rs.label: [] for rs in case.rulesets}
+    measured.insert(0, Ruleset(NONE_AGAIN, "none"))
+    slices = max(1, round(args.duration / args.slice))
+    seconds = args.duration / slices
     for r in range(args.rounds):
-        nones: list[Sample] = []
-        for rs in round_order(measured, r):
-            s = dpmeasure.measure(rs, args.family, args.threads, args.duration)
-            log(f"  {case.name} round {r + 1}/{args.rounds}: {rs.label:34s} "
-                f"{s.conn_rate:9,.0f} conn/s {s.udp_rate:10,.0f} udp pkt/s")
-            if rs.label == "none":
-                nones.append(s)
-            else:
-                case.samples[rs.label].append(s)
-        case.none_pairs.append((nones[0], nones[1]))
-        case.samples["none"].extend(nones)
+        got: dict[str, dict[str, list[tuple[Window, Window]]]] = {
+            rs.label: {"tcp": [], "udp": []} for rs in measured}
+        nones: dict[str, list[tuple[Window, Window]]] = {"tcp": [], "udp": []}
+        with contextlib.ExitStack() as stack:
+            none = stack.enter_context(Station(Ruleset("none", "none"), args.family, args.threads))
+            stations = [stack.enter_context(Station(rs, args.family, args.threads))
+                        for rs in measured]
+            for proto in ("tcp", "udp"):
+                for k in range(slices):
+                    shift = (k + r) % len(stations)
+                    for st in stations[shift:] + stations[:shift]:
+                        base = getattr(none, proto)(seconds)
+                        got[st.rs.label][proto].append((base, getattr(st, proto)(seconds)))
+                        nones[proto].append((base, base))
+        row = {"none": _round_row(nones)} | {label: _round_row(v) for label, v in got.items()}
+        case.rounds.append(row)
+        for label, v in [("none", nones), *got.items()]:
+            for proto in ("tcp", "udp"):
+                case.windows.setdefault(label, {"tcp": [], "udp": []})[proto] += v[proto]
+        log(f"  {case.name} round {r + 1}/{args.rounds}: " + "; ".join(
+            f"{label} {x['conn_s']:,.0f} conn/s {x['conn_share']:.0%}, "
+            f"{x['udp_s']:,.0f} pkt/s {x['udp_share']:.0%}" for label, x in row.items()))
+
+
+def _round_row(windows: dict[str, list[tuple[Window, Window]]]) -> dict:
+    """One ruleset over some windows: medians of the window rates and of each window's
+    share of the "none" window just before it (a median, so a window that a burst of the
+    machine's other work hit does not move the result); failures summed."""
+    def rates(ws: list[Window], attr: str) -> list[float]:
+        return [getattr(w, attr) / w.seconds for w in ws]
+
+    row: dict = {"windows": len(windows["tcp"])}
+    for proto, attr, key in (("tcp", "connected", "conn"), ("udp", "received", "udp")):
+        base = rates([b for b, _ in windows[proto]], attr)
+        mine = rates([w for _, w in windows[proto]], attr)
+        row[f"{key}_s"] = _med(mine)
+        row[f"{key}_share"] = _med([m / b for m, b in zip(mine, base, strict=True) if b])
+    tcp = [w for _, w in windows["tcp"]]
+    udp = [w for _, w in windows["udp"]]
+    errors: dict[str, int] = {}
+    for w in tcp:
+        for name, n in w.errors.items():
+            errors[name] = errors.get(name, 0) + n
+    return row | {"conn_failed": sum(w.failed for w in tcp), "conn_errors": errors,
+                  "udp_dropped": sum(w.dropped for w in udp),
+                  "late": sum(w.late for w in tcp + udp)}
 
 
 # ---------------------------------------------------------------------------- report
@@ -205,49 +237,29 @@ def _med(values: list[float]) -> float:
 
 
 def summary(case: Case) -> list[dict]:
-    """One row per ruleset: medians over the rounds, shares of the same round's 'none'."""
+    """One row per ruleset, over every window of every round (``_round_row``), with the
+    per-round shares for the report."""
     rows = []
-    base = [((a.conn_rate + b.conn_rate) / 2, (a.udp_rate + b.udp_rate) / 2)
-            for a, b in case.none_pairs]
-    for rs in case.rulesets:
-        row: dict = {"ruleset": rs.label, "error": rs.error,
-                     "load_s": _med(rs.loads) if rs.loads else None}
-        got = case.samples.get(rs.label, [])
-        if rs.label == "none":
-            conn_share = udp_share = [1.0] if got else []
-        else:
-            conn_share = [s.conn_rate / b[0] for s, b in zip(got, base) if s and b[0]]
-            udp_share = [s.udp_rate / b[1] for s, b in zip(got, base) if s and b[1]]
-        if got and not rs.error:
-            row |= {"conn_s": _med([s.conn_rate for s in got if s]),
-                    "conn_share": _med(conn_share),
-                    "udp_s": _med([s.udp_rate for s in got if s]),
-                    "udp_share": _med(udp_share),
-                    "conn_shares": conn_share, "udp_shares": udp_share,
-                    "conn_failed": sum(s.conn_failed for s in got if s),
-                    "conn_errors": _sum_errors(got),
-                    "udp_dropped": sum(s.udp_dropped for s in got if s),
-                    "late": sum(s.late for s in got if s)}
+    labels = [rs.label for rs in case.rulesets]
+    labels.insert(1, NONE_AGAIN)
+    errors = {rs.label: rs.error for rs in case.rulesets}
+    loads = {rs.label: rs.loads for rs in case.rulesets}
+    for label in labels:
+        row: dict = {"ruleset": label, "error": errors.get(label, ""),
+                     "load_s": _med(loads[label]) if loads.get(label) else None}
+        if label in case.windows and not row["error"]:
+            row |= _round_row(case.windows[label])
+            row["conn_shares"] = [r[label]["conn_share"] for r in case.rounds]
+            row["udp_shares"] = [r[label]["udp_share"] for r in case.rounds]
         rows.append(row)
     return rows
 
 
-def _sum_errors(samples: list[Sample | None]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for s in samples:
-        for k, n in (s.conn_errors if s else {}).items():
-            total[k] = total.get(k, 0) + n
-    return total
-
-
-def _spread(pairs: list[tuple[float, float]]) -> str:
-    d = [abs(a - b) / ((a + b) / 2) for a, b in pairs if a + b]
-    return f"median {_med(d):.0%}, max {max(d):.0%}" if d else "n/a"
-
-
 def case_table(case: Case, rows: list[dict], args: argparse.Namespace) -> list[str]:
     out = [f"### {case.name}", "", f"Policy: {case.source}. {args.rounds} round"
-           f"{'s' if args.rounds != 1 else ''} of {args.duration:g} s per rate and ruleset; "
+           f"{'s' if args.rounds != 1 else ''} of {args.duration:g} s per rate and ruleset "
+           f"(windows of {args.duration / max(1, round(args.duration / args.slice)):.2g} s, "
+           "each right after one of \"none\"; rates and shares: medians over the windows); "
            f"IPv{args.family}; {args.threads} TCP clients; load s = median of "
            f"{args.load_runs} load{'s' if args.load_runs != 1 else ''} into a fresh namespace "
            "(`ip netns exec` included; iptables = iptables-restore + ip6tables-restore).", "",
@@ -261,10 +273,8 @@ def case_table(case: Case, rows: list[dict], args: argparse.Namespace) -> list[s
         out.append(f"| {row['ruleset']} | {row['conn_s']:,.0f} | {row['conn_share']:.0%} | "
                    f"{row['udp_s']:,.0f} | {row['udp_share']:.0%} | {load} |")
     out.append("")
-    tcp = [(a.conn_rate, b.conn_rate) for a, b in case.none_pairs]
-    udp = [(a.udp_rate, b.udp_rate) for a, b in case.none_pairs]
-    out.append(f"- \"none\" measured twice a round; the two differ by: connections/s "
-               f"{_spread(tcp)}, UDP packets/s {_spread(udp)}")
+    out.append(f"- \"{NONE_AGAIN}\" is a second station without rules, measured like the "
+               "rulesets: its distance from 100% is the noise of this run.")
     for row in rows:
         if row.get("conn_shares") and row["ruleset"] != "none" and len(row["conn_shares"]) > 1:
             out.append(f"- {row['ruleset']}: shares per round, connections "
@@ -299,6 +309,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also measure this fwgen policy (fwgen outputs only; repeatable)")
     p.add_argument("--rounds", type=int, help="rounds over every ruleset (default 3)")
     p.add_argument("--duration", type=float, help="seconds per rate measurement (default 3)")
+    p.add_argument("--slice", type=float, default=0.5,
+                   help="seconds per window: --duration is cut into windows of about this")
     p.add_argument("--threads", type=int, default=4, help="TCP client processes (default 4)")
     p.add_argument("--load-runs", type=int, help="kernel loads per output (default 5)")
     p.add_argument("--family", type=int, choices=(4, 6), default=4,
@@ -324,8 +336,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown case(s) {', '.join(bad)}; known: {', '.join(policies.CASES)}")
     if not args.case_list and not args.policy:
         p.error("nothing to measure")
-    if args.rounds < 1 or args.duration <= 0 or args.threads < 1 or args.load_runs < 1:
-        p.error("--rounds, --threads and --load-runs must be >= 1, --duration > 0")
+    if args.rounds < 1 or args.threads < 1 or args.load_runs < 1:
+        p.error("--rounds, --threads and --load-runs must be >= 1")
+    if args.duration <= 0 or args.slice <= 0:
+        p.error("--duration and --slice must be > 0")
     args.command = shlex.join(["python3", "bench/dataplane.py", *(sys.argv[1:] if argv is None else argv)])
     return args
 

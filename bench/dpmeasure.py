@@ -1,10 +1,7 @@
-"""One data-plane measurement (bench/dataplane.py): a fresh namespace pair, one ruleset
-loaded into its host namespace, then the TCP connection rate and the UDP packet rate
-from the peer, with the programs of dptraffic.py.
-
-A fresh pair for every measurement: no conntrack entry, socket or rule of one ruleset's
-measurement is left for the next (there is no ``conntrack -F`` on every machine), and a
-ruleset is loaded exactly as a host would load it, into an empty namespace.
+"""The measuring stations of the data-plane benchmark (bench/dataplane.py): per ruleset a
+fresh namespace pair with the ruleset loaded into its host namespace and the programs of
+dptraffic.py running on both sides, measured in short windows (TCP connections/s, UDP
+packets/s of one established flow) that the harness interleaves between stations.
 """
 
 from __future__ import annotations
@@ -40,18 +37,6 @@ class Ruleset:
     loads: list[float] = field(default_factory=list)  # kernel load seconds, per try
 
 
-@dataclass
-class Sample:
-    conn_rate: float  # connections/s, all clients together
-    conn_failed: int
-    conn_errors: dict[str, int]
-    accepted: int
-    udp_rate: float  # datagrams/s that arrived at the receiver
-    udp_sent: int
-    udp_dropped: int  # arrived but dropped for a full receive buffer (the receiver lagged)
-    late: int  # workers that started after the common start (should be 0)
-
-
 def load(ns: dpnetns.Namespace, rs: Ruleset) -> None:
     if rs.kind == "nft":
         ns.run(["nft", "-f", rs.files[0]])
@@ -65,81 +50,100 @@ def load(ns: dpnetns.Namespace, rs: Ruleset) -> None:
 def _await_ready(procs: list[subprocess.Popen[str]], what: str) -> None:
     end = time.monotonic() + READY_TIMEOUT
     for p in procs:
-        assert p.stdout is not None
-        left = max(0.0, end - time.monotonic())
-        if not select.select([p.stdout], [], [], left)[0] or p.stdout.readline().strip() != "READY":
-            p.kill()
-            err = p.communicate(timeout=10)[1]
-            raise dpnetns.NetnsError(f"{what} did not start: {dpnetns.first_line(err)}")
+        _expect(p, "READY", end - time.monotonic(), what)
 
 
-def _result(p: subprocess.Popen[str], timeout: float, what: str) -> dict:
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        raise dpnetns.NetnsError(f"{what} did not finish within {timeout:.0f} s") from None
-    if p.returncode != 0:
-        raise dpnetns.NetnsError(f"{what} failed: {dpnetns.first_line(err)}")
-    return json.loads(out.strip().splitlines()[-1])
+def _readline(p: subprocess.Popen[str], timeout: float, what: str) -> str:
+    assert p.stdout is not None
+    if select.select([p.stdout], [], [], max(0.0, timeout))[0]:
+        line = p.stdout.readline()
+        if line:
+            return line.strip()
+    p.kill()
+    err = p.communicate(timeout=10)[1]
+    raise dpnetns.NetnsError(f"{what} did not answer within {timeout:.0f} s"
+                             + (f": {dpnetns.first_line(err)}" if err.strip() else ""))
 
 
-def _stop(server: subprocess.Popen[str], what: str) -> dict:
-    server.terminate()  # ip netns exec passes SIGTERM on: it execs the program
-    return _result(server, 30, what)
+def _expect(p: subprocess.Popen[str], text: str, timeout: float, what: str) -> None:
+    line = _readline(p, timeout, what)
+    if line != text:
+        raise dpnetns.NetnsError(f"{what}: expected {text!r}, got {line[:200]!r}")
 
 
-def _go(clients: list[subprocess.Popen[str]], duration: float) -> float:
-    """Send every client the same window, starting shortly after now; return its start."""
-    start = time.time() + START_LEAD
-    line = json.dumps({"start": start, "end": start + duration}) + "\n"
-    for c in clients:
-        assert c.stdin is not None
-        c.stdin.write(line)
-        c.stdin.close()
-        c.stdin = None  # communicate() must not flush a closed pipe
-    return start
+@dataclass
+class Window:
+    """The counts of one window of one station."""
+
+    seconds: float
+    connected: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    received: int = 0  # UDP datagrams that arrived at the receiver
+    sent: int = 0
+    dropped: int = 0  # arrived, but dropped for a full receive buffer (the receiver lagged)
+    late: int = 0  # workers that started after the window's start (should stay 0)
 
 
-def tcp_rate(pair: dpnetns.Pair, dst: str, threads: int, duration: float) -> dict:
-    server = pair.host.popen([*PYTHON, "tcp-server", json.dumps(
-        {"addr": "::" if ":" in dst else "0.0.0.0", "port": PROBE_PORT})])
-    _await_ready([server], "tcp server")
-    cfg = json.dumps({"addr": dst, "port": PROBE_PORT, "connect_timeout": CONNECT_TIMEOUT})
-    clients = [pair.peer.popen([*PYTHON, "tcp-client", cfg]) for _ in range(threads)]
-    _await_ready(clients, "tcp client")
-    _go(clients, duration)
-    got = [_result(c, duration + CONNECT_TIMEOUT + 60, "tcp client") for c in clients]
-    accepted = _stop(server, "tcp server")["accepted"]
-    errors: dict[str, int] = {}
-    for g in got:
-        for name, n in g["errors"].items():
-            errors[name] = errors.get(name, 0) + n
-    return {"rate": sum(g["connected"] for g in got) / duration,
-            "failed": sum(g["failed"] for g in got), "errors": errors, "accepted": accepted,
-            "late": sum(not g["on_time"] for g in got)}
+class Station:
+    """``with Station(rs, family, threads) as st``: a fresh namespace pair with ``rs``
+    loaded into its host namespace, the servers listening there and the clients waiting
+    in the peer namespace. Each ``tcp(seconds)`` / ``udp(seconds)`` call is one window:
+    every client starts at the same moment and the counts come back. A fresh pair per
+    station: no conntrack entry, socket or rule of one ruleset is left for another
+    (there is no ``conntrack -F`` on every machine), and a ruleset is loaded as a host
+    would load it, into an empty namespace."""
 
+    def __init__(self, rs: Ruleset, family: int, threads: int) -> None:
+        self.rs = rs
+        self.dst = dpnetns.HOST_ADDRS[family]
+        self.any = "::" if family == 6 else "0.0.0.0"
+        self.threads = threads
+        self.pair = dpnetns.Pair()
 
-def udp_rate(pair: dpnetns.Pair, dst: str, duration: float) -> dict:
-    server = pair.host.popen([*PYTHON, "udp-server", json.dumps(
-        {"addr": "::" if ":" in dst else "0.0.0.0", "port": PROBE_PORT})])
-    _await_ready([server], "udp server")
-    client = pair.peer.popen([*PYTHON, "udp-client", json.dumps({"addr": dst, "port": PROBE_PORT})])
-    _await_ready([client], "udp client")
-    _go([client], duration)
-    sent = _result(client, duration + 60, "udp client")
-    time.sleep(0.2)  # the last datagrams are still on their way through the softirq
-    got = _stop(server, "udp server")
-    return {"rate": got["received"] / duration, "sent": sent["sent"],
-            "dropped": got["dropped"], "late": int(not sent["on_time"])}
+    def __enter__(self) -> Station:
+        self.pair.__enter__()
+        try:
+            load(self.pair.host, self.rs)
+            host, peer = self.pair.host, self.pair.peer
+            server = json.dumps({"addr": self.any, "port": PROBE_PORT})
+            client = json.dumps({"addr": self.dst, "port": PROBE_PORT,
+                                 "connect_timeout": CONNECT_TIMEOUT})
+            self.servers = [host.popen([*PYTHON, "tcp-server", server])]
+            self.udp_server = host.popen([*PYTHON, "udp-server", server])
+            self.tcp_clients = [peer.popen([*PYTHON, "tcp-client", client])
+                                for _ in range(self.threads)]
+            self.udp_client = peer.popen([*PYTHON, "udp-client", client])
+            _await_ready([*self.servers, self.udp_server, *self.tcp_clients, self.udp_client],
+                         f"traffic for {self.rs.label}")
+        except BaseException:
+            self.pair.close()
+            raise
+        return self
 
+    def __exit__(self, *exc: object) -> None:
+        self.pair.close()  # kills every process started in the pair
 
-def measure(rs: Ruleset, family: int, threads: int, duration: float) -> Sample:
-    """Load ``rs`` into a fresh host namespace and measure both rates through it."""
-    dst = dpnetns.HOST_ADDRS[family]
-    with dpnetns.Pair() as pair:
-        load(pair.host, rs)
-        tcp = tcp_rate(pair, dst, threads, duration)
-        udp = udp_rate(pair, dst, duration)
-    return Sample(tcp["rate"], tcp["failed"], tcp["errors"], tcp["accepted"], udp["rate"],
-                  udp["sent"], udp["dropped"], tcp["late"] + udp["late"])
+    def _window(self, procs: list[subprocess.Popen[str]], seconds: float) -> list[dict]:
+        start = time.time() + START_LEAD
+        line = json.dumps({"start": start, "end": start + seconds}) + "\n"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(line)
+            p.stdin.flush()
+        bound = START_LEAD + seconds + CONNECT_TIMEOUT + 60
+        return [json.loads(_readline(p, bound, f"traffic for {self.rs.label}")) for p in procs]
+
+    def tcp(self, seconds: float) -> Window:
+        got = self._window(self.tcp_clients, seconds)
+        w = Window(seconds, sum(g["connected"] for g in got), sum(g["failed"] for g in got),
+                   late=sum(not g["on_time"] for g in got))
+        for g in got:
+            for name, n in g["errors"].items():
+                w.errors[name] = w.errors.get(name, 0) + n
+        return w
+
+    def udp(self, seconds: float) -> Window:
+        recv, sent = self._window([self.udp_server, self.udp_client], seconds)
+        return Window(seconds, received=recv["received"], sent=sent["sent"],
+                      dropped=recv["dropped"], late=int(not sent["on_time"]))

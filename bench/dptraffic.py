@@ -3,22 +3,22 @@ run as its own process inside a network namespace (``ip netns exec NS python3 dp
 MODE JSON``). Standard library only.
 
 * ``tcp-server``  listen on [ADDR]:PORT, accept and close every connection until SIGTERM.
-* ``tcp-client``  from START to END (absolute ``time.time()`` values, shared by every
-                  worker so their windows coincide, read from stdin after it printed
-                  ``READY``): connect, close, again. The close
+* ``tcp-client``  for each window: connect, close, again, from START to END. The close
                   sends a RST (SO_LINGER 0), so the client leaves no TIME_WAIT socket
                   behind and never runs out of source ports; the connection was
                   established (connect() returned after the handshake) before it.
-* ``udp-server``  count the datagrams that arrive on [ADDR]:PORT until SIGTERM (then
-                  drain what is queued), and the datagrams the kernel dropped for a full
-                  receive buffer meanwhile (``RcvbufErrors``: the receiver fell behind).
-* ``udp-client``  one connected socket (one flow: the first datagram creates the
-                  conntrack entry, every later one is established), sending small
-                  datagrams as fast as it can from START to END.
+* ``udp-server``  for each window: count the datagrams that arrive on [ADDR]:PORT from
+                  START until shortly after END, and the ones the kernel dropped for a
+                  full receive buffer meanwhile (``RcvbufErrors``: the receiver lagged).
+* ``udp-client``  one connected socket for the whole run (one flow: its first datagram
+                  creates the conntrack entry, every later one is established), sending
+                  small datagrams as fast as it can in each window.
 
-Every program prints ``READY`` once set up (servers: bound) and one JSON line of counts at
-exit; the clients then wait for one JSON line ``{"start": T0, "end": T1}`` on stdin, so the
-harness starts every worker's window at once however slowly the processes started.
+Every program prints ``READY`` once set up (servers: bound). The clients and the UDP
+server then read windows from stdin, one JSON line ``{"start": T0, "end": T1}`` each
+(absolute ``time.time()`` values: the harness gives every worker of a measurement the
+same window, however slowly the processes started), and answer each with one JSON line
+of counts; they exit at the end of stdin. The TCP server runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Iterator
 
+DRAIN = 0.1  # seconds after a window's end in which its last datagrams still arrive
 _stop = False
 
 
@@ -47,7 +49,7 @@ def _ready() -> None:
     print("READY", flush=True)
 
 
-def tcp_server(cfg: dict) -> dict:
+def tcp_server(cfg: dict) -> None:
     s = socket.socket(_family(cfg["addr"]), socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((cfg["addr"], cfg["port"]))
@@ -69,19 +71,24 @@ def tcp_server(cfg: dict) -> dict:
             raise
         conn.close()
         accepted += 1
-    return {"accepted": accepted}
+    _answer({"accepted": accepted})
 
 
-def _window() -> tuple[float, float, bool]:
-    """READY, then the (start, end) the harness sends; sleep until start. The flag is
-    False when start had already passed (a late start)."""
+def _windows() -> Iterator[tuple[float, float, bool]]:
+    """READY, then each (start, end) the harness sends, after sleeping until its start.
+    The flag is False when start had already passed (a late start)."""
     _ready()
-    w = json.loads(sys.stdin.readline())
-    start, end = w["start"], w["end"]
-    late = time.time() > start
-    while (left := start - time.time()) > 0:
-        time.sleep(min(left, 0.05))
-    return start, end, not late
+    for line in sys.stdin:
+        w = json.loads(line)
+        start, end = w["start"], w["end"]
+        late = time.time() > start
+        while (left := start - time.time()) > 0:
+            time.sleep(min(left, 0.02))
+        yield start, end, not late
+
+
+def _answer(result: dict) -> None:
+    print(json.dumps(result), flush=True)
 
 
 def _udp_rcvbuf_errors() -> int:
@@ -91,12 +98,17 @@ def _udp_rcvbuf_errors() -> int:
     return int(rows[1][rows[0].index("RcvbufErrors")])
 
 
-def tcp_client(cfg: dict) -> dict:
+def tcp_client(cfg: dict) -> None:
     dst = (cfg["addr"], cfg["port"])
     family = _family(cfg["addr"])
     linger = struct.pack("ii", 1, 0)
     timeout = cfg["connect_timeout"]
-    _, end, on_time = _window()
+    for _, end, on_time in _windows():
+        _answer(_tcp_window(dst, family, linger, timeout, end) | {"on_time": on_time})
+
+
+def _tcp_window(dst: tuple[str, int], family: socket.AddressFamily, linger: bytes,
+                timeout: float, end: float) -> dict:
     ok = failed = 0
     errors: dict[str, int] = {}
     clock = time.time
@@ -112,53 +124,54 @@ def tcp_client(cfg: dict) -> dict:
             name = errno.errorcode.get(e.errno or 0, type(e).__name__)
             errors[name] = errors.get(name, 0) + 1
         s.close()
-    return {"connected": ok, "failed": failed, "errors": errors, "on_time": on_time}
+    return {"connected": ok, "failed": failed, "errors": errors}
 
 
-def udp_server(cfg: dict) -> dict:
+def udp_server(cfg: dict) -> None:
     s = socket.socket(_family(cfg["addr"]), socket.SOCK_DGRAM)
     # SO_RCVBUFFORCE (root) ignores net.core.rmem_max: a big buffer rides out the moments
     # the receiver is not scheduled on the busy machine
     s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
     s.bind((cfg["addr"], cfg["port"]))
-    s.settimeout(0.2)
-    dropped = _udp_rcvbuf_errors()
-    _ready()
+    s.settimeout(0.02)
     buf = bytearray(2048)
-    got = 0
     recv = s.recv_into
-    while not _stop:
-        try:
-            recv(buf)
-            got += 1
-        except (TimeoutError, InterruptedError):
-            continue
-    s.setblocking(False)
-    while True:  # what is still queued arrived too
-        try:
-            recv(buf)
-            got += 1
-        except (BlockingIOError, InterruptedError):
-            break
-    return {"received": got, "dropped": _udp_rcvbuf_errors() - dropped}
+    for _, end, _ in _windows():
+        dropped = _udp_rcvbuf_errors()
+        got = 0
+        while time.time() < end + DRAIN:  # the sender sends nothing outside the window
+            try:
+                recv(buf)
+                got += 1
+            except (TimeoutError, InterruptedError):
+                continue
+        s.setblocking(False)
+        while True:  # a receiver that lagged: what is still queued arrived in this window
+            try:
+                recv(buf)
+                got += 1
+            except (BlockingIOError, InterruptedError):
+                break
+        s.settimeout(0.02)
+        _answer({"received": got, "dropped": _udp_rcvbuf_errors() - dropped})
 
 
-def udp_client(cfg: dict) -> dict:
+def udp_client(cfg: dict) -> None:
     s = socket.socket(_family(cfg["addr"]), socket.SOCK_DGRAM)
     s.connect((cfg["addr"], cfg["port"]))
     payload = b"x" * cfg.get("size", 16)
     send = s.send
-    _, end, on_time = _window()
-    sent = errors = 0
     clock = time.time
-    while clock() < end:
-        for _ in range(64):
-            try:
-                send(payload)
-                sent += 1
-            except OSError:  # ENOBUFS, or an ICMP error reported back on the socket
-                errors += 1
-    return {"sent": sent, "errors": errors, "on_time": on_time}
+    for _, end, on_time in _windows():
+        sent = errors = 0
+        while clock() < end:
+            for _ in range(64):
+                try:
+                    send(payload)
+                    sent += 1
+                except OSError:  # ENOBUFS, or an ICMP error reported back on the socket
+                    errors += 1
+        _answer({"sent": sent, "errors": errors, "on_time": on_time})
 
 
 MODES = {"tcp-server": tcp_server, "tcp-client": tcp_client,
@@ -169,7 +182,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
     mode, cfg = sys.argv[1], json.loads(sys.argv[2])
-    print(json.dumps(MODES[mode](cfg)), flush=True)
+    MODES[mode](cfg)
     return 0
 
 
