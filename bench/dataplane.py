@@ -120,7 +120,20 @@ def build_case(name: str, workdir: str, fwgen: bench_run.Fwgen, aerleon: bool) -
             case.rulesets.append(Ruleset(label, "nft", (path,)))
         else:  # one *filter block for both families: split as bench/run.py does
             case.rulesets.append(Ruleset(label, "ipt", measure.split_speedway(path, a_out)))
+            as_is = _load_as_is(path, a_out)
+            if as_is:
+                case.notes.append(f"Aerleon's speedway file as written does not load "
+                                  f"(`{as_is}`): measured split into its IPv4 and its IPv6 "
+                                  "filter, as bench/run.py loads it")
     return case
+
+
+def _load_as_is(path: str, workdir: str) -> str:
+    """iptables-restore of the file as aclgen wrote it, in a fresh namespace: '' when it
+    loads, else the first line of the error."""
+    with measure.Netns() as ns:
+        r = ns.run(["iptables-restore"], path, os.path.join(workdir, "as-is.stderr"))
+    return "" if r.returncode == 0 else dpnetns.first_line(r.stderr)
 
 
 def policy_case(path: str, workdir: str, fwgen: bench_run.Fwgen) -> Case:
@@ -209,13 +222,10 @@ def _round_row(windows: dict[str, list[tuple[Window, Window]]]) -> dict:
     """One ruleset over some windows: medians of the window rates and of each window's
     share of the "none" window just before it (a median, so a window that a burst of the
     machine's other work hit does not move the result); failures summed."""
-    def rates(ws: list[Window], attr: str) -> list[float]:
-        return [getattr(w, attr) / w.seconds for w in ws]
-
     row: dict = {"windows": len(windows["tcp"])}
-    for proto, attr, key in (("tcp", "connected", "conn"), ("udp", "received", "udp")):
-        base = rates([b for b, _ in windows[proto]], attr)
-        mine = rates([w for _, w in windows[proto]], attr)
+    for proto, attr, key in (("tcp", "conn_rate", "conn"), ("udp", "udp_rate", "udp")):
+        base = [getattr(b, attr) for b, _ in windows[proto]]
+        mine = [getattr(w, attr) for _, w in windows[proto]]
         row[f"{key}_s"] = _med(mine)
         row[f"{key}_share"] = _med([m / b for m, b in zip(mine, base, strict=True) if b])
     tcp = [w for _, w in windows["tcp"]]
@@ -226,6 +236,7 @@ def _round_row(windows: dict[str, list[tuple[Window, Window]]]) -> dict:
             errors[name] = errors.get(name, 0) + n
     return row | {"conn_failed": sum(w.failed for w in tcp), "conn_errors": errors,
                   "udp_dropped": sum(w.dropped for w in udp),
+                  "udp_unanswered": sum(not w.established for w in udp if w.received),
                   "late": sum(w.late for w in tcp + udp)}
 
 
@@ -286,6 +297,9 @@ def case_table(case: Case, rows: list[dict], args: argparse.Namespace) -> list[s
         if row.get("udp_dropped"):
             out.append(f"- {row['ruleset']}: {row['udp_dropped']:,} datagrams arrived but were "
                        "dropped for a full receive buffer (not counted)")
+        if row.get("udp_unanswered"):
+            out.append(f"- {row['ruleset']}: in {row['udp_unanswered']} UDP windows the flow "
+                       "passed but its hello was not answered (not an established flow)")
         if row.get("late"):
             out.append(f"- {row['ruleset']}: {row['late']} workers started late")
     out += [f"- {n}" for n in case.notes]

@@ -75,7 +75,11 @@ def _expect(p: subprocess.Popen[str], text: str, timeout: float, what: str) -> N
 class Window:
     """The counts of one window of one station."""
 
-    seconds: float
+    seconds: float  # asked for; the rates divide by each worker's own elapsed time
+    conn_rate: float = 0.0  # connections/s, summed over the clients
+    udp_rate: float = 0.0  # datagrams/s that arrived
+    established: bool = True  # UDP: the hello was answered before the window (a flow
+    # conntrack has seen both ways); False where the ruleset dropped it
     connected: int = 0
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -136,8 +140,9 @@ class Station:
 
     def tcp(self, seconds: float) -> Window:
         got = self._window(self.tcp_clients, seconds)
-        w = Window(seconds, sum(g["connected"] for g in got), sum(g["failed"] for g in got),
-                   late=sum(not g["on_time"] for g in got))
+        w = Window(seconds, conn_rate=sum(g["connected"] / g["elapsed"] for g in got),
+                   connected=sum(g["connected"] for g in got),
+                   failed=sum(g["failed"] for g in got), late=sum(not g["on_time"] for g in got))
         for g in got:
             for name, n in g["errors"].items():
                 w.errors[name] = w.errors.get(name, 0) + n
@@ -145,5 +150,6 @@ class Station:
 
     def udp(self, seconds: float) -> Window:
         recv, sent = self._window([self.udp_server, self.udp_client], seconds)
-        return Window(seconds, received=recv["received"], sent=sent["sent"],
-                      dropped=recv["dropped"], late=int(not sent["on_time"]))
+        return Window(seconds, udp_rate=recv["received"] / sent["elapsed"],
+                      established=sent["answered"], received=recv["received"],
+                      sent=sent["sent"], dropped=recv["dropped"], late=int(not sent["on_time"]))

@@ -7,12 +7,14 @@ MODE JSON``). Standard library only.
                   sends a RST (SO_LINGER 0), so the client leaves no TIME_WAIT socket
                   behind and never runs out of source ports; the connection was
                   established (connect() returned after the handshake) before it.
-* ``udp-server``  for each window: count the datagrams that arrive on [ADDR]:PORT from
-                  START until shortly after END, and the ones the kernel dropped for a
-                  full receive buffer meanwhile (``RcvbufErrors``: the receiver lagged).
-* ``udp-client``  one connected socket for the whole run (one flow: its first datagram
-                  creates the conntrack entry, every later one is established), sending
-                  small datagrams as fast as it can in each window.
+* ``udp-server``  for each window: answer the client's hello, then count the datagrams
+                  that arrive on [ADDR]:PORT until shortly after END, and the ones the
+                  kernel dropped for a full receive buffer meanwhile (``RcvbufErrors``:
+                  the receiver lagged).
+* ``udp-client``  one connected socket for the whole run: one flow, whose first datagram
+                  creates the conntrack entry and whose answered hello makes it
+                  ESTABLISHED (conntrack calls a UDP flow established once it has seen
+                  a reply); in each window small datagrams as fast as it can.
 
 Every program prints ``READY`` once set up (servers: bound). The clients and the UDP
 server then read windows from stdin, one JSON line ``{"start": T0, "end": T1}`` each
@@ -74,17 +76,22 @@ def tcp_server(cfg: dict) -> None:
     _answer({"accepted": accepted})
 
 
-def _windows() -> Iterator[tuple[float, float, bool]]:
-    """READY, then each (start, end) the harness sends, after sleeping until its start.
-    The flag is False when start had already passed (a late start)."""
+def _windows(wait: bool = True) -> Iterator[tuple[float, float, bool]]:
+    """READY, then each (start, end) the harness sends, after sleeping until its start
+    (``wait``). The flag is False when start had already passed (a late start)."""
     _ready()
     for line in sys.stdin:
         w = json.loads(line)
         start, end = w["start"], w["end"]
-        late = time.time() > start
-        while (left := start - time.time()) > 0:
-            time.sleep(min(left, 0.02))
-        yield start, end, not late
+        on_time = time.time() <= start
+        if wait:
+            _wait_until(start)
+        yield start, end, on_time
+
+
+def _wait_until(t: float) -> None:
+    while (left := t - time.time()) > 0:
+        time.sleep(min(left, 0.02))
 
 
 def _answer(result: dict) -> None:
@@ -112,6 +119,7 @@ def _tcp_window(dst: tuple[str, int], family: socket.AddressFamily, linger: byte
     ok = failed = 0
     errors: dict[str, int] = {}
     clock = time.time
+    t0 = clock()
     while clock() < end:
         s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
@@ -124,10 +132,14 @@ def _tcp_window(dst: tuple[str, int], family: socket.AddressFamily, linger: byte
             name = errno.errorcode.get(e.errno or 0, type(e).__name__)
             errors[name] = errors.get(name, 0) + 1
         s.close()
-    return {"connected": ok, "failed": failed, "errors": errors}
+    # elapsed: the last connect may end after the window (a slow ruleset's, or a timeout)
+    return {"connected": ok, "failed": failed, "errors": errors, "elapsed": clock() - t0}
 
 
 def udp_server(cfg: dict) -> None:
+    """Per window: the first datagram is the client's hello, answered (so that conntrack
+    sees the flow in both directions: ESTABLISHED from then on) and not counted; then
+    count until shortly after the window's end."""
     s = socket.socket(_family(cfg["addr"]), socket.SOCK_DGRAM)
     # SO_RCVBUFFORCE (root) ignores net.core.rmem_max: a big buffer rides out the moments
     # the receiver is not scheduled on the busy machine
@@ -136,13 +148,19 @@ def udp_server(cfg: dict) -> None:
     s.settimeout(0.02)
     buf = bytearray(2048)
     recv = s.recv_into
-    for _, end, _ in _windows():
+    for _, end, _ in _windows(wait=False):
         dropped = _udp_rcvbuf_errors()
         got = 0
+        hello = False
         while time.time() < end + DRAIN:  # the sender sends nothing outside the window
             try:
-                recv(buf)
-                got += 1
+                if hello:
+                    recv(buf)
+                    got += 1
+                else:
+                    _, peer = s.recvfrom_into(buf)
+                    s.sendto(b"hello", peer)
+                    hello = True
             except (TimeoutError, InterruptedError):
                 continue
         s.setblocking(False)
@@ -153,25 +171,37 @@ def udp_server(cfg: dict) -> None:
             except (BlockingIOError, InterruptedError):
                 break
         s.settimeout(0.02)
-        _answer({"received": got, "dropped": _udp_rcvbuf_errors() - dropped})
+        _answer({"received": got, "dropped": _udp_rcvbuf_errors() - dropped, "hello": hello})
 
 
 def udp_client(cfg: dict) -> None:
+    """Per window: a hello datagram and its answer before the start (up to the start),
+    then datagrams as fast as possible until the end."""
     s = socket.socket(_family(cfg["addr"]), socket.SOCK_DGRAM)
     s.connect((cfg["addr"], cfg["port"]))
     payload = b"x" * cfg.get("size", 16)
     send = s.send
     clock = time.time
-    for _, end, on_time in _windows():
+    for start, end, on_time in _windows(wait=False):
+        answered = False
+        try:
+            send(b"hello")
+            s.settimeout(max(0.01, start - clock()))
+            answered = s.recv(64) == b"hello"
+        except OSError:  # no answer in time (a ruleset that drops it), or an ICMP error
+            pass
+        _wait_until(start)
         sent = errors = 0
+        t0 = clock()
         while clock() < end:
-            for _ in range(64):
+            for _ in range(8):
                 try:
                     send(payload)
                     sent += 1
                 except OSError:  # ENOBUFS, or an ICMP error reported back on the socket
                     errors += 1
-        _answer({"sent": sent, "errors": errors, "on_time": on_time})
+        _answer({"sent": sent, "errors": errors, "on_time": on_time, "answered": answered,
+                 "elapsed": clock() - t0})
 
 
 MODES = {"tcp-server": tcp_server, "tcp-client": tcp_client,
