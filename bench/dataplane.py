@@ -182,6 +182,7 @@ def load_times(case: Case, runs: int) -> None:
                 rs.error = f"does not load: `{bad.error}`"
                 break
             rs.loads.append(sum(x.seconds for x in results))
+            rs.file_loads.append([x.seconds for x in results])
 
 
 def run_rounds(case: Case, args: argparse.Namespace) -> None:
@@ -302,6 +303,10 @@ def case_table(case: Case, rows: list[dict], args: argparse.Namespace) -> list[s
                        "passed but its hello was not answered (not an established flow)")
         if row.get("late"):
             out.append(f"- {row['ruleset']}: {row['late']} workers started late")
+    for rs in case.rulesets:
+        if rs.kind == "ipt" and rs.file_loads and not rs.error:
+            v4, v6 = (_med([x[i] for x in rs.file_loads]) for i in (0, 1))
+            out.append(f"- {rs.label} load: IPv4 file {v4:.3f} s + IPv6 file {v6:.3f} s")
     out += [f"- {n}" for n in case.notes]
     return out + [""]
 

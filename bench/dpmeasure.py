@@ -35,6 +35,7 @@ class Ruleset:
     files: tuple[str, ...] = ()
     error: str = ""  # why it is not measured (a build or load failure); first line
     loads: list[float] = field(default_factory=list)  # kernel load seconds, per try
+    file_loads: list[list[float]] = field(default_factory=list)  # the same, per file
 
 
 def load(ns: dpnetns.Namespace, rs: Ruleset) -> None:
