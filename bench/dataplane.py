@@ -311,11 +311,6 @@ def case_table(case: Case, rows: list[dict], args: argparse.Namespace) -> list[s
     return out + [""]
 
 
-def machine(fwgen: bench_run.Fwgen, aerleon_version: str) -> list[tuple[str, str]]:
-    info = bench_run.machine_info(fwgen, aerleon_version)
-    return info
-
-
 # ---------------------------------------------------------------------------- main
 
 
@@ -416,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    info = machine(fwgen, aerleon_version)
+    info = bench_run.machine_info(fwgen, aerleon_version)
     text = ["## Data plane: results", "",
             f"Command: `{args.command}`  ",
             f"Taken {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; load average before {load_start}, "
