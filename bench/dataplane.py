@@ -45,6 +45,17 @@ import policies  # noqa: E402
 LABELS = ("none", "fwgen nftables", "fwgen iptables", "Aerleon 1.18 nftables",
           "Aerleon 1.18 iptables (speedway)")
 NONE_AGAIN = "none (again)"
+MINIMAL = "stateful minimum (nft, 3 rules)"
+# What any stateful ruleset costs at least: conntrack, and the probe port's accept.
+MINIMAL_NFT = f"""table inet fwgendp_minimum {{
+  chain input {{
+    type filter hook input priority 0; policy drop;
+    ct state established,related accept
+    tcp dport {PROBE_PORT} accept
+    udp dport {PROBE_PORT} accept
+  }}
+}}
+"""
 DEFAULT_OUTPUT = os.path.join(BENCH_DIR, "dataplane-results.md")
 SEED = 1  # the case's rule order; the rates do not depend on it
 
@@ -54,10 +65,14 @@ def log(msg: str) -> None:
 
 
 class Case:
-    def __init__(self, name: str, source: str):
+    def __init__(self, name: str, source: str, workdir: str):
         self.name = name
         self.source = source  # how it was made, for the report
-        self.rulesets: list[Ruleset] = [Ruleset("none", "none")]
+        minimal = os.path.join(workdir, "minimum.nft")
+        with open(minimal, "w", encoding="utf-8") as fh:
+            fh.write(MINIMAL_NFT)
+        self.rulesets: list[Ruleset] = [Ruleset("none", "none"),
+                                        Ruleset(MINIMAL, "nft", (minimal,))]
         self.notes: list[str] = []
         self.rounds: list[dict[str, dict]] = []  # per round: label -> _round_row()
         # label -> proto -> every (none window, its window) of every round
@@ -84,7 +99,8 @@ def _fwgen_build(fwgen: bench_run.Fwgen, policy: str, out: str) -> bench_run.mea
 
 def build_case(name: str, workdir: str, fwgen: bench_run.Fwgen, aerleon: bool) -> Case:
     """A bench case with the probe-port allow: fwgen's outputs and Aerleon's."""
-    case = Case(name, f"bench/policies.py case {name} + final allow for port {PROBE_PORT}")
+    case = Case(name, f"bench/policies.py case {name} + final allow for port {PROBE_PORT}",
+                workdir)
     ack: tuple[str, ...] = ()
     gen = policies.generate(name, SEED, ack, probe_port=PROBE_PORT)
     files = gen.write(workdir)
@@ -140,7 +156,7 @@ def policy_case(path: str, workdir: str, fwgen: bench_run.Fwgen) -> Case:
     """--policy FILE: a fwgen policy of your own (it should allow or deny port 60001);
     fwgen's outputs only, there is no Aerleon equivalent."""
     stem = os.path.splitext(os.path.basename(path))[0]
-    case = Case(stem, f"--policy {path}")
+    case = Case(stem, f"--policy {path}", workdir)
     out = os.path.join(workdir, "out-fwgen")
     bench_run.check(_fwgen_build(fwgen, os.path.abspath(path), out), f"fwgen build ({path})")
     _add_fwgen(case, out)
@@ -286,7 +302,9 @@ def case_table(case: Case, rows: list[dict], args: argparse.Namespace) -> list[s
                    f"{row['udp_s']:,.0f} | {row['udp_share']:.0%} | {load} |")
     out.append("")
     out.append(f"- \"{NONE_AGAIN}\" is a second station without rules, measured like the "
-               "rulesets: its distance from 100% is the noise of this run.")
+               "rulesets: its distance from 100% is the noise of this run. "
+               f"\"{MINIMAL}\": `ct state established,related accept` and accept port "
+               f"{PROBE_PORT}, policy drop: the least a stateful ruleset costs (conntrack).")
     for row in rows:
         if row.get("conn_shares") and row["ruleset"] != "none" and len(row["conn_shares"]) > 1:
             out.append(f"- {row['ruleset']}: shares per round, connections "
