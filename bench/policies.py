@@ -165,11 +165,18 @@ def _registry(rng: random.Random) -> tuple[list[Rule], bool]:
 _BUILDERS = {"large": _large, "ports5000": _ports5000, "registry": _registry}
 
 
-def generate(case: str, seed: int, acknowledge: tuple[str, ...] = ()) -> Case:
+def generate(case: str, seed: int, acknowledge: tuple[str, ...] = (),
+             probe_port: int | None = None) -> Case:
     """``acknowledge``: lint finding ids for the fwgen policy's ``acknowledge:`` key (only
-    fwgen versions with a linter know the key; run.py adds ids only when fwgen asks)."""
+    fwgen versions with a linter know the key; run.py adds ids only when fwgen asks).
+    ``probe_port``: end the case with a rule allowing that port, tcp and udp (in Aerleon's
+    policy a term before the final deny): the data-plane benchmark's traffic
+    (bench/dataplane.py) goes there, past every rule of the case."""
     rng = random.Random(f"{case}:{seed}")
     rules, final_deny = _BUILDERS[case](rng)
+    if probe_port is not None:
+        rules.append(Rule("probe", "allow", [str(probe_port)],
+                          [(p, probe_port, probe_port) for p in PROTOCOLS]))
     nonce = f"{rng.getrandbits(64):016x}"
     c = Case(case, seed, f"fwgen bench {case} seed {seed} nonce {nonce}", rules, final_deny,
              acknowledge=acknowledge)
