@@ -3,8 +3,10 @@
 Each file is a complete ``filter`` and ``raw`` table (and, with ``published_ports:
 enforce``, ``mangle``), as iptables-persistent loads it: loading one replaces every rule
 of those tables of that family on the host (Docker's included); in chains mode
-(``iptables: {mode: chains}``) only fwgen's own chains and one jump to each. FORWARD drops routed traffic unless ``defaults.forward: allow``; the raw
-table holds the reverse-path check (``antispoof``). Shape:
+(``iptables: {mode: chains}``) only fwgen's own chains and one jump to each. FORWARD
+drops routed traffic unless ``defaults.forward: allow`` (table mode); the raw table holds
+the reverse-path check (``antispoof``), mangle the judging of published container ports
+(``published``). Shape:
 - INPUT/OUTPUT start with the always-rules (loopback addresses only from lo, the
   link-local control messages of ICMPv6 and IGMP, invalid, established, loopback); then
   consecutive rules that match on ports alone become their first-match partition of
