@@ -361,7 +361,8 @@ def _alive(pid: int) -> bool:
 # --- removal ----------------------------------------------------------------------------
 
 TABLE_MODE_HELP = (
-    "in iptables table mode fwgen's files are the whole filter and raw tables, so there is no part of "
+    "in iptables table mode fwgen's files are the whole filter and raw tables (and mangle, "
+    "with published_ports: enforce), so there is no part of "
     "them to take out alone; to go back to the distribution default (no rules, every policy ACCEPT), "
     "load an empty ruleset with iptables-restore and ip6tables-restore (docs/rollout.md#removal), delete "
     "/etc/iptables/rules.v4 and rules.v6, and restart Docker, fail2ban and kube-proxy so they add their "

@@ -43,6 +43,7 @@ from tests.kernel.netns import (
 NODE, PEER, PEER_ADMIN = "10.0.6.1", "10.0.6.2", "10.0.6.3"
 NODE6, PEER6, PEER6_ADMIN = "fd00:6::1", "fd00:6::2", "fd00:6::3"
 POD, POD6 = "10.244.1.5", "fd00:244:1::5"
+CLUSTER_IP, CLUSTER_IP6 = "10.96.0.10", "fd00:96::10"  # the Service of NodePort 30080, port 80
 # NodePort -> the pod's port (one Service each)
 NODEPORTS = {30080: 80, 30081: 81, 30082: 82, 30083: 83}
 
@@ -132,6 +133,10 @@ def kube_proxy_chains(family: int) -> str:
             f'-A {sep} -s {pod}/{plen} -m comment --comment "{name}" -j KUBE-MARK-MASQ',
             f'-A {sep} -p tcp -m comment --comment "{name}" -m tcp -j DNAT --to-destination {target}',
         ]
+    cluster_ip = CLUSTER_IP if family == 4 else CLUSTER_IP6
+    svc = _chain("KUBE-SVC-WEB30080", family)
+    rules.append(f'-A KUBE-SERVICES -d {cluster_ip}/{plen} -p tcp -m comment --comment "default/web30080:http '
+                 f'cluster IP" -m tcp --dport 80 -j {svc}')
     rules.append('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the '
                  'last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
     filter_ = [
@@ -162,10 +167,10 @@ class Node:
     def __init__(self, node: Namespace, pod: Namespace, peer: Namespace) -> None:
         self.node, self.pod, self.peer = node, pod, peer
 
-    def probe(self) -> dict[str, str]:
+    def probe(self, cases: dict[str, tuple[str, int, str]] = PROBES) -> dict[str, str]:
         with serve(self.pod, ["0.0.0.0", "::"], tcp=sorted(NODEPORTS.values())) as listener:
             listener.wait_ready()
-            probes = [Probe("tcp", dst, port, src, timeout=0.7, id=name) for name, (dst, port, src) in PROBES.items()]
+            probes = [Probe("tcp", dst, port, src, timeout=0.7, id=name) for name, (dst, port, src) in cases.items()]
             results = run_probes(self.peer, probes)
         return {r.probe.id: "open" if r.status == "connected" else "closed" for r in results}  # type: ignore[misc]
 
@@ -188,6 +193,8 @@ def node() -> Iterator[Node]:
         static_neighbours(host, "cni0", [POD, POD6], mac_address(pod, "eth0"))
         static_neighbours(host, "eth0", [PEER, PEER_ADMIN, PEER6, PEER6_ADMIN], mac_address(peer, "eth0"))
         static_neighbours(peer, "eth0", [NODE, NODE6], mac_address(host, "eth0"))
+        peer.run(["ip", "route", "add", "10.96.0.0/12", "via", NODE])  # cluster IPs, through the node
+        peer.run(["ip", "-6", "route", "add", "fd00:96::/64", "via", NODE6])
         sysctl(host, "net.ipv4.ip_forward", 1)
         sysctl(host, "net.ipv6.conf.all.forwarding", 1)
         for tool in ("iptables", "ip6tables"):
@@ -263,3 +270,20 @@ def test_a_judging_chain_in_filter_forward_is_caught(node: Node, tmp_path: Path)
     fates = node.probe()
     assert fates["30081 from peer"] == fates["v6 30081 from peer"] == "open"
     assert fates != expected(explainer)
+
+
+CLUSTER_PROBES = {"cluster IP": (CLUSTER_IP, 80, PEER), "v6 cluster IP": (CLUSTER_IP6, 80, PEER6)}
+
+
+@pytest.mark.parametrize("target", ["chains", "nftables"])
+def test_a_connection_to_a_cluster_ip_is_judged_too(node: Node, tmp_path: Path, target: str) -> None:
+    """The caveat rollout-published.md states: enforce judges every DNATed forwarded
+    connection, so one to a Service's cluster IP (not an address of the node) is judged
+    by the inbound rules on the cluster IP's port too: the policy has no rule for 80, and
+    the default inbound deny closes it, as fwgen explain says for port 80."""
+    kube_proxy_syncs(node.node)
+    assert node.probe(CLUSTER_PROBES) == dict.fromkeys(CLUSTER_PROBES, "open")  # the positive control
+    files, explainer = outputs(tmp_path, target)
+    assert {explainer.verdict("in", "tcp", 80, src).action for _, _, src in CLUSTER_PROBES.values()} == {"deny"}
+    load(node, target, files)
+    assert node.probe(CLUSTER_PROBES) == dict.fromkeys(CLUSTER_PROBES, "closed")
