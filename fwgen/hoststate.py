@@ -32,7 +32,9 @@ BUILTIN = {
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
     "security": ("INPUT", "FORWARD", "OUTPUT"),
 }
-OWNED_TABLES = ("raw", "filter")  # where fwgen's files put chains; checked for stale state on every load
+# where fwgen's files put chains, checked for stale state on every load (and mangle, with
+# published_ports: enforce: see replaced_tables)
+OWNED_TABLES = ("raw", "filter")
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]")
 _SOURCE_LINE = re.compile(r" \([^()\s]+:\d+\)")
 
