@@ -393,3 +393,27 @@ def test_random_policies_agree_with_explain_on_published_ports(lab: Lab, tmp_pat
         assert not wrong, f"{text}\nexpected {({n: expected[n] for n in wrong})}"
         seen.update(expected.values())
     assert seen == {"open", "closed"}  # the policies open some published connections and close others
+
+
+@pytest.mark.parametrize("target", ["iptables", "chains", "nftables"])
+def test_reject_on_a_published_port_is_a_drop_on_iptables(lab: Lab, tmp_path: Path, target: str) -> None:
+    """The degradation the build warns of: with defaults.deny reject, iptables drops a
+    denied published connection (mangle has no REJECT: the SYN times out) where nftables
+    rejects it (a TCP reset); the host's own denied port is rejected on both."""
+    docker_starts(lab.host)
+    path = tmp_path / "dock.yaml"
+    path.write_text(policy_text(POLICY.replace("MODE", "enforce").replace(
+        "defaults: {inbound: deny, outbound: allow}", "defaults: {inbound: deny, outbound: allow, deny: reject}"),
+        target), encoding="utf-8")
+    result = build(str(path), bundled())
+    warned = [w.message for w in result.warnings if "REJECT does not exist" in w.message]
+    assert len(warned) == 1 and warned[0].startswith("iptables: ")
+    load(lab, target, result.files)
+    probes = [Probe("tcp", HOST, 8080, PEER, timeout=1.0, id="published"),
+              Probe("tcp", HOST, 8081, PEER, timeout=1.0, id="published, allowed"),
+              Probe("tcp", HOST, 9999, PEER, timeout=1.0, id="the host's own")]
+    with serve(lab.container, ["0.0.0.0"], tcp=[80, 81]) as listener:
+        listener.wait_ready()
+        got = {r.probe.id: r.status for r in run_probes(lab.peer, probes)}
+    assert got == {"published": "timeout" if target != "nftables" else "refused",
+                   "published, allowed": "connected", "the host's own": "refused"}
