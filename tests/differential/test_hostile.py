@@ -65,6 +65,7 @@ def _policy(**text: str) -> dict[str, Any]:
 def _loaded(labs: dict[str, Lab], files: dict[str, str], name: str) -> tuple[str, str]:
     """The rules as the kernel holds them, comments removed."""
     ipt, nft = labs["iptables"].host, labs["nftables"].host
+    ipt.run(["nft", "flush", "ruleset"])  # no table of an earlier policy's (mangle, with published_ports)
     load_iptables(ipt, files["iptables/rules.v4"], files["iptables/rules.v6"])
     saved = ipt.run(["iptables-save"]).stdout + ipt.run(["ip6tables-save"]).stdout
     saved = "\n".join(line for line in saved.splitlines() if not line.startswith("#"))
