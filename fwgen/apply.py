@@ -140,6 +140,7 @@ def load(files: HostBuild, saved: Saved) -> None:
                 hoststate.load(family, hoststate.sharing_text(new, current), noflush=True)
             else:
                 hoststate.load(family, hoststate.table_mode_text(new, current), noflush=False)
+                hoststate.load(family, hoststate.stale_text(new, current), noflush=True)
             loaded.append(number)
     except HostError:
         _put_back(files, saved, loaded)
@@ -162,11 +163,11 @@ def _put_back(files: HostBuild, saved: Saved, numbers: list[int]) -> None:
             current = hoststate.parse(hoststate.save(family))
             hoststate.load(family, hoststate.sharing_text(hoststate.saved_state(text), current, carry=False),
                            noflush=True)
-        else:
-            tables = [name for name in hoststate.OWNED_TABLES if name in before]
-            kept = "".join(_section(text, name) for name in tables)
+        else:  # every table the file replaced (mangle too, with published_ports: enforce)
+            owned = hoststate.replaced_tables(hoststate.parse(files.v4 if number == 4 else files.v6), before)
+            kept = "".join(_section(text, name) for name in owned if name in before)
             empty = "".join(f"*{name}\n" + "".join(f":{chain} ACCEPT [0:0]\n" for chain in hoststate.BUILTIN[name])
-                            + "COMMIT\n" for name in hoststate.OWNED_TABLES if name not in before)
+                            + "COMMIT\n" for name in owned if name not in before)
             hoststate.load(family, kept + empty, noflush=False)
         hoststate.drop_new_tables(family, before)
 
@@ -360,7 +361,8 @@ def _alive(pid: int) -> bool:
 # --- removal ----------------------------------------------------------------------------
 
 TABLE_MODE_HELP = (
-    "in iptables table mode fwgen's files are the whole filter and raw tables, so there is no part of "
+    "in iptables table mode fwgen's files are the whole filter and raw tables (and mangle, "
+    "with published_ports: enforce), so there is no part of "
     "them to take out alone; to go back to the distribution default (no rules, every policy ACCEPT), "
     "load an empty ruleset with iptables-restore and ip6tables-restore (docs/rollout.md#removal), delete "
     "/etc/iptables/rules.v4 and rules.v6, and restart Docker, fail2ban and kube-proxy so they add their "

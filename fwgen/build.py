@@ -18,7 +18,7 @@ from fwgen import forked
 from fwgen import render as rendering
 from fwgen.errors import Location, PolicyError
 from fwgen.files import Files
-from fwgen.ir import Action, Ruleset
+from fwgen.ir import Action, Direction, Ruleset
 from fwgen.lint import check_errors
 from fwgen.locator import Locator
 from fwgen.policy import Policy, load_policy
@@ -142,12 +142,17 @@ def _features(ruleset: Ruleset) -> list[tuple[Feature, int | None]]:
         found.append((Feature.REJECT, None))
     if ruleset.options.published_ports:
         found.append((Feature.PUBLISHED_PORTS, None))
+        inbound_denies = ruleset.defaults.inbound is Action.DENY or any(
+            rule.action is Action.DENY for rule in ruleset.rules if rule.direction is Direction.IN)
+        if ruleset.defaults.reject and inbound_denies:
+            found.append((Feature.PUBLISHED_REJECT, None))
     return found
 
 
 _FEATURE_KEY = {Feature.INTERFACE: "interface", Feature.PROFILES: "profiles", Feature.MONITOR: "action",
                 Feature.LOG: "log"}
-_POLICY_FEATURE_KEY = {Feature.REJECT: ("defaults", "deny"), Feature.PUBLISHED_PORTS: ("published_ports",)}
+_POLICY_FEATURE_KEY = {Feature.REJECT: ("defaults", "deny"), Feature.PUBLISHED_PORTS: ("published_ports",),
+                       Feature.PUBLISHED_REJECT: ("published_ports",)}
 
 
 def check_targets(policy: Policy, ruleset: Ruleset, targets: tuple[str, ...]) -> list[BuildWarning]:
@@ -163,13 +168,6 @@ def check_targets(policy: Policy, ruleset: Ruleset, targets: tuple[str, ...]) ->
         return where.rule(source[index], _FEATURE_KEY[feature])
 
     features = _features(ruleset)
-    if "iptables" in targets and ruleset.options.published_ports and ruleset.options.iptables_chains:
-        raise PolicyError(
-            where.top("published_ports"),
-            "published_ports: enforce needs iptables: {mode: table} for now (its DOCKER-USER chain is declared in "
-            "the file; in chains mode Docker's chain may be missing when the file loads at boot); use the nftables "
-            "target, or leave iptables out of targets:",
-        )
     warnings: list[BuildWarning] = []
     for name in targets:
         target = BY_NAME[name]

@@ -908,8 +908,11 @@ def judges_published(explainer: Explainer, direction: str) -> bool:
 def published_note(explainer: Explainer, direction: str) -> str | None:
     if not judges_published(explainer, direction):
         return None
-    return ("the same for connections to ports published to local containers, by their original port and "
+    note = ("the same for connections to ports published to local containers, by their original port and "
             "address (published_ports: enforce; iptables and nftables)")
+    if explainer.policy.deny == "reject":  # iptables judges them in the mangle table, which has no REJECT
+        note += ", but iptables drops a denied one instead of rejecting it"
+    return note
 
 
 def _fields(

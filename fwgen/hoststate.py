@@ -32,7 +32,9 @@ BUILTIN = {
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
     "security": ("INPUT", "FORWARD", "OUTPUT"),
 }
-OWNED_TABLES = ("raw", "filter")  # where fwgen's files put chains; checked for stale state on every load
+# where fwgen's files put chains, checked for stale state on every load (and mangle, with
+# published_ports: enforce: see replaced_tables)
+OWNED_TABLES = ("raw", "filter")
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]")
 _SOURCE_LINE = re.compile(r" \([^()\s]+:\d+\)")
 
@@ -201,6 +203,22 @@ def table_mode_text(new: dict[str, Table], current: dict[str, Table]) -> str:
         out += [f"{rule.counters} -A {rule.chain} {rule.spec}".rstrip() for rule in _counted(table.rules, previous)]
         out.append("COMMIT")
     return "\n".join(out) + "\n"
+
+
+def replaced_tables(new: dict[str, Table], current: dict[str, Table]) -> list[str]:
+    """The tables a table-mode load replaces: raw and filter, every table the file holds
+    (mangle, with published_ports: enforce), and every other table holding fwgen's state
+    (an older file's mangle chains, which the new file must not leave behind)."""
+    names = list(OWNED_TABLES) + [name for name in new if name not in OWNED_TABLES]
+    return names + [name for name, table in current.items()
+                    if name not in names and (table.owned_chains() or table.jumps())]
+
+
+def stale_text(new: dict[str, Table], current: dict[str, Table]) -> str:
+    """The --noflush text that takes fwgen's state out of the tables a table-mode file
+    does not hold (see ``replaced_tables``); "" when there is none."""
+    stale = {name: current[name] for name in replaced_tables(new, current) if name not in new and name in current}
+    return sharing_text({}, {name: table for name, table in stale.items() if name not in OWNED_TABLES})
 
 
 def sharing_text(wanted: dict[str, Table], current: dict[str, Table], carry: bool = True) -> str:

@@ -193,10 +193,6 @@ CASES = [
      "targets_twice.yaml:2:21: target 'nftables' is listed twice (first at line 2)"),
     ("published_typo.yaml", "version: 1\npublished_ports: enforced\n",
      "published_typo.yaml:2:18: published_ports must be one of ignore | enforce, got text 'enforced'"),
-    ("published_chains.yaml", "version: 1\npublished_ports: enforce\niptables: {mode: chains}\n",
-     "published_chains.yaml:2:18: published_ports: enforce needs iptables: {mode: table} for now (its DOCKER-USER "
-     "chain is declared in the file; in chains mode Docker's chain may be missing when the file loads at boot); use "
-     "the nftables target, or leave iptables out of targets:"),
     ("published_bool.yaml", "version: 1\npublished_ports: true\n",
      "published_bool.yaml:2:18: published_ports must be one of ignore | enforce, got a boolean 'true'"),
     ("targets_empty.yaml", "version: 1\ntargets: []\n",

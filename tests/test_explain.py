@@ -1327,3 +1327,16 @@ def test_published_ports_enforce_says_the_verdict_holds_for_published_ports() ->
     assert json.loads(out)["verdicts"][0]["published_ports"] is True
     code, out, _ = run(str(EDGE), "--direction", "in", "--protocol", "tcp", "--port", "80")
     assert "published" not in out  # published_ports: ignore (the default)
+
+
+def test_the_published_note_says_iptables_drops_where_the_policy_rejects(tmp_path: Path) -> None:
+    """REJECT exists only in iptables' filter table; published connections are judged in mangle."""
+    text = (ROOT / "policies" / "docker-host.yaml").read_text(encoding="utf-8").replace("deny: drop", "deny: reject")
+    policy = tmp_path / "docker-host.yaml"
+    policy.write_text(text, encoding="utf-8")
+    code, out, _ = run(str(policy), "--direction", "in", "--protocol", "tcp", "--port", "8081",
+                       "--remote", "203.0.113.5")
+    assert (code, out) == (0, "in tcp 8081 (sunproxyadmin) from 203.0.113.5: deny by reject (default inbound deny); "
+                              "the same for connections to ports published to local containers, by their original port "
+                              "and address (published_ports: enforce; iptables and nftables), but iptables drops a "
+                              "denied one instead of rejecting it\n")

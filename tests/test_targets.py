@@ -208,9 +208,42 @@ def test_published_ports_ignore_is_the_output_without_the_key(tmp_path: Path) ->
     changed = _without_policy_hash(enforced.files)
     assert [name for name in plain if changed[name] != _without_policy_hash(plain)[name]] == [
         "iptables/rules.v4", "iptables/rules.v6", "nftables/edge.nft"]  # Windows: the same script
-    assert "-A FORWARD -j DOCKER-USER\n" in enforced.files["iptables/rules.v4"]
+    mangle = enforced.files["iptables/rules.v4"].split("*mangle\n")[1].split("COMMIT\n")[0]
+    assert mangle.endswith('-A FORWARD -m conntrack --ctstate NEW -m conntrack --ctstate DNAT -m comment --comment '
+                           '"published_ports: new connections DNATed to a local container" -j fwgen-published\n')
+    assert "DOCKER-USER" not in enforced.files["iptables/rules.v4"]
     assert "type filter hook forward priority filter; policy accept;" in enforced.files["nftables/edge.nft"]
     line = len(edge.splitlines()) + 1
     warning = [str(w) for w in enforced.warnings if "published_ports: enforce" in str(w)]
     assert warning == [f"{tmp_path}/edge.yaml:{line}:18: warning: windows: "
                        f"{BY_NAME['windows'].degrades[Feature.PUBLISHED_PORTS]}"]
+
+
+def test_published_reject_is_a_drop_on_iptables_and_says_so(tmp_path: Path) -> None:
+    """REJECT exists only in the filter table and the published connections are judged in
+    mangle: with defaults.deny reject and an inbound deny, iptables warns at the key
+    (--strict: an error) in either mode; nftables rejects them and says nothing; without
+    an inbound deny there is nothing to degrade."""
+    head = "version: 1\nname: p\npublished_ports: enforce\ntargets: [iptables, nftables]\n"
+    message = BY_NAME["iptables"].degrades[Feature.PUBLISHED_REJECT]
+    for mode in ("", "iptables: {mode: chains}\n"):
+        denying = write(tmp_path, head + mode + "defaults: {inbound: allow, deny: reject}\n"
+                        "rules:\n  - name: no-8080\n    action: deny\n    ports: [8080]\n")
+        result = build_cli(denying, "-o", str(tmp_path / "out"))
+        assert result.exit_code == 0, result.output
+        assert result.stderr == f"{denying}:3:18: warning: iptables: {message}\n"
+        assert "-j REJECT" not in result_file(tmp_path / "out" / "p" / "iptables" / "rules.v4", "*mangle")
+        strict = build_cli(denying, "--strict", "-o", str(tmp_path / "strict"))
+        assert (strict.exit_code, strict.stderr) == (
+            1, f"{denying}:3:18: iptables: {message} (a warning; --strict makes it an error)\n")
+        assert build_cli(denying, "-t", "nftables", "--strict", "-o", str(tmp_path / "n")).exit_code == 0
+        dropping = write(tmp_path, head + mode + "defaults: {inbound: allow, deny: drop}\n"
+                         "rules:\n  - name: no-8080\n    action: deny\n    ports: [8080]\n")
+        assert build_cli(dropping, "--strict", "-o", str(tmp_path / "d")).exit_code == 0
+        allowing = write(tmp_path, head + mode + "defaults: {inbound: allow, outbound: deny, deny: reject}\n")
+        assert build_cli(allowing, "--strict", "-o", str(tmp_path / "a")).exit_code == 0
+
+
+def result_file(path: Path, table: str) -> str:
+    """One table's section of an iptables-restore file."""
+    return path.read_text(encoding="utf-8").split(table + "\n")[1].split("COMMIT\n")[0]

@@ -33,6 +33,7 @@ class Feature(enum.Enum):
     MONITOR = "monitor"  # action: monitor (counted, logged, rate-limited)
     LOG = "log"  # log: true on an allow or deny rule
     PUBLISHED_PORTS = "published_ports"  # published_ports: enforce (DNATed forwarded connections)
+    PUBLISHED_REJECT = "published_ports with reject"  # enforce, defaults.deny: reject and an inbound deny
 
 
 class Target(NamedTuple):
@@ -56,7 +57,14 @@ class Target(NamedTuple):
 _LINUX_LACKS = {Feature.PROFILES: "profiles are Windows Firewall's; Linux has none"}
 
 TARGETS: tuple[Target, ...] = (
-    Target("iptables", "fwgen.targets.iptables", "iptables/rules.j2", "iptables/lines.j2", _LINUX_LACKS, {}),
+    Target(
+        "iptables", "fwgen.targets.iptables", "iptables/rules.j2", "iptables/lines.j2", _LINUX_LACKS,
+        {
+            Feature.PUBLISHED_REJECT: "published connections are judged in the mangle table (before every filter "
+            "rule, Docker's and kube-proxy's included), where REJECT does not exist: a published connection the "
+            "policy denies is dropped, not rejected (connections to the host itself are still rejected)",
+        },
+    ),
     Target("nftables", "fwgen.targets.nftables", "nftables/table.nft.j2", "nftables/lines.j2", _LINUX_LACKS, {}),
     Target(
         "windows", "fwgen.targets.windows", "windows/script.cmd.j2", "windows/lines.j2",

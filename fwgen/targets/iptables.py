@@ -1,9 +1,12 @@
 """iptables target: ``iptables/rules.v4`` and ``iptables/rules.v6`` for iptables-restore.
 
-Each file is a complete ``filter`` and ``raw`` table, as iptables-persistent loads it:
-loading one replaces every filter and raw rule of that family on the host (Docker's
-included). FORWARD drops routed traffic unless ``defaults.forward: allow``; the raw
-table holds the reverse-path check (``antispoof``). Shape:
+Each file is a complete ``filter`` and ``raw`` table (and, with ``published_ports:
+enforce``, ``mangle``), as iptables-persistent loads it: loading one replaces every rule
+of those tables of that family on the host (Docker's included); in chains mode
+(``iptables: {mode: chains}``) only fwgen's own chains and one jump to each. FORWARD
+drops routed traffic unless ``defaults.forward: allow`` (table mode); the raw table holds
+the reverse-path check (``antispoof``), mangle the judging of published container ports
+(``published``). Shape:
 - INPUT/OUTPUT start with the always-rules (loopback addresses only from lo, the
   link-local control messages of ICMPv6 and IGMP, invalid, established, loopback); then
   consecutive rules that match on ports alone become their first-match partition of
@@ -63,8 +66,8 @@ MULTIPORT_SLOTS = 15
 CHAIN_PREFIX = "fwgen-"  # every chain fwgen makes; what a jump to fwgen's state targets
 CHAINS_MODE_LINE = "fwgen iptables mode: chains"  # the header line of a chains-mode file
 MAX_CHAIN = 28  # iptables' chain name limit (XT_EXTENSION_MAXNAMELEN - 1 - 3 for the -j)
-PUBLISHED_CHAIN = "fwgen-published"  # published_ports: enforce (table mode)
-DOCKER_USER = "DOCKER-USER"
+PUBLISHED_CHAIN = "fwgen-published"  # published_ports: enforce (table mode), in the mangle table
+MANGLE_BUILTIN = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 _PER = {"second": "second", "minute": "minute", "hour": "hour"}
 EVERY_PROTOCOL = ((0, WHAT_SIZE - 1),)
 
@@ -345,37 +348,49 @@ def _raw_lines(ruleset: Ruleset, chains: Chains) -> list[str]:
 
 
 class Published(NamedTuple):
-    lines: list[str]  # the judging chain's lines
-    chains: list[str]  # the logged rules' own chains
-    chain_lines: list[str]  # their lines
-    uses_reject: bool
+    """The mangle table's part of ``published_ports: enforce``."""
+
+    builtin: list[tuple[str, str]]  # table mode: mangle's built-in chains and their policies
+    chains: list[str]  # the judging chain, then the logged rules' own chains
+    lines: list[str]  # the judging chain's lines, the logged rules' chains' lines, the jump
 
 
-def published_chain_name(rule: Rule) -> str:
-    return f"{PUBLISHED_CHAIN}-{rule.index}"  # <= 28 characters for any realistic index
+def published_chain_name(rule: Rule, chain: str = PUBLISHED_CHAIN) -> str:
+    """A logged rule's own chain in the judging chain ``chain``: ``fwgen-published-N``,
+    ``fwgen-NAME-pub-N`` (within 28 characters: see ``policy_prefix``)."""
+    name = f"{chain}-{rule.index}"
+    assert len(name) <= MAX_CHAIN, name
+    return name
 
 
-def published(ruleset: Ruleset, family: Family, shared: _Lowering, chain: str = PUBLISHED_CHAIN) -> Published:
-    """``published_ports: enforce``: ``chain`` judges forwarded new connections that were
-    DNATed to a local container by the inbound rules, in order, on the connection's
-    original destination port and address (``--ctorigdstport``, ``--ctorigdst``); the
-    remote address, protocol and arrival interface DNAT leaves as they were. A connection
-    a rule allows returns, so the container runtime's own chains still decide (Docker's
-    accept only what it published); a denied one is dropped (or rejected) here."""
+def published_chain(ruleset: Ruleset) -> str:
+    """The judging chain: ``fwgen-published`` in table mode, ``fwgen-NAME-pub`` in chains mode."""
+    return f"{policy_prefix(ruleset.name)}-pub" if ruleset.options.iptables_chains else PUBLISHED_CHAIN
+
+
+def published(ruleset: Ruleset, family: Family, shared: _Lowering) -> Published:
+    """``published_ports: enforce``, in the mangle table, whose FORWARD chain the kernel
+    runs before every filter FORWARD rule (priority -150 against 0), whichever order
+    Docker and kube-proxy put theirs in, and which exists without them. One jump from
+    mangle FORWARD sends forwarded new connections that were DNATed (to a local
+    container, a pod) to the judging chain, which judges them by the inbound rules, in
+    order, on the connection's original destination port and address (``--ctorigdstport``,
+    ``--ctorigdst``); the remote address, protocol and arrival interface DNAT leaves as
+    they were. An allowed connection returns, so the filter table's chains still decide
+    (Docker's accept only what it published); a denied one is dropped, which is final.
+    REJECT exists only in the filter table, so a reject is a drop here (a build warning)."""
     shape = shapes()
+    chain = published_chain(ruleset)
     lines: list[str] = []
-    chains: list[str] = []
+    chains = [chain]
     chain_lines: list[str] = []
-    uses_reject = False
-    deny = _verdict(ruleset, Action.DENY, shared.chains)
     for rule in ruleset.rules_for(Direction.IN, family.number):
-        verdict = "RETURN" if rule.accepts else deny
-        uses_reject |= verdict == shared.chains.reject
+        verdict = "RETURN" if rule.accepts else "DROP"
         comment, target, write = shared.comment(rule), verdict, shape.rule
         if rule.logged:
             # its own chain: the rate-limited LOG, then the verdict; entered by goto, so
             # its RETURN returns from the judging chain, not to the judging chain's next line
-            target, write = published_chain_name(rule), shape.goto_rule
+            target, write = published_chain_name(rule, chain), shape.goto_rule
             chains.append(target)
             chain_lines += [shape.log_rule(target, shared.rate, shared.burst, log_tag(ruleset, rule)),
                             shape.rule(target, "", comment, verdict)]
@@ -391,22 +406,11 @@ def published(ruleset: Ruleset, family: Family, shared: _Lowering, chain: str = 
             for local in locals_
         ]
     if ruleset.defaults.inbound is Action.DENY:
-        lines.append(line(chain, "", deny, "default: inbound deny (published ports)"))
-        uses_reject |= ruleset.defaults.reject
-    return Published(lines, chains, chain_lines, uses_reject)
-
-
-def _docker_user_jumps(chain: str = PUBLISHED_CHAIN) -> list[str]:
-    """Table mode: the filter table is replaced whole, so it declares Docker's hook chain
-    DOCKER-USER itself, first in FORWARD, as Docker does (Docker keeps an existing
-    DOCKER-USER and its rules when it starts, and moves its FORWARD jump to the top:
-    this very line, which it recognises, so there is one jump)."""
-    shape = shapes()
-    return [
-        line("FORWARD", "", DOCKER_USER),  # without a comment: Docker finds it as its own (iptables -C)
-        line(DOCKER_USER, shape.conntrack("NEW") + shape.conntrack("DNAT"), chain,
-             "published_ports: new connections DNATed to a local container"),
-    ]
+        lines.append(line(chain, "", "DROP", "default: inbound deny (published ports)"))
+    jump = line("FORWARD", shape.conntrack("NEW") + shape.conntrack("DNAT"), chain,
+                "published_ports: new connections DNATed to a local container")
+    builtin = [] if ruleset.options.iptables_chains else [(name, "ACCEPT") for name in MANGLE_BUILTIN]
+    return Published(builtin, chains, lines + chain_lines + [jump])
 
 
 def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> dict[str, object]:
@@ -443,12 +447,7 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
             or any(rule.action is Action.DENY for rule in ruleset.rules_for(direction, family.number))
         )
     user_chains = [own.of(rule) for rule in logged]
-    if ruleset.options.published_ports:  # table mode only (build refuses it with mode: chains)
-        judged = published(ruleset, family, shared)
-        lines += _docker_user_jumps() + judged.lines
-        rule_lines += judged.chain_lines
-        user_chains = [DOCKER_USER, PUBLISHED_CHAIN] + user_chains + judged.chains
-        uses_reject |= judged.uses_reject
+    judged = published(ruleset, family, shared) if ruleset.options.published_ports else Published([], [], [])
     user_chains = ([own.reject] if uses_reject else []) + user_chains
     reject_lines = [
         line(own.reject, shape.protocol("tcp"), shape.reject("tcp-reset")),
@@ -474,6 +473,9 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
         "builtin": [] if sharing else [("INPUT", chains["INPUT"]), ("FORWARD", forward), ("OUTPUT", chains["OUTPUT"])],
         "raw_chains": [own.prerouting] if sharing and raw else [],
         "raw": "\n".join(raw + jumps["raw"]),
+        "mangle_builtin": judged.builtin,
+        "mangle_chains": judged.chains,
+        "mangle": "\n".join(judged.lines),
         "user_chains": ([own.input, own.output] if sharing else []) + user_chains,
         # every -A line, in order, one per line (thousands of them: joined here, not by
         # a template loop, which costs more than building them)

@@ -330,10 +330,11 @@ class Lab:
         self._namespaces.clear()
 
     def open(self) -> None:
+        # our own throwaway namespace only; iptables-nft's tables are nf_tables tables, so this
+        # also takes away an earlier policy's mangle table (published_ports: enforce)
+        self.host.run(["nft", "flush", "ruleset"])
         if self.target == "iptables":
             load_iptables(self.host, OPEN_IPTABLES, OPEN_IPTABLES)
-        else:
-            self.host.run(["nft", "flush", "ruleset"])  # our own throwaway namespace only
 
     def load(self, files: dict[str, str], name: str) -> None:
         """Load one policy's output into a clean host (no table of an earlier policy)."""

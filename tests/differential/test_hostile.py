@@ -44,6 +44,7 @@ BASE: dict[str, Any] = {
 
 _NFT_COMMENT = re.compile(r' comment "[^"]*"')
 _IPT_COMMENT = re.compile(r' -m comment --comment (?:"[^"]*"|\S+)')
+_CHAIN_COUNTERS = re.compile(r" \[\d+:\d+\]$", re.MULTILINE)
 
 
 def _policy(**text: str) -> dict[str, Any]:
@@ -65,12 +66,14 @@ def _policy(**text: str) -> dict[str, Any]:
 def _loaded(labs: dict[str, Lab], files: dict[str, str], name: str) -> tuple[str, str]:
     """The rules as the kernel holds them, comments removed."""
     ipt, nft = labs["iptables"].host, labs["nftables"].host
+    ipt.run(["nft", "flush", "ruleset"])  # no table of an earlier policy's (mangle, with published_ports)
     load_iptables(ipt, files["iptables/rules.v4"], files["iptables/rules.v6"])
     saved = ipt.run(["iptables-save"]).stdout + ipt.run(["ip6tables-save"]).stdout
     saved = "\n".join(line for line in saved.splitlines() if not line.startswith("#"))
     nft.run(["nft", "flush", "ruleset"])
     load_nft(nft, files[f"nftables/{name}.nft"])
-    listing = nft.run(["nft", "list", "ruleset"]).stdout
+    listing = re.sub(r"packets \d+ bytes \d+", "packets N bytes N", nft.run(["nft", "list", "ruleset"]).stdout)
+    saved = _CHAIN_COUNTERS.sub(" [N:N]", saved)  # a chain policy's counters move with any packet that arrives
     return _IPT_COMMENT.sub("", saved), _NFT_COMMENT.sub("", listing).replace("table inet " + name, "table inet NAME")
 
 

@@ -1,7 +1,9 @@
 """A simulated host for the rollout tests: Docker's chains and NAT rules as Docker 24+
 lays them out (bridge docker0 172.17.0.0/16 and fd00:d0c::/64, one container publishing
 port 8080 -> 80), a fail2ban jail chain ``f2b-sshd`` whose jump fail2ban inserts at INPUT 1,
-and helpers to run ``fwgen`` inside a namespace and to read iptables state."""
+a VPN's mangle rules (wg-quick's connmark restore, the MSS clamp in mangle FORWARD, where
+fwgen's published-ports jump goes too), and helpers to run ``fwgen`` inside a namespace and
+to read iptables state."""
 
 from __future__ import annotations
 
@@ -17,13 +19,23 @@ BANNED = {4: "192.0.2.66", 6: "2001:db8:a::66"}  # fail2ban has banned this admi
 
 
 def docker_host_rules(family: int) -> str:
-    """iptables-save of a Docker 24+ host with one published port and a fail2ban jail."""
+    """iptables-save of a Docker 24+ host with one published port, a fail2ban jail and a
+    VPN's mangle rules."""
     bridge, container = ("172.17.0.0/16", "172.17.0.2") if family == 4 else ("fd00:d0c::/64", "fd00:d0c::2")
     plen = "32" if family == 4 else "128"
     loopback = "127.0.0.0/8" if family == 4 else "::1/128"
     reject = "icmp-port-unreachable" if family == 4 else "icmp6-port-unreachable"
     dnat = f"{container}:80" if family == 4 else f"[{container}]:80"
-    return f"""*nat
+    return f"""*mangle
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -p udp -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff
+-A FORWARD -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu
+COMMIT
+*nat
 :PREROUTING ACCEPT [0:0]
 :INPUT ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]

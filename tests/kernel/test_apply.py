@@ -27,7 +27,10 @@ EDGE = (ROOT / "policies" / "edge.yaml").read_text(encoding="utf-8")
 # v2 of edge: 8080 allowed too, and every rule a line further down (rules keep their
 # identity, and their counters, when an edit above them moves them)
 EDGE_V2 = "# v2\n" + EDGE.replace("ports: [http, https]", "ports: [http, https, 8080]", 1)
-MODES = {"nftables": "", "iptables": "", "chains": "iptables: {mode: chains}\n"}
+MODES = {"nftables": "", "iptables": "", "chains": "iptables: {mode: chains}\n",
+         # published_ports: enforce puts fwgen's chains into the mangle table too
+         "table-published": "published_ports: enforce\n",
+         "chains-published": "iptables: {mode: chains}\npublished_ports: enforce\n"}
 TIMEOUT = 1.5
 
 
@@ -168,7 +171,7 @@ def _monitor_counter(ns: Namespace, mode: str) -> tuple[int, int]:
         found = re.search(r"packets (\d+) bytes (\d+)", text)
         assert found, text
         return int(found.group(1)), int(found.group(2))
-    chain = "fwgen-rule-3" if mode == "iptables" else "fwgen-edge-rule-3"
+    chain = "fwgen-edge-rule-3" if mode.startswith("chains") else "fwgen-rule-3"
     lines = [line for line in ns.run(["iptables-save", "-c"]).stdout.splitlines()
              if f"-A {chain} " in line and "-j ACCEPT" in line]
     assert len(lines) == 1, lines
@@ -277,3 +280,25 @@ def test_a_dropped_session_rolls_back(tmp_path: Path) -> None:
         assert time.monotonic() - started < 3
         assert (waiting.returncode, err) == (1, "fwgen: stopped by SIGHUP; rolled back to the previous rules\n")
         assert state_of(host, "chains") == before
+
+
+def test_table_mode_takes_an_older_files_published_chains_out_of_mangle(tmp_path: Path) -> None:
+    """A table-mode file without published_ports: enforce holds no mangle table; applied
+    over one with it, it must not leave the older judging chain deciding published
+    connections (and a rollback puts it back)."""
+    state = str(tmp_path / "s")
+    with Namespace() as host:
+        prepare(host, "iptables", tmp_path, with_v1=False)
+        enforcing = built(tmp_path / "v1", EDGE, "table-published")
+        assert fwgen(host, "apply", str(enforcing), "--timeout", "0", "--state-dir", state).returncode == 0
+        loaded = state_of(host, "iptables")
+        assert ":fwgen-published" in loaded and "-j fwgen-published" in loaded  # the control
+        plain = built(tmp_path / "v2", EDGE_V2, "iptables")
+        done = fwgen(host, "apply", str(plain), "--timeout", "0.5", "--state-dir", state)
+        assert done.returncode == 1, done.stderr  # unconfirmed: back to the enforcing file
+        assert state_of(host, "iptables") == loaded
+        done = fwgen(host, "apply", str(plain), "--timeout", "0", "--state-dir", state)
+        assert done.returncode == 0, done.stderr
+        now = state_of(host, "iptables")
+        assert "fwgen-published" not in now
+        assert "-A FORWARD -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu" not in now  # replaced

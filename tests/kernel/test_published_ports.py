@@ -11,9 +11,11 @@ neighbour namespace sends real connections to the host's addresses.
 
 Each case first probes with Docker's rules alone (the positive control: every
 published port is open), then with fwgen's rules as the host loads them: nftables
-next to Docker's tables; iptables in table mode first, then Docker restarting (it keeps
-an existing DOCKER-USER and its rules, as at boot, where iptables-persistent runs before
-docker.service). A compiler matching the port after DNAT is caught (the mutation case).
+next to Docker's tables; iptables in table mode first, then Docker restarting (it
+recreates the filter chains the file replaced); iptables chains mode both at boot
+(``iptables-restore --noflush`` on an empty host, before Docker has made any chain) and
+on the running Docker host. A compiler matching the port after DNAT is caught (the
+mutation case).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import yaml
 from fwgen.build import build
 from fwgen.explain import Explainer
 from fwgen.registry import bundled
+from tests.kernel.hostsim import fwgen
 from tests.kernel.netns import (
     Namespace,
     Probe,
@@ -218,9 +221,19 @@ def lab() -> Iterator[Lab]:
         yield Lab(host, container, peer)
 
 
-def outputs(tmp_path: Path, mode: str) -> dict[str, str]:
+CHAINS = "iptables: {mode: chains}\n"
+# how fwgen's rules reach the host: nftables; iptables table mode; iptables chains mode at
+# boot (before Docker has made a chain) and on the running Docker host
+TARGETS = ["nftables", "iptables", "chains-at-boot", "chains"]
+
+
+def policy_text(text: str, target: str) -> str:
+    return text.replace("name: dock\n", "name: dock\n" + CHAINS, 1) if target.startswith("chains") else text
+
+
+def outputs(tmp_path: Path, mode: str, target: str = "iptables") -> dict[str, str]:
     path = tmp_path / "dock.yaml"
-    path.write_text(POLICY.replace("MODE", mode), encoding="utf-8")
+    path.write_text(policy_text(POLICY.replace("MODE", mode), target), encoding="utf-8")
     return build(str(path), bundled()).files
 
 
@@ -228,10 +241,18 @@ def load(lab: Lab, target: str, files: dict[str, str]) -> None:
     if target == "nftables":
         load_nft(lab.host, files["nftables/dock.nft"])
         return
+    if target.startswith("chains"):
+        if target == "chains-at-boot":  # a reboot: no rule at all, then netfilter-persistent, then Docker
+            lab.host.run(["nft", "flush", "ruleset"])
+            assert docker_chains(lab.host) == []
+        for tool, name in (("iptables-restore", "rules.v4"), ("ip6tables-restore", "rules.v6")):
+            lab.host.run([tool, "--noflush"], input=files[f"iptables/{name}"])
+        if target == "chains-at-boot":
+            docker_starts(lab.host)
+        return
     # table mode replaces the whole filter table, Docker's chains included ...
     load_iptables(lab.host, files["iptables/rules.v4"], files["iptables/rules.v6"])
-    kept = ["nat DOCKER"] * 2 + (["filter DOCKER-USER"] * 2 if "DOCKER-USER" in files["iptables/rules.v4"] else [])
-    assert docker_chains(lab.host) == sorted(kept)
+    assert docker_chains(lab.host) == ["nat DOCKER"] * 2
     # ... until Docker starts (or restarts) and recreates them
     docker_starts(lab.host)
 
@@ -242,32 +263,42 @@ def expected(mode: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("mode", ["enforce", "ignore"])
-@pytest.mark.parametrize("target", ["iptables", "nftables"])
+@pytest.mark.parametrize("target", TARGETS)
 def test_published_ports_follow_the_policy(lab: Lab, tmp_path: Path, target: str, mode: str) -> None:
     docker_starts(lab.host)
     before = docker_chains(lab.host)
     assert len(before) == 10  # nat DOCKER; filter DOCKER, DOCKER-ISOLATION-STAGE-1/2, DOCKER-USER; both families
     assert lab.probe() == expected("docker alone")  # the positive control: every published port open
-    files = outputs(tmp_path, mode)
+    files = outputs(tmp_path, mode, target)
     load(lab, target, files)
     assert docker_chains(lab.host) == before
     assert lab.probe() == expected(mode)
+    if mode == "enforce" and target != "nftables":  # fwgen's one jump, in mangle FORWARD, and nothing in FORWARD
+        for tool in ("iptables", "ip6tables"):
+            forward = lab.host.run([tool, "-t", "mangle", "-S", "FORWARD"]).stdout.splitlines()
+            assert [rule for rule in forward if "fwgen-" in rule] == [
+                "-A FORWARD -m conntrack --ctstate NEW -m conntrack --ctstate DNAT -m comment --comment "
+                '"published_ports: new connections DNATed to a local container" -j '
+                + ("fwgen-published" if target == "iptables" else "fwgen-dock-pub")]
+            assert "fwgen-" not in lab.host.run([tool, "-t", "filter", "-S", "FORWARD"]).stdout
+            assert "fwgen-" not in lab.host.run([tool, "-t", "filter", "-S", "DOCKER-USER"]).stdout
     if mode == "enforce":  # the monitor rule counted the one published datagram it decided
         if target == "nftables":
             counters = lab.host.run(["nft", "list", "counter", "inet", "dock", "rule_dns-watch"]).stdout
             assert "packets 1 " in counters, counters
         else:
             saved = lab.host.run(["iptables-save", "-c"]).stdout
-            counts = re.findall(r"^\[(\d+):\d+\] -A fwgen-published-5 .* -j RETURN$", saved, re.MULTILINE)
+            chain = "fwgen-published-5" if target == "iptables" else "fwgen-dock-pub-5"
+            counts = re.findall(rf"^\[(\d+):\d+\] -A {chain} .* -j RETURN$", saved, re.MULTILINE)
             assert counts == ["1"], saved
 
 
-@pytest.mark.parametrize("target", ["iptables", "nftables"])
+@pytest.mark.parametrize("target", ["iptables", "chains", "nftables"])
 def test_a_compiler_matching_the_port_after_dnat_is_caught(lab: Lab, tmp_path: Path, target: str) -> None:
     """The mutation: the same rules on the port the container sees (81, after DNAT)
     instead of the one the neighbour connected to (8081): the allowed port falls to the
     default deny, and the harness sees it."""
-    files = outputs(tmp_path, "enforce")
+    files = outputs(tmp_path, "enforce", target)
     broken = {
         name: re.sub(r"-m conntrack --ctorigdstport", "--dport", text).replace("ct original proto-dst", "th dport")
         for name, text in files.items()
@@ -319,7 +350,22 @@ def random_cases(rng: random.Random, text: str) -> dict[str, tuple[str, str, int
     return cases
 
 
-@pytest.mark.parametrize("target", ["iptables", "nftables"])
+def apply_chains(lab: Lab, tmp_path: Path, files: dict[str, str]) -> None:
+    """Chains mode as a host replaces its rules: ``fwgen apply`` (one jump each, the older
+    policy's chains replaced)."""
+    out = tmp_path / "out" / "dock"
+    for name, text in files.items():
+        if name.startswith("iptables/"):
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text(text, encoding="utf-8")
+    done = fwgen(lab.host, "apply", str(out), "--timeout", "0", "--state-dir", str(tmp_path / "state"))
+    assert done.returncode == 0, done.stderr
+    for tool in ("iptables", "ip6tables"):
+        forward = lab.host.run([tool, "-t", "mangle", "-S", "FORWARD"]).stdout
+        assert forward.count("-j fwgen-dock-pub") == 1, forward
+
+
+@pytest.mark.parametrize("target", ["iptables", "chains", "nftables"])
 def test_random_policies_agree_with_explain_on_published_ports(lab: Lab, tmp_path: Path, target: str) -> None:
     """Seeded random policies (the same every run): each published connection is open
     exactly when fwgen explain says allow or monitor for it, by the port and host
@@ -333,8 +379,12 @@ def test_random_policies_agree_with_explain_on_published_ports(lab: Lab, tmp_pat
         if round_ == 0:  # the positive control: every published connection goes through before fwgen's rules
             assert set(lab.probe(cases).values()) == {"open"}
         path = tmp_path / "dock.yaml"
-        path.write_text(text, encoding="utf-8")
-        load(lab, target, build(str(path), bundled()).files)
+        path.write_text(policy_text(text, target), encoding="utf-8")
+        files = build(str(path), bundled()).files
+        if target == "chains":
+            apply_chains(lab, tmp_path, files)
+        else:
+            load(lab, target, files)
         explainer = Explainer.from_file(str(path), bundled())
         expected = {name: "open" if explainer.verdict("in", "tcp", port, src, local=dst).action != "deny" else "closed"
                     for name, (_, dst, port, src) in cases.items()}
@@ -343,3 +393,27 @@ def test_random_policies_agree_with_explain_on_published_ports(lab: Lab, tmp_pat
         assert not wrong, f"{text}\nexpected {({n: expected[n] for n in wrong})}"
         seen.update(expected.values())
     assert seen == {"open", "closed"}  # the policies open some published connections and close others
+
+
+@pytest.mark.parametrize("target", ["iptables", "chains", "nftables"])
+def test_reject_on_a_published_port_is_a_drop_on_iptables(lab: Lab, tmp_path: Path, target: str) -> None:
+    """The degradation the build warns of: with defaults.deny reject, iptables drops a
+    denied published connection (mangle has no REJECT: the SYN times out) where nftables
+    rejects it (a TCP reset); the host's own denied port is rejected on both."""
+    docker_starts(lab.host)
+    path = tmp_path / "dock.yaml"
+    path.write_text(policy_text(POLICY.replace("MODE", "enforce").replace(
+        "defaults: {inbound: deny, outbound: allow}", "defaults: {inbound: deny, outbound: allow, deny: reject}"),
+        target), encoding="utf-8")
+    result = build(str(path), bundled())
+    warned = [w.message for w in result.warnings if "REJECT does not exist" in w.message]
+    assert len(warned) == 1 and warned[0].startswith("iptables: ")
+    load(lab, target, result.files)
+    probes = [Probe("tcp", HOST, 8080, PEER, timeout=1.0, id="published"),
+              Probe("tcp", HOST, 8081, PEER, timeout=1.0, id="published, allowed"),
+              Probe("tcp", HOST, 9999, PEER, timeout=1.0, id="the host's own")]
+    with serve(lab.container, ["0.0.0.0"], tcp=[80, 81]) as listener:
+        listener.wait_ready()
+        got = {r.probe.id: r.status for r in run_probes(lab.peer, probes)}
+    assert got == {"published": "timeout" if target != "nftables" else "refused",
+                   "published, allowed": "connected", "the host's own": "refused"}

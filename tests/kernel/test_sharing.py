@@ -178,3 +178,52 @@ def write_policy(tmp: Path, text: str) -> Path:
     path = tmp / "edge.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def mangle(host: Namespace, family: int) -> list[str]:
+    tool = "iptables-save" if family == 4 else "ip6tables-save"
+    return [line for line in host.run([tool, "-c", "-t", "mangle"]).stdout.splitlines() if not line.startswith("#")]
+
+
+def test_published_ports_chains_share_the_mangle_table(tmp_path: Path) -> None:
+    """published_ports: enforce in chains mode: fwgen's judging chain in mangle, one jump
+    from mangle FORWARD after the rules there (a VPN's MSS clamp), handled by apply and
+    remove like the INPUT/OUTPUT jumps: twice -> one jump; an unconfirmed v2 -> v1 back;
+    counters carried over; remove -> mangle exactly as before."""
+    out = write_build(tmp_path / "v1", chains_policy() + "published_ports: enforce\n")
+    v2 = write_build(tmp_path / "v2", chains_policy().replace("ports: [http, https]", "ports: [http]", 1)
+                     + "published_ports: enforce\n")
+    state = str(tmp_path / "state")
+    with Namespace() as host:
+        before = docker_host(host)
+        mangle_before = {family: mangle(host, family) for family in (4, 6)}
+        assert any("TCPMSS" in line for line in mangle_before[4])  # the foreign rule is there to keep
+        for _ in range(2):
+            done = fwgen(host, "apply", str(out), "--timeout", "0", "--state-dir", state)
+            assert done.returncode == 0, done.stderr
+        first = {family: fwgen_lines(host, family) for family in (4, 6)}
+        for family in (4, 6):
+            assert foreign(host, family) == before[family]
+            tool = "iptables" if family == 4 else "ip6tables"
+            forward = host.run([tool, "-t", "mangle", "-S", "FORWARD"]).stdout.splitlines()
+            assert forward[1:] == [
+                "-A FORWARD -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu",
+                "-A FORWARD -m conntrack --ctstate NEW -m conntrack --ctstate DNAT -m comment --comment "
+                '"published_ports: new connections DNATed to a local container" -j fwgen-edge-pub']
+            assert "fwgen-edge-pub" not in host.run([tool, "-t", "filter", "-S"]).stdout
+        # a counter of the judging chain survives a re-apply (iptables -R -c sets one)
+        rule = host.run(["iptables", "-t", "mangle", "-S", "fwgen-edge-pub"]).stdout.splitlines()[1]
+        assert rule.startswith("-A fwgen-edge-pub ") and "admin-ssh" in rule, rule
+        host.run(["sh", "-c", f"iptables -t mangle -R fwgen-edge-pub 1 -c 7 700 {rule[len('-A fwgen-edge-pub '):]}"])
+        assert fwgen(host, "apply", str(out), "--timeout", "0", "--state-dir", state).returncode == 0
+        counted = [line for line in mangle(host, 4) if line.startswith("[7:700] -A fwgen-edge-pub ")]
+        assert len(counted) == 1 and "admin-ssh" in counted[0], mangle(host, 4)
+        # v2 unconfirmed: back to v1's chains and jumps, byte for byte
+        done = fwgen(host, "apply", str(v2), "--timeout", "0.5", "--state-dir", state)
+        assert done.returncode == 1 and done.stderr.endswith("rolled back to the previous rules\n"), done.stderr
+        assert {family: fwgen_lines(host, family) for family in (4, 6)} == first
+        # remove: mangle is exactly as it was before fwgen
+        done = fwgen(host, "remove", str(out))
+        assert done.returncode == 0, done.stderr
+        assert {family: mangle(host, family) for family in (4, 6)} == mangle_before
+        assert {family: foreign(host, family) for family in (4, 6)} == before
