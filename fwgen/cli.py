@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -557,7 +558,7 @@ def diff(old: str, new: str, fmt: str, registry_path: str | None) -> None:
 def _report_time(value: str | None, option: str) -> datetime | None:
     """--since/--until: ISO 8601 (no zone: local time) or a duration back from now (30m, 24h, 7d)."""
     import re
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from fwgen.logsources import parse_iso
 
@@ -566,7 +567,7 @@ def _report_time(value: str | None, option: str) -> datetime | None:
     m = re.fullmatch(r"(\d+)([smhd])", value.strip())
     if m:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return datetime.now(timezone.utc) - timedelta(**{unit: int(m.group(1))})
+        return datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})
     try:
         return parse_iso(value.strip())
     except ValueError:

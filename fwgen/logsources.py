@@ -26,7 +26,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 KERNEL_FORMATS = ("journal", "kern.log", "dmesg")
@@ -105,6 +105,11 @@ def parse_iso(text: str) -> datetime:
     return found if found.tzinfo else found.astimezone()
 
 
+def _without_level(text: str) -> str:
+    level = _DMESG_LEVEL.match(text)
+    return text[level.end():] if level else text
+
+
 def _strip_uptime(message: str) -> tuple[float | None, str]:
     m = _UPTIME.match(message)
     if m:
@@ -122,8 +127,9 @@ def _syslog_old(text: str, reference: datetime) -> datetime:
     return when
 
 
-def _kernel_line(fmt: str, text: str, number: int, reference: datetime) -> KernelLine | None:
-    """One line of a kernel log format, or None when it is not in that format's shape."""
+def _kernel_line(fmt: str, text: str, number: int, reference: datetime, bare: bool = False) -> KernelLine | None:
+    """One line of a kernel log format, or None when it is not in that format's shape
+    (``bare``: dmesg -t output, where any line is a message)."""
     if fmt == "journal":
         try:
             entry = json.loads(text)
@@ -137,7 +143,7 @@ def _kernel_line(fmt: str, text: str, number: int, reference: datetime) -> Kerne
         stamp = entry.get("__REALTIME_TIMESTAMP")
         if not isinstance(message, str) or not (isinstance(stamp, str) and stamp.isdigit()):
             return None
-        when = datetime.fromtimestamp(int(stamp) / 1e6, timezone.utc)
+        when = datetime.fromtimestamp(int(stamp) / 1e6, UTC)
         uptime, message = _strip_uptime(message)
         return KernelLine(when, uptime, message, number)
     if fmt == "kern.log":
@@ -157,7 +163,7 @@ def _kernel_line(fmt: str, text: str, number: int, reference: datetime) -> Kerne
                 return None
         uptime, message = _strip_uptime(text[m.end():])
         return KernelLine(when, uptime, message, number)
-    body = text[_DMESG_LEVEL.match(text).end():] if _DMESG_LEVEL.match(text) else text  # dmesg
+    body = _without_level(text)  # dmesg
     m = _UPTIME.match(body)
     if m:
         return KernelLine(None, float(f"{m.group(1)}.{m.group(2)}"), body[m.end():], number)
@@ -174,7 +180,7 @@ def _kernel_line(fmt: str, text: str, number: int, reference: datetime) -> Kerne
             return KernelLine(parse_iso(m.group(1)), None, body[m.end():], number)
         except ValueError:
             return None
-    if _KERNEL_FIELDS.search(body):  # dmesg -t: a netfilter line without a time
+    if bare or _KERNEL_FIELDS.search(body):  # dmesg -t: every line a message without a time
         return KernelLine(None, None, body, number)
     return None
 
@@ -187,7 +193,7 @@ def _detect(text: str) -> str:
         return "pfirewall"
     if _SYSLOG_ISO.match(text) or _SYSLOG_OLD.match(text):
         return "kern.log"
-    body = text[_DMESG_LEVEL.match(text).end():] if _DMESG_LEVEL.match(text) else text
+    body = _without_level(text)
     if _UPTIME.match(body) or _DMESG_T.match(body) or _DMESG_ISO.match(body) or _KERNEL_FIELDS.search(body):
         return "dmesg"
     return ""
@@ -198,7 +204,10 @@ def parse_log(text: str, reference: datetime) -> Parsed:
     ``reference``: the newest time a line can have (a file's modification time), for
     syslog's traditional lines, which have no year."""
     lines = text.splitlines()
-    fmt = next((found for found in map(_detect, (line.strip() for line in lines)) if found), "")
+    first = next((line.strip() for line in lines if _detect(line.strip())), "")
+    fmt = _detect(first)
+    opening = _kernel_line(fmt, first, 0, reference) if fmt == "dmesg" else None
+    bare = opening is not None and opening.when is None and opening.uptime is None
     kernel: list[KernelLine] = []
     windows: list[WindowsLine] = []
     unparsed: list[int] = []
@@ -220,7 +229,7 @@ def parse_log(text: str, reference: datetime) -> Parsed:
             else:
                 windows.append(found_w)
             continue
-        found = _kernel_line(fmt, line, number, reference) if fmt else None
+        found = _kernel_line(fmt, line, number, reference, bare) if fmt else None
         if found is None:
             unparsed.append(number)
         else:

@@ -21,7 +21,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fwgen import logsources
@@ -156,13 +156,13 @@ class Reader:
         """One LOG input (``-``: ``stdin``); ``InputError`` when it cannot be read."""
         text = logsources.read_bytes(path, stdin)
         try:
-            reference = datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc) if path != "-" else None
+            reference = datetime.fromtimestamp(os.stat(path).st_mtime, UTC) if path != "-" else None
         except OSError:
             reference = None
         self.read_text(path, text, reference)
 
     def read_text(self, path: str, text: str, reference: datetime | None = None) -> None:
-        parsed = logsources.parse_log(text, reference or datetime.now(timezone.utc))
+        parsed = logsources.parse_log(text, reference or datetime.now(UTC))
         if not parsed.format and parsed.lines:
             known = ", ".join(FORMAT_NAMES[f] for f in ("journal", "kern.log", "dmesg", "pfirewall"))
             raise InputError(f"{path}: no line is in a known format ({known})")
@@ -209,7 +209,7 @@ class Reader:
             return None
         try:
             remote = ipaddress.ip_address(fields["SRC"] if rule.direction == "in" else fields["DST"])
-            protocol = _PROTOCOLS.get(fields["PROTO"].upper(), fields["PROTO"])
+            protocol = _PROTOCOLS.get(fields["PROTO"].upper()) or fields["PROTO"]
             port = int(fields["DPT"]) if protocol in PORTED and "DPT" in fields else None
         except (KeyError, ValueError):
             return self._unparsed(row, line.line)
@@ -299,7 +299,8 @@ class Reader:
         else:
             chains = chains_for(self.ruleset)
             names = {(chains.of(rule), ""): rule.name for rule in self.ruleset.rules if rule.logged}
-            keyed = [((c.table, ""), c.packets) for c in counters if c.name != "LOG" and c.table.startswith(chains.rule)]
+            keyed = [((c.table, ""), c.packets) for c in counters
+                     if c.name != "LOG" and c.table.startswith(chains.rule)]
             keyed += [((c.table, ""), c.packets) for c in counters if c.table in (chains.input, chains.output)
                       and '--comment "default: ' in c.rule]
             names |= {(chains.input, ""): DEFAULT["in"], (chains.output, ""): DEFAULT["out"]}

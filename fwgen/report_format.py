@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fwgen.logsources import FORMAT_NAMES
@@ -18,7 +18,7 @@ FORMATS = ("text", "markdown", "json", "prometheus")
 def when(stamp: datetime | None, uptime: float | None = None) -> str | None:
     """A time as UTC ISO 8601, or ``boot+SECONDSs`` when only the time since boot is known."""
     if stamp is not None:
-        return stamp.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return stamp.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return f"boot+{uptime:.6f}s" if uptime is not None else None
 
 
@@ -114,9 +114,9 @@ def text(report: Report) -> str:
     for row in report.rules.values():
         counter = "-" if row.counted is None else str(row.counted)
         first, last = _first_last(row.logged)
-        seen = f"  first {first}  last {last}" if first else ""
+        span = f"  first {first}  last {last}" if first else ""
         lines.append(f"  {row.name:<24} {row.action:<8} {row.direction:<4} logged {_logged(report, row):<14} "
-                     f"counter {counter}{seen}".rstrip())
+                     f"counter {counter}{span}".rstrip())
     lines += ["", "ports (monitored or denied):"]
     if not report.ports:
         lines.append("  none knocked on")
