@@ -22,11 +22,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from fwgen import logsources
 from fwgen.explain import Explainer
-from fwgen.ir import Action, Direction, Rule, Ruleset
+from fwgen.ir import Action, Direction, Ruleset
 from fwgen.logsources import FORMAT_NAMES, Counter, InputError, KernelLine, WindowsLine
 from fwgen.policy import Policy
 from fwgen.registry import Registry
@@ -147,7 +146,6 @@ class Reader:
         self.report = Report(ruleset.name, monitor.log_prefix, f"{monitor.rate}/{monitor.per}",
                              log_burst(ruleset), since, until, rows)
         self.by_tag = {rule.tag: rule for rule in rows.values() if rule.tag}
-        self.rule_of = {rule.name: rule for rule in ruleset.rules}
         self._explainer: Explainer | None = None
 
     # ------------------------------------------------------------------ logs
@@ -205,7 +203,8 @@ class Reader:
             return self._unparsed(row, line.line)  # our prefix, but not a netfilter LOG line
         if rule is None:
             if self._in_window(row, line.when):
-                row.unknown[name] = row.unknown.get(name, 0) + 1
+                shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name[:40])
+                row.unknown[shown] = row.unknown.get(shown, 0) + 1
             return None
         try:
             remote = ipaddress.ip_address(fields["SRC"] if rule.direction == "in" else fields["DST"])
@@ -314,13 +313,6 @@ class Reader:
             used += 1
         return used
 
-    def rule(self, name: str) -> Rule | None:
-        return self.rule_of.get(name)
-
-
-def summary(report: Report) -> dict[str, Any]:
-    """The counts every format prints, for tests and the JSON."""
-    return {name: (row.logged.count, row.counted) for name, row in report.rules.items()}
 
 
 def journal_text() -> str:

@@ -329,3 +329,12 @@ def test_text_and_markdown(tmp_path: Path) -> None:
 def test_parser_counts_lines() -> None:
     parsed = logsources.parse_log("\n\n" + FORMS["kern.log"] + "junk\n", datetime.now(UTC))
     assert (parsed.format, parsed.lines, parsed.unparsed, len(parsed.kernel)) == ("kern.log", 5, [7], 4)
+
+
+def test_log_text_reaches_the_output_escaped(tmp_path: Path) -> None:
+    hostile = V4.replace("fwgen dormant-watch ", "fwgen \x1b[2Jevil|name ")
+    (tmp_path / "log").write_text(f"[    1.000000] {hostile}\n", encoding="utf-8")
+    code, out, _ = run(EDGE, str(tmp_path / "log"))
+    assert code == 0 and "\x1b" not in out and "'\\x1b[2Jevil|name'" in out
+    code, md, _ = run(EDGE, str(tmp_path / "log"), "--format", "markdown")
+    assert "\\x1b[2Jevil\\|name" in md

@@ -274,3 +274,61 @@ def test_since_is_a_time_or_a_duration() -> None:
     done = cli(str(policy), "--journal", "--since", "yesterday")
     assert done.returncode == 2 and b"'yesterday' is not a time" in done.stderr
     assert cli(str(policy), "--journal", "--since", "7d", "--until", str(datetime.now() + timedelta(1))).returncode == 0
+
+
+# ------------------------------------------------------------------ the docs' story (docs/report.md)
+
+EDGE_POLICY = Path(__file__).resolve().parents[2] / "policies" / "edge.yaml"
+EDGE_IF = "edge0"  # the host's interface: its lines are this story's, whatever else logs meanwhile
+EDGE_KNOCKS = [
+    ("tcp", 1261, "203.0.113.45", 3), ("tcp", 1274, "203.0.113.45", 2), ("udp", 1261, "203.0.113.46", 1),
+    ("tcp", 1274, "2001:db8:ff::beef", 2), ("tcp", 1274, "192.0.2.10", 1), ("udp", 6010, "203.0.113.45", 14),
+]
+
+
+def edge_story(out: Path) -> tuple[Path, Path]:
+    """The edge example on nftables, knocked on from four peers: writes a kern.log of
+    the host's lines (rsyslog's form, from dmesg's own times) and the saved counters."""
+    result = build(str(EDGE_POLICY), bundled())
+    hosts = {"192.0.2": "192.0.2.1", "203.0.113": "203.0.113.1", "2001:db8:ff:": "2001:db8:ff::1"}
+    with Namespace() as host, Namespace() as peer, kernel_log_capture() as log:
+        connect(host, peer, host_addrs=["192.0.2.1/24", "203.0.113.1/24", "2001:db8:ff::1/48"],
+                peer_addrs=["192.0.2.10/24", "203.0.113.45/24", "203.0.113.46/24", "2001:db8:ff::beef/48"],
+                host_if=EDGE_IF)
+        load_nft(host, result.files["nftables/edge.nft"])
+        run_probes(peer, [Probe(proto, next(v for k, v in hosts.items() if src.startswith(k)), port, src,
+                                timeout=0.5) for proto, port, src, n in EDGE_KNOCKS for _ in range(n)])
+        log.wait_for(f"IN={EDGE_IF} ", timeout=10)
+        for _ in range(200):  # every line in (the flood stops at the burst: 10 + 9 knocks)
+            if len([line for line in log.lines() if f"IN={EDGE_IF} " in line]) >= 19:
+                break
+            time.sleep(0.05)
+        iso = subprocess.run(["dmesg", "--time-format", "iso"], capture_output=True, text=True, check=True).stdout
+        counters = host.run(["nft", "-j", "list", "counters"]).stdout
+    kern = out / "kern.log"
+    kern.write_text("".join(f"{stamp.isoformat()} edge kernel: {message}\n" for stamp, message in _iso_lines(iso)
+                            if f" IN={EDGE_IF} " in message), encoding="utf-8")
+    saved = out / "counters.json"
+    saved.write_text(counters, encoding="utf-8")
+    return kern, saved
+
+
+def test_the_edge_story(tmp_path: Path) -> None:
+    kern, saved = edge_story(tmp_path)
+    doc = report_json(str(EDGE_POLICY), str(kern), "--counters", str(saved))
+    rules = {r["name"]: (r["logged"], r["counted"], r["logged_is_lower_bound"]) for r in doc["rules"]}
+    assert rules["dormant-watch"] == (9, 9, False)
+    logged_x11, counted_x11, bound = rules["no-x11"]
+    assert (counted_x11, bound) == (14, True) and 10 <= logged_x11 < 14
+    ports = {(p["protocol"], p["port"]): {s["address"]: s["count"] for s in p["sources"]} for p in doc["ports"]}
+    assert ports[("tcp", 1261)] == {"203.0.113.45": 3}
+    assert ports[("tcp", 1274)] == {"192.0.2.10": 1, "203.0.113.45": 2, "2001:db8:ff::beef": 2}
+    assert ports[("udp", 1261)] == {"203.0.113.46": 1}
+    assert doc["networks"][:2] == [{"network": "192.0.2.0/24", "count": 1},
+                                   {"network": "203.0.113.0/24", "count": 6 + logged_x11}]
+
+
+if __name__ == "__main__":  # python -m tests.kernel.test_report DIR: the capture docs/report.md shows
+    story_dir = Path(sys.argv[1])
+    story_dir.mkdir(parents=True, exist_ok=True)
+    print(*edge_story(story_dir))
