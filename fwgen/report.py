@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from fwgen import logsources
+from fwgen.errors import PolicyError
 from fwgen.explain import Explainer
 from fwgen.ir import Action, Direction, Ruleset
 from fwgen.logsources import FORMAT_NAMES, Counter, InputError, KernelLine, WindowsLine
@@ -334,12 +335,19 @@ def journal_text() -> str:
 def make_report(policy_path: str, registry: Registry, logs: tuple[str, ...] = (), counters: tuple[str, ...] = (),
                 journal: bool = False, since: datetime | None = None, until: datetime | None = None,
                 stdin: bytes | None = None) -> tuple[Report | None, list[str]]:
-    """The report of one policy over every input, or None and one line per input that
-    could not be read (``PolicyError`` for the policy itself)."""
+    """The report of one policy (a file, or ``git:REV:PATH``) over every input, or None
+    and one line per input that could not be read (``PolicyError`` for the policy)."""
+    from fwgen.files import GitFiles
     from fwgen.policy import load_policy
     from fwgen.resolve import compile_policy
 
-    policy = load_policy(policy_path)
+    if policy_path.startswith("git:"):  # the policy as it was at a revision (the one loaded)
+        rev, sep, path = policy_path[len("git:"):].partition(":")
+        if not sep or not rev or not path:
+            raise PolicyError(None, f"{policy_path}: not a git policy reference: write git:REV:PATH")
+        policy = load_policy(path, GitFiles(rev))
+    else:
+        policy = load_policy(policy_path)
     reader = Reader(policy, compile_policy(policy, registry), registry, since, until)
     errors: list[str] = []
     for path in logs:

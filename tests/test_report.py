@@ -338,3 +338,11 @@ def test_log_text_reaches_the_output_escaped(tmp_path: Path) -> None:
     assert code == 0 and "\x1b" not in out and "'\\x1b[2Jevil|name'" in out
     code, md, _ = run(EDGE, str(tmp_path / "log"), "--format", "markdown")
     assert "\\x1b[2Jevil\\|name" in md
+
+
+def test_the_policy_as_it_was_at_a_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "log").write_text(FORMS["dmesg"], encoding="utf-8")
+    assert logged(doc("git:HEAD:policies/edge.yaml", str(tmp_path / "log"))) == {"dormant-watch": 2, "no-x11": 1}
+    code, out, err = run("git:HEAD", str(tmp_path / "log"))
+    assert (code, out, err) == (1, "", "git:HEAD: not a git policy reference: write git:REV:PATH\n")
