@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -346,3 +347,44 @@ def test_the_policy_as_it_was_at_a_revision(tmp_path: Path, monkeypatch: pytest.
     assert logged(doc("git:HEAD:policies/edge.yaml", str(tmp_path / "log"))) == {"dormant-watch": 2, "no-x11": 1}
     code, out, err = run("git:HEAD", str(tmp_path / "log"))
     assert (code, out, err) == (1, "", "git:HEAD: not a git policy reference: write git:REV:PATH\n")
+
+
+def test_random_pfirewall_lines_agree_with_explain(tmp_path: Path) -> None:
+    """Seeded random connections of both directions and families, logged with the action
+    explain gives them: the report attributes each to explain's rule, and every rule and
+    default of the policy is hit (the coverage minimum)."""
+    import random
+
+    from fwgen.explain import Explainer
+    from fwgen.registry import bundled
+
+    policy = tmp_path / "edge.yaml"  # the example, and an outbound watch (remote = dst-ip)
+    policy.write_text(Path(EDGE).read_text(encoding="utf-8") + "  - name: out-watch\n    direction: out\n"
+                      "    action: monitor\n    ports: [1261]\n    to: [198.51.100.0/24]\n", encoding="utf-8")
+    explainer = Explainer.from_file(str(policy), bundled())
+    rng = random.Random(14)
+    remotes = {4: ["192.0.2.7", "198.51.100.9", "203.0.113.200"], 6: ["2001:db8:a::7", "2001:db8:ff::9"]}
+    local = {4: "192.0.2.1", 6: "2001:db8:a::1"}
+    lines, want = [], Counter()
+    for n in range(400):
+        family, direction = rng.choice((4, 6)), rng.choice(("in", "in", "out"))
+        protocol = rng.choice(("tcp", "udp", "icmp" if family == 4 else "icmpv6"))
+        port = rng.choice((22, 80, 443, 1261, 1274, 6000, 6063, 6064, 9999)) if protocol in ("tcp", "udp") else None
+        icmp = (rng.choice((0, 3, 8, 128, 135)), 0) if port is None else None
+        remote = rng.choice(remotes[family])
+        verdict = explainer.verdict(direction, protocol, port, remote, local=local[family], icmp=icmp)
+        src, dst = (remote, local[family]) if direction == "in" else (local[family], remote)
+        ports = ("-", "-") if port is None else (40000 + n, port)
+        kind = ("-", "-") if icmp is None else icmp
+        lines.append(f"2026-12-02 06:{n // 60:02d}:{n % 60:02d} {'DROP' if verdict.action == 'deny' else 'ALLOW'} "
+                     f"{protocol.upper()} {src} {dst} {ports[0]} {ports[1]} 0 - - - - {kind[0]} {kind[1]} - "
+                     f"{'RECEIVE' if direction == 'in' else 'SEND'} 4")
+        name = verdict.rule or ("default-inbound" if direction == "in" else None)
+        if name:
+            want[name] += 1
+    path = tmp_path / "pfirewall.log"
+    path.write_text(f"#Version: 1.5\n#Fields: {FIELDS}\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    found = doc(str(policy), str(path))
+    assert logged(found) == dict(want)
+    assert set(want) == {r["name"] for r in found["rules"]}  # every rule and the default deny hit
+    assert found["inputs"][0]["unparsed"] == 0 and found["inputs"][0]["disagreeing"] == 0
