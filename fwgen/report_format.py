@@ -53,10 +53,19 @@ def baseline(report: Report) -> str:
     parts = []
     if report.kernel_read or report.windows_read:
         start = report.since or report.earliest()
-        parts.append(f"log lines since {when(start)}" if start else "the log lines read")
+        parts.append(f"logs since {when(start)}" if start else "the logs read")
     if report.counters_read:
-        parts.append("the counters, since the rule set was loaded (or its counters last reset)")
-    return " and ".join(parts) or "nothing read"
+        parts.append("counters since the rule set was loaded")
+    return "; ".join(parts) or "nothing read"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def port_lower_bound(report: Report, port: PortRow) -> bool:
+    """A port's line count is a lower bound when a rule deciding it was rate-limited."""
+    return any(report.lower_bound(report.rules[name]) for name in port.rules)
 
 
 def notes(report: Report) -> list[str]:
@@ -124,8 +133,10 @@ def text(report: Report) -> str:
         first, last = _first_last(port.logged)
         label = f"{port.protocol}/{port.port}" if port.port is not None else port.protocol
         services = ", ".join(port.services) or "unregistered" if port.port is not None else ""
-        lines.append(f"  {label} {services}".rstrip() + f": {port.logged.count} lines, {len(port.sources)} "
-                     f"sources ({', '.join(sorted(port.rules))}), first {first}, last {last}")
+        bound = "at least " if port_lower_bound(report, port) else ""
+        lines.append(f"  {label} {services}".rstrip() + f": {bound}{_plural(port.logged.count, 'line')} from "
+                     f"{_plural(len(port.sources), 'source')} ({', '.join(sorted(port.rules))}), "
+                     f"first {first}, last {last}")
         for address in sorted(port.sources, key=_order):
             seen = port.sources[address]
             a, b = _first_last(seen)
@@ -162,8 +173,9 @@ def markdown(report: Report) -> str:
     out += ["", "## Ports (monitored or denied)", "", "| protocol | port | services | logged lines | sources | rules |",
             "|---|---|---|---|---|---|"]
     for port in _ports(report):
+        bound = "at least " if port_lower_bound(report, port) else ""
         out.append(f"| {port.protocol} | {'-' if port.port is None else port.port} | "
-                   f"{_md(', '.join(port.services) or '-')} | {port.logged.count} | {len(port.sources)} | "
+                   f"{_md(', '.join(port.services) or '-')} | {bound}{port.logged.count} | {len(port.sources)} | "
                    f"{_md(', '.join(sorted(port.rules)))} |")
     out += ["", "## Sources", "", "| address | lines | /24 or /48 |", "|---|---|---|"]
     for address, seen in sorted(report.sources.items(), key=lambda item: _order(item[0])):
@@ -198,7 +210,8 @@ def document(report: Report) -> dict[str, Any]:
                    "logged_is_lower_bound": report.lower_bound(r), **_seen_json(r.logged)}
                   for r in report.rules.values()],
         "ports": [{"protocol": p.protocol, "port": p.port, "services": p.services, "rules": sorted(p.rules),
-                   "logged": p.logged.count, **_seen_json(p.logged),
+                   "logged": p.logged.count, "logged_is_lower_bound": port_lower_bound(report, p),
+                   **_seen_json(p.logged),
                    "sources": [{"address": str(a), "count": p.sources[a].count, **_seen_json(p.sources[a])}
                                for a in sorted(p.sources, key=_order)],
                    "networks": [{"network": n, "count": c} for n, c in networks(p.sources)]}

@@ -320,11 +320,11 @@ def test_text_and_markdown(tmp_path: Path) -> None:
     (tmp_path / "log").write_text(FORMS["kern.log"], encoding="utf-8")
     code, out, _ = run(EDGE, str(tmp_path / "log"))
     assert code == 0
-    assert "  tcp/1261 mpshrsv: 1 lines, 1 sources (dormant-watch)" in out
+    assert "  tcp/1261 mpshrsv: at least 1 line from 1 source (dormant-watch)" in out
     assert "    by network: 198.51.100.0/24 1" in out
     code, md, _ = run(EDGE, str(tmp_path / "log"), "--format", "markdown")
     assert "| dormant-watch | monitor | in | at least 2 | - | 2026-12-02T06:07:58Z | 2026-12-02T06:08:01Z |" in md
-    assert "| tcp | 1261 | mpshrsv | 1 | 1 | dormant-watch |" in md
+    assert "| tcp | 1261 | mpshrsv | at least 1 | 1 | dormant-watch |" in md
 
 
 def test_parser_counts_lines() -> None:
@@ -388,3 +388,21 @@ def test_random_pfirewall_lines_agree_with_explain(tmp_path: Path) -> None:
     assert logged(found) == dict(want)
     assert set(want) == {r["name"] for r in found["rules"]}  # every rule and the default deny hit
     assert found["inputs"][0]["unparsed"] == 0 and found["inputs"][0]["disagreeing"] == 0
+
+
+def test_the_docs_story_is_what_the_capture_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/report.md pastes the report of a real capture (tests/report_capture/, made by
+    `python -m tests.kernel.test_report DIR`); it stays what fwgen prints for it."""
+    import re
+
+    text = (ROOT / "docs" / "report.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```console\n\$ fwgen report (.*?)\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 2
+    monkeypatch.chdir(ROOT / "tests" / "report_capture")
+    for command, output in blocks:
+        args = command.replace("policies/edge.yaml", EDGE).split()
+        code, out, _ = run(*args)
+        assert code == 0 and out == output, command
+    markdown = re.search(r"^````markdown\n(.*?)^````$", text, re.MULTILINE | re.DOTALL)
+    assert markdown is not None
+    assert run(EDGE, "kern.log", "--counters", "counters.json", "--format", "markdown")[1] == markdown.group(1)
