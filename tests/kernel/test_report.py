@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import json
-import os
+import secrets
 import subprocess
 import sys
 import time
@@ -154,7 +154,8 @@ def _iso_lines(dmesg_iso: str) -> list[tuple[datetime, str]]:
 
 @pytest.mark.parametrize("target", ["iptables", "nftables"])
 def test_report_counts_the_probes_sent(target: str, tmp_path: Path) -> None:
-    prefix = f"rp{os.getpid()}-{target[:3]}"  # this run's own lines, whatever else logs meanwhile
+    # this run's own lines, whatever else logs meanwhile or the ring buffer still holds
+    prefix = f"rp{secrets.token_hex(3)}-{target[:3]}"
     policy = tmp_path / "knock.yaml"
     policy.write_text(policy_text(prefix), encoding="utf-8")
     result = build(str(policy), bundled())
@@ -305,9 +306,12 @@ def edge_story(out: Path) -> tuple[Path, Path]:
             time.sleep(0.05)
         iso = subprocess.run(["dmesg", "--time-format", "iso"], capture_output=True, text=True, check=True).stdout
         counters = host.run(["nft", "-j", "list", "counters"]).stdout
+        # this capture's lines (each names its packet's ID and ports), not an earlier run's
+        # that the ring buffer still holds
+        captured = {line.rstrip() for line in log.lines() if f" IN={EDGE_IF} " in line}
     kern = out / "kern.log"
     kern.write_text("".join(f"{stamp.isoformat()} edge kernel: {message}\n" for stamp, message in _iso_lines(iso)
-                            if f" IN={EDGE_IF} " in message), encoding="utf-8")
+                            if message.rstrip() in captured), encoding="utf-8")
     saved = out / "counters.json"
     saved.write_text(counters, encoding="utf-8")
     return kern, saved
