@@ -10,7 +10,8 @@ Log formats (one per input; the first line that is in one of them decides):
   (rsyslog's RFC 3339 form, Debian's default) or ``Dec  2 06:07:58 HOST kernel:
   MESSAGE`` (the traditional form, which has no year: the newest year that does not put
   the line after the file's modification time);
-- ``dmesg``: ``[  727.999017] MESSAGE`` (seconds since boot: no wall-clock time),
+- ``dmesg``: ``[  727.999017] MESSAGE`` (seconds since boot: no wall-clock time; with
+  ``-x``, ``kern  :warn  : `` before it),
   ``dmesg -T``'s ``[Wed Dec  2 06:07:58 2026] MESSAGE`` (local time), ``dmesg
   --time-format iso``'s ``2026-12-02T06:07:58,123456+00:00 MESSAGE``, and ``dmesg -t``'s
   bare ``MESSAGE`` (no time at all);
