@@ -242,6 +242,21 @@ def test_iptables_save_counters(tmp_path: Path) -> None:
     assert found["zero_hits"] == []
 
 
+def test_iptables_published_ports_counters(tmp_path: Path) -> None:
+    """Forwarded connections DNATed to a container are decided in fwgen-published: a logged
+    rule's own chain there (fwgen-published-N) and its default deny count too."""
+    saved = (ROOT / "tests/golden/docker-host/iptables/rules.v4").read_text(encoding="utf-8")
+    counts = {"-A fwgen-rule-4 -m comment": 3, "-A fwgen-published-4 -m comment": 4,
+              '-A INPUT -m comment --comment "default: inbound deny"': 5,
+              '-A fwgen-published -m comment --comment "default: inbound deny (published ports)"': 6}
+    lines = [f"[{next((n for k, n in counts.items() if line.startswith(k)), 100)}:0] {line}"
+             if line.startswith("-A") else line for line in saved.splitlines()]
+    (tmp_path / "v4").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    found = doc(str(ROOT / "policies" / "docker-host.yaml"), "--counters", str(tmp_path / "v4"))
+    rules = {r["name"]: r["counted"] for r in found["rules"]}
+    assert (rules["app-others"], rules["default-inbound"]) == (7, 11)
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ("{\"nftables\": [", ":1:15: not valid JSON"),
     ("{\"other\": 1}", ":1:1: not nft -j output"),
