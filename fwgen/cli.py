@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -19,6 +20,8 @@ from fwgen.errors import PolicyError
 from fwgen.targets import NAMES
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from fwgen.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -692,6 +695,79 @@ def diff(old: str, new: str, fmt: str, registry_path: str | None) -> None:
         sys.exit(2)
     click.echo(render(result, registry, fmt), nl=False)
     sys.exit(1 if result.changed else 0)
+
+
+def _report_time(value: str | None, option: str) -> datetime | None:
+    """--since/--until: ISO 8601 (no zone: local time) or a duration back from now (30m, 24h, 7d)."""
+    import re
+    from datetime import datetime, timedelta
+
+    from fwgen.logsources import parse_iso
+
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+)([smhd])", value.strip())
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})
+    try:
+        return parse_iso(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"'{value}' is not a time: write 2026-12-02T06:00, 2026-12-02T06:00:00+00:00 or 24h, 7d",
+            param_hint=option) from None
+
+
+@main.command()
+@click.argument("policy", type=click.Path(dir_okay=False))
+@click.argument("logs", metavar="[LOG]...", nargs=-1)
+@click.option("--counters", "counters", multiple=True, metavar="FILE",
+              help="Saved `nft -j list counters` or `iptables-save -c` output (repeatable: rules.v4 and .v6).")
+@click.option("--journal", is_flag=True, help="Read the kernel log with `journalctl -k -o json` itself.")
+@click.option("--since", help="Only log lines from this time: ISO 8601 (no zone: local time), or 30m, 24h, 7d ago.")
+@click.option("--until", help="Only log lines up to this time (same forms as --since).")
+@click.option("--format", "fmt", type=click.Choice(("text", "markdown", "json", "prometheus")), default="text",
+              show_default=True)
+@registry_option
+def report(policy: str, logs: tuple[str, ...], counters: tuple[str, ...], journal: bool, since: str | None,
+           until: str | None, fmt: str, registry_path: str | None) -> None:
+    """Who knocked on which monitored or denied port of POLICY, from what the host recorded.
+
+    \b
+    LOG: files in any of these formats, detected from their content (gzipped too; - is
+    standard input): journalctl -k -o json, syslog kern.log, dmesg (also -T, -t and
+    --time-format iso), Windows pfirewall.log. Kernel log lines are matched to rules by
+    the log prefix fwgen writes; pfirewall.log lines, which name no rule, by the verdict
+    fwgen explain gives their connection. Prints per rule (logged lines, the exact
+    counter where read), per (protocol, port) with its registry names, per source
+    address and /24 or /48, first and last seen, and the rules with zero hits. Exit 1
+    when an input cannot be read. See docs/report.md.
+
+    \b
+    Examples:
+      fwgen report edge.yaml /var/log/kern.log /var/log/kern.log.2.gz --since 7d
+      nft -j list counters > c.json; fwgen report edge.yaml --journal --counters c.json
+      dmesg | fwgen report edge.yaml - --format json
+    """
+    from fwgen.report import make_report
+    from fwgen.report_format import RENDER
+
+    if (list(logs) + list(counters)).count("-") > 1:
+        raise click.UsageError("standard input (-) can be read once")
+    if not logs and not counters and not journal:
+        raise click.UsageError("give a LOG, --counters FILE or --journal")
+    start, end = _report_time(since, "'--since'"), _report_time(until, "'--until'")
+    stdin = sys.stdin.buffer.read() if "-" in logs or "-" in counters else None
+    try:
+        found, errors = make_report(policy, _registry(registry_path), logs, counters, journal, start, end, stdin)
+    except PolicyError as error:
+        _fail(error)
+        return
+    for line in errors:
+        click.echo(line, err=True)
+    if found is None:
+        sys.exit(1)
+    click.echo(RENDER[fmt](found), nl=False)
 
 
 def _linux_target(func: F) -> F:
