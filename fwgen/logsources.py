@@ -271,6 +271,11 @@ class Counter(NamedTuple):
     rule: str = ""
 
 
+# fwgen's rules live in filter; the judging of published ports (published_ports: enforce)
+# in mangle. Chain names are unique across the two (fwgen-published, fwgen-NAME-pub...).
+COUNTED_TABLES = ("filter", "mangle")
+
+
 def parse_counters(path: str, text: str) -> tuple[str, list[Counter]]:
     """``nft -j list counters`` or ``iptables-save -c`` output (detected) as counters;
     ``InputError`` (located) when it is neither."""
@@ -300,11 +305,11 @@ def parse_counters(path: str, text: str) -> tuple[str, list[Counter]]:
             table, seen_table = line[1:].strip(), True
             continue
         m = re.match(r"\[(\d+):(\d+)\] -A (\S+) (.*)$", line)
-        if m and table == "filter":
+        if m and table in COUNTED_TABLES:
             rest = f" {m.group(4)}"
             target = rest.rsplit(" -j ", 1)[1].split()[0] if " -j " in rest else ""
             counters.append(Counter("iptables", m.group(3), target, int(m.group(1)), m.group(4)))
-        elif line.startswith("-A ") and table == "filter":
+        elif line.startswith("-A ") and table in COUNTED_TABLES:
             raise InputError(f"{path}:{number}:1: a rule line without counters: save with iptables-save -c")
     if not seen_table:
         raise InputError(f"{path}:1:1: neither nft -j list counters nor iptables-save -c output")

@@ -31,7 +31,7 @@ from fwgen.logsources import FORMAT_NAMES, Counter, InputError, KernelLine, Wind
 from fwgen.policy import Policy
 from fwgen.registry import Registry
 from fwgen.targets.common import log_burst, log_tag
-from fwgen.targets.iptables import PUBLISHED_CHAIN, chains_for, published_chain_name
+from fwgen.targets.iptables import chains_for, published_chain, published_chain_name
 from fwgen.targets.nftables import PUBLISHED_DEFAULT, object_name
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -297,13 +297,14 @@ class Reader:
                       (table, PUBLISHED_DEFAULT): DEFAULT["in"]}
             keyed = [((c.table, c.name), c.packets) for c in counters]
         else:
-            # a logged rule's own chains (fwgen-rule-N; fwgen-published-N for forwarded
+            # a logged rule's own chains (fwgen-rule-N; fwgen-published-N or fwgen-NAME-pub-N for forwarded
             # connections DNATed to a container): their verdict line; the default deny lines
             chains = chains_for(self.ruleset)
             logged = [rule for rule in self.ruleset.rules if rule.logged]
             names = {(chains.of(rule), ""): rule.name for rule in logged}
-            names |= {(published_chain_name(rule), ""): rule.name for rule in logged}
-            defaults = {chains.input: DEFAULT["in"], chains.output: DEFAULT["out"], PUBLISHED_CHAIN: DEFAULT["in"]}
+            judging = published_chain(self.ruleset)  # in the mangle table, either mode
+            names |= {(published_chain_name(rule, judging), ""): rule.name for rule in logged}
+            defaults = {chains.input: DEFAULT["in"], chains.output: DEFAULT["out"], judging: DEFAULT["in"]}
             names |= {(chain, ""): name for chain, name in defaults.items()}
             keyed = [((c.table, ""), c.packets) for c in counters
                      if (c.table in defaults and '--comment "default: ' in c.rule)

@@ -257,6 +257,33 @@ def test_iptables_published_ports_counters(tmp_path: Path) -> None:
     assert (rules["app-others"], rules["default-inbound"]) == (7, 11)
 
 
+
+def test_iptables_published_ports_counters_chains_mode(tmp_path: Path) -> None:
+    """In chains mode the judging chain is fwgen-NAME-pub (and -pub-N for a logged rule),
+    in the mangle table: their counters count for their rules too."""
+    policy = tmp_path / "docker-host.yaml"
+    text = (ROOT / "policies" / "docker-host.yaml").read_text(encoding="utf-8")
+    chains = text.replace("published_ports: enforce\n", "published_ports: enforce\niptables: {mode: chains}\n")
+    policy.write_text(chains, encoding="utf-8")
+    built = subprocess.run([sys.executable, "-m", "fwgen", "build", str(policy), "-o", str(tmp_path / "out"), "-t",
+                            "iptables"], capture_output=True, text=True, cwd=ROOT)
+    assert built.returncode == 0, built.stderr
+    saved = (tmp_path / "out" / "docker-host" / "iptables" / "rules.v4").read_text(encoding="utf-8")
+    judging = next(line.split()[-1] for line in saved.splitlines()
+                   if line.startswith("-A FORWARD ") and "-pub" in line)
+    lines = []
+    for line in saved.splitlines():
+        count = 0
+        if line.startswith(f"-A {judging}-") and "-j LOG" not in line:
+            count = 4  # a logged rule's own chain: its verdict line
+        elif line.startswith(f"-A {judging} ") and "default: inbound deny (published ports)" in line:
+            count = 6
+        lines.append(f"[{count}:0] {line}" if line.startswith("-A") else line)
+    (tmp_path / "v4").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    found = doc(str(policy), "--counters", str(tmp_path / "v4"))
+    rules = {r["name"]: r["counted"] for r in found["rules"]}
+    assert (rules["app-others"], rules["default-inbound"]) == (4, 6)
+
 @pytest.mark.parametrize(("content", "message"), [
     ("{\"nftables\": [", ":1:15: not valid JSON"),
     ("{\"other\": 1}", ":1:1: not nft -j output"),
