@@ -128,3 +128,43 @@ def join_touching(partition: list[tuple[PortRange, Rule]], key: Callable[[Rule],
         else:
             joined.append((lo, hi, k))
     return joined
+
+
+class Node(NamedTuple):
+    """A node of a balanced tree over sorted, disjoint (lo, hi, key) entries: ``lo``..``hi``
+    spans its first entry's lo to its last entry's hi; a leaf holds entries, an inner
+    node its children (disjoint, in order)."""
+
+    lo: int
+    hi: int
+    entries: tuple[tuple[int, int, object], ...]  # a leaf's; () in an inner node
+    children: tuple[Node, ...]  # an inner node's; () in a leaf
+
+
+def balanced_tree(entries: list[tuple[int, int, K]], leaf: int, fanout: int) -> Node:
+    """The shallowest tree whose leaves hold at most ``leaf`` entries, every inner node at
+    most ``fanout`` children, the children of a level as even in size as they can be: its
+    depth is ceil(log_fanout(len / leaf)), so finding an entry's leaf takes
+    O(fanout * log(len)) comparisons of disjoint spans, whatever the number of entries."""
+    assert entries and leaf >= 1 and fanout >= 2
+    levels, leaves = 0, 1
+    while leaves * leaf < len(entries):
+        levels, leaves = levels + 1, leaves * fanout
+    # the smallest fanout that still reaches every entry in ``levels`` levels: as even as can be
+    width = fanout
+    while levels and width > 2 and (width - 1) ** levels * leaf >= len(entries):
+        width -= 1
+    return _node(tuple(entries), levels, width, leaf)
+
+
+def _node(entries: tuple[tuple[int, int, object], ...], levels: int, width: int, leaf: int) -> Node:
+    if levels == 0 or len(entries) <= leaf:
+        return Node(entries[0][0], entries[-1][1], entries, ())
+    parts = min(width, len(entries))
+    size, extra = divmod(len(entries), parts)
+    children, start = [], 0
+    for i in range(parts):
+        end = start + size + (i < extra)
+        children.append(_node(entries[start:end], levels - 1, width, leaf))
+        start = end
+    return Node(entries[0][0], entries[-1][1], (), tuple(children))
