@@ -13,8 +13,8 @@ the order between such runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from fwgen import engine
 from fwgen.ir import PORT_MAX, Direction, PortRange, Protocol, Rule, Ruleset, merge_ranges
@@ -137,15 +137,16 @@ class Node(NamedTuple):
 
     lo: int
     hi: int
-    entries: tuple[tuple[int, int, object], ...]  # a leaf's; () in an inner node
+    entries: tuple[tuple[Any, ...], ...]  # a leaf's (each starting lo, hi); () in an inner node
     children: tuple[Node, ...]  # an inner node's; () in a leaf
 
 
-def balanced_tree(entries: list[tuple[int, int, K]], leaf: int, fanout: int) -> Node:
-    """The shallowest tree whose leaves hold at most ``leaf`` entries, every inner node at
-    most ``fanout`` children, the children of a level as even in size as they can be: its
-    depth is ceil(log_fanout(len / leaf)), so finding an entry's leaf takes
-    O(fanout * log(len)) comparisons of disjoint spans, whatever the number of entries."""
+def balanced_tree(entries: Sequence[tuple[Any, ...]], leaf: int, fanout: int) -> Node:
+    """The shallowest tree over ``entries`` (tuples starting with lo and hi) whose leaves
+    hold at most ``leaf`` entries and inner nodes at most ``fanout`` children, the
+    children of a level as even in size as they can be: its depth is
+    ceil(log_fanout(len / leaf)), so finding an entry's leaf takes O(fanout * log(len))
+    comparisons of disjoint spans, whatever the number of entries."""
     assert entries and leaf >= 1 and fanout >= 2
     levels, leaves = 0, 1
     while leaves * leaf < len(entries):
@@ -157,7 +158,7 @@ def balanced_tree(entries: list[tuple[int, int, K]], leaf: int, fanout: int) -> 
     return _node(tuple(entries), levels, width, leaf)
 
 
-def _node(entries: tuple[tuple[int, int, object], ...], levels: int, width: int, leaf: int) -> Node:
+def _node(entries: tuple[tuple[Any, ...], ...], levels: int, width: int, leaf: int) -> Node:
     if levels == 0 or len(entries) <= leaf:
         return Node(entries[0][0], entries[-1][1], entries, ())
     parts = min(width, len(entries))

@@ -358,7 +358,7 @@ class _Lowering:
         def emit(node: Node, chain: str) -> None:  # root first, then each subtree in port order
             made.chains.append(chain)
             if not node.children:
-                made.chain_lines.extend(self.grouped(chain, head, list(node.entries)))  # type: ignore[arg-type]
+                made.chain_lines.extend(self.grouped(chain, head, list(node.entries)))
                 return
             named = [(child, name()) for child in node.children]
             for child, child_chain in named:
