@@ -344,7 +344,8 @@ class _Lowering:
         off the end of a chain and, every step below the root being a goto, returns to
         the base chain's next line, as it would have passed the lines there. So a packet
         meets at most TREE_FANOUT lines per level and TREE_LEAF in its leaf instead of
-        every line before its own."""
+        every line before its own. The tree is over line units (``_units``), so a block
+        of one target, packed into multiport lines, makes as few chains as lines allow."""
         shape = shapes()
         head = shape.protocol(protocol)
         inbound = base == self.chains.input
@@ -358,7 +359,7 @@ class _Lowering:
         def emit(node: Node, chain: str) -> None:  # root first, then each subtree in port order
             made.chains.append(chain)
             if not node.children:
-                made.chain_lines.extend(self.grouped(chain, head, list(node.entries)))
+                made.chain_lines.extend(self.grouped(chain, head, [e for unit in node.entries for e in unit[2]]))
                 return
             named = [(child, name()) for child in node.children]
             for child, child_chain in named:
@@ -371,7 +372,27 @@ class _Lowering:
         root = name()
         rules = [rule for *_, owners in entries for rule in owners]
         made.lines.append(shape.rule(base, head, self.comment_of(list(dict.fromkeys(rules))), root))
-        emit(balanced_tree(entries, TREE_LEAF, TREE_FANOUT), root)
+        emit(balanced_tree(_units(entries), TREE_LEAF, TREE_FANOUT), root)
+
+
+def _units(entries: list[tuple[int, int, str, list[Rule]]]) -> list[tuple[int, int, list[tuple[int, int, str,
+                                                                                         list[Rule]]]]]:
+    """(lo, hi, entries) for each run of consecutive entries of one target that one
+    multiport match holds (15 slots, a range taking two): the units of a dispatch tree,
+    one line each at most."""
+    units: list[tuple[int, int, list[tuple[int, int, str, list[Rule]]]]] = []
+    used = 0
+    for entry in entries:
+        slots = 1 if entry[0] == entry[1] else 2
+        if units and units[-1][2][-1][2] == entry[2] and used + slots <= MULTIPORT_SLOTS:
+            lo, _, members = units[-1]
+            members.append(entry)
+            units[-1] = (lo, entry[1], members)
+            used += slots
+        else:
+            units.append((entry[0], entry[1], [entry]))
+            used = slots
+    return units
 
 
 class Dispatch(NamedTuple):
