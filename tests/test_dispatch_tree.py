@@ -5,6 +5,7 @@ the threshold, named as fwgen's chains in both modes."""
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from fwgen import hoststate
 from fwgen.build import build
+from fwgen.ir import Ruleset
 from fwgen.lowering import Node, balanced_tree
 from fwgen.registry import bundled
 from fwgen.targets import iptables
@@ -80,3 +82,26 @@ def test_tree_chains_are_the_policys_own_in_chains_mode(tmp_path: Path) -> None:
     owned = hoststate.parse(text)["filter"].owned_chains()
     assert set(tree) <= set(owned)
     assert [c for c in owned if c.endswith("-in")] == [f"{prefix}-in"]  # how `fwgen apply` finds the prefix
+
+
+def _one_rule_ruleset(tmp: Path) -> Ruleset:
+    path = tmp / "p.yaml"
+    path.write_text("version: 1\nname: p\nrules:\n  - {name: r, action: allow, ports: [1]}\n", encoding="utf-8")
+    return build(str(path), bundled(), ("iptables",)).ruleset
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.integers(1, 3)), min_size=1, max_size=80))
+def test_the_line_count_is_the_lines_written(spec: list[tuple[int, bool, int]]) -> None:
+    """The threshold counts lines without writing them; the count must be what is written."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ruleset = _one_rule_ruleset(Path(tmp))
+    rule = ruleset.rules[0]
+    entries, port = [], 1
+    for target, is_range, gap in spec:
+        lo = port + gap
+        hi = lo + (3 if is_range else 0)
+        entries.append((lo, hi, ["ACCEPT", "DROP", "fwgen-rule-1", "fwgen-rule-2"][target], [rule]))
+        port = hi
+    lowering = iptables._Lowering(ruleset)
+    assert iptables._line_count(entries) == len(lowering.grouped("INPUT", " -p tcp", entries))

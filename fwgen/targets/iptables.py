@@ -311,10 +311,8 @@ class _Lowering:
                     entries[-1] = (last[0], hi, target, last[3] if last[3][-1] is rule else [*last[3], rule])
                 else:
                     entries.append((lo, hi, target, [rule]))
-            head = shape.protocol(proto.value)
-            lines = self.grouped(base, head, entries)
-            if len(lines) <= TREE_MIN_LINES:
-                made.lines.extend(lines)
+            if _line_count(entries) <= TREE_MIN_LINES:
+                made.lines.extend(self.grouped(base, shape.protocol(proto.value), entries))
             else:
                 self.tree(made, base, proto.value, entries)
         self.runs[(base, id(run))] = (run, made)  # keeping the run keeps its id unique
@@ -373,6 +371,26 @@ class _Lowering:
         rules = [rule for *_, owners in entries for rule in owners]
         made.lines.append(shape.rule(base, head, self.comment_of(list(dict.fromkeys(rules))), root))
         emit(balanced_tree(_units(entries), TREE_LEAF, TREE_FANOUT), root)
+
+
+def _line_count(entries: list[tuple[int, int, str, list[Rule]]]) -> int:
+    """How many lines ``_Lowering.grouped`` writes for the entries (as ``port_chunks``
+    packs each target's intervals), without writing them."""
+    slots: dict[str, list[int]] = {}  # target -> its intervals' slots
+    for lo, hi, target, _ in entries:
+        slots.setdefault(target, []).append(1 if lo == hi else 2)
+    count = 0
+    for used in slots.values():
+        if len(used) == 1 or sum(used) <= MULTIPORT_SLOTS:
+            count += 1
+            continue
+        chunk = 0
+        count += 1
+        for n in used:
+            if chunk + n > MULTIPORT_SLOTS:
+                count, chunk = count + 1, 0
+            chunk += n
+    return count
 
 
 def _units(entries: list[tuple[int, int, str, list[Rule]]]) -> list[tuple[int, int, list[tuple[int, int, str,
