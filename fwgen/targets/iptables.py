@@ -368,8 +368,11 @@ class _Lowering:
                 emit(child, child_chain)
 
         root = name()
-        rules = [rule for *_, owners in entries for rule in owners]
-        made.lines.append(shape.rule(base, head, self.comment_of(list(dict.fromkeys(rules))), root))
+        rules: dict[int, Rule] = {}  # each rule once, in order (by index: hashing a Rule hashes its ports)
+        for *_, owners in entries:
+            for rule in owners:
+                rules.setdefault(rule.index, rule)
+        made.lines.append(shape.rule(base, head, self.comment_of(list(rules.values())), root))
         emit(balanced_tree(_units(entries), TREE_LEAF, TREE_FANOUT), root)
 
 
