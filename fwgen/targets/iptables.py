@@ -328,7 +328,10 @@ class _Lowering:
                 by_target[target] = ([(lo, hi)], list(rules))
                 continue
             group[0].append((lo, hi))
-            group[1].extend(rule for rule in rules if rule is not group[1][-1])
+            owners = group[1]
+            for rule in rules:
+                if rule is not owners[-1]:
+                    owners.append(rule)
         shape = shapes()
         return [shape.rule(chain, head + match, self.comment_of(rules), target)
                 for target, (ranges, rules) in by_target.items() for match in port_chunks(ranges, shape)]
