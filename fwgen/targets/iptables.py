@@ -311,7 +311,8 @@ class _Lowering:
                     entries[-1] = (last[0], hi, target, last[3] if last[3][-1] is rule else [*last[3], rule])
                 else:
                     entries.append((lo, hi, target, [rule]))
-            if _line_count(entries) <= TREE_MIN_LINES:
+            # a line holds at most 15 intervals: more than that many times the threshold is a tree
+            if len(entries) <= MULTIPORT_SLOTS * TREE_MIN_LINES and _line_count(entries) <= TREE_MIN_LINES:
                 made.lines.extend(self.grouped(base, shape.protocol(proto.value), entries))
             else:
                 self.tree(made, base, proto.value, entries)
@@ -405,17 +406,17 @@ def _units(entries: list[tuple[int, int, str, list[Rule]]]) -> list[tuple[int, i
     multiport match holds (15 slots, a range taking two): the units of a dispatch tree,
     one line each at most."""
     units: list[tuple[int, int, list[tuple[int, int, str, list[Rule]]]]] = []
-    used = 0
+    members: list[tuple[int, int, str, list[Rule]]] = []
+    target, used = "", 0
     for entry in entries:
         slots = 1 if entry[0] == entry[1] else 2
-        if units and units[-1][2][-1][2] == entry[2] and used + slots <= MULTIPORT_SLOTS:
-            lo, _, members = units[-1]
-            members.append(entry)
-            units[-1] = (lo, entry[1], members)
-            used += slots
-        else:
-            units.append((entry[0], entry[1], [entry]))
-            used = slots
+        if entry[2] != target or used + slots > MULTIPORT_SLOTS:
+            if members:
+                units.append((members[0][0], members[-1][1], members))
+            members, target, used = [], entry[2], 0
+        members.append(entry)
+        used += slots
+    units.append((members[0][0], members[-1][1], members))
     return units
 
 
