@@ -13,8 +13,8 @@ the order between such runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from fwgen import engine
 from fwgen.ir import PORT_MAX, Direction, PortRange, Protocol, Rule, Ruleset, merge_ranges
@@ -128,3 +128,44 @@ def join_touching(partition: list[tuple[PortRange, Rule]], key: Callable[[Rule],
         else:
             joined.append((lo, hi, k))
     return joined
+
+
+class Node(NamedTuple):
+    """A node of a balanced tree over sorted, disjoint (lo, hi, key) entries: ``lo``..``hi``
+    spans its first entry's lo to its last entry's hi; a leaf holds entries, an inner
+    node its children (disjoint, in order)."""
+
+    lo: int
+    hi: int
+    entries: tuple[tuple[Any, ...], ...]  # a leaf's (each starting lo, hi); () in an inner node
+    children: tuple[Node, ...]  # an inner node's; () in a leaf
+
+
+def balanced_tree(entries: Sequence[tuple[Any, ...]], leaf: int, fanout: int) -> Node:
+    """The shallowest tree over ``entries`` (tuples starting with lo and hi) whose leaves
+    hold at most ``leaf`` entries and inner nodes at most ``fanout`` children, the
+    children of a level as even in size as they can be: its depth is
+    ceil(log_fanout(len / leaf)), so finding an entry's leaf takes O(fanout * log(len))
+    comparisons of disjoint spans, whatever the number of entries."""
+    assert entries and leaf >= 1 and fanout >= 2
+    levels, leaves = 0, 1
+    while leaves * leaf < len(entries):
+        levels, leaves = levels + 1, leaves * fanout
+    # the smallest fanout that still reaches every entry in ``levels`` levels: as even as can be
+    width = fanout
+    while levels and width > 2 and (width - 1) ** levels * leaf >= len(entries):
+        width -= 1
+    return _node(tuple(entries), levels, width, leaf)
+
+
+def _node(entries: tuple[tuple[Any, ...], ...], levels: int, width: int, leaf: int) -> Node:
+    if levels == 0 or len(entries) <= leaf:
+        return Node(entries[0][0], entries[-1][1], entries, ())
+    parts = min(width, len(entries))
+    size, extra = divmod(len(entries), parts)
+    children, start = [], 0
+    for i in range(parts):
+        end = start + size + (i < extra)
+        children.append(_node(entries[start:end], levels - 1, width, leaf))
+        start = end
+    return Node(entries[0][0], entries[-1][1], (), tuple(children))

@@ -47,7 +47,7 @@ from fwgen.ir import (
     Ruleset,
     by_protocol,
 )
-from fwgen.lowering import Run, partition, plan
+from fwgen.lowering import Node, Run, balanced_tree, partition, plan
 from fwgen.targets import BY_NAME, TargetOutput
 from fwgen.targets.common import (
     IGMP,
@@ -66,6 +66,12 @@ MULTIPORT_SLOTS = 15
 CHAIN_PREFIX = "fwgen-"  # every chain fwgen makes; what a jump to fwgen's state targets
 CHAINS_MODE_LINE = "fwgen iptables mode: chains"  # the header line of a chains-mode file
 MAX_CHAIN = 28  # iptables' chain name limit (XT_EXTENSION_MAXNAMELEN - 1 - 3 for the -j)
+# A run's lines of one protocol above this many become a dispatch tree of chains (see
+# ``_Lowering.tree``): at most TREE_LEAF port intervals per leaf chain, TREE_FANOUT
+# children per inner chain. Read at render time (the tests lower them to force trees).
+TREE_MIN_LINES = 64
+TREE_LEAF = 16
+TREE_FANOUT = 8
 PUBLISHED_CHAIN = "fwgen-published"  # published_ports: enforce (table mode), in the mangle table
 MANGLE_BUILTIN = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 _PER = {"second": "second", "minute": "minute", "hour": "hour"}
@@ -104,6 +110,12 @@ class Chains(NamedTuple):
     prerouting: str  # raw table: the reverse-path check
     reject: str
     rule: str  # a logged rule N's chain is this + N
+    tree: str = CHAIN_PREFIX  # a dispatch tree's chains: this + i|o + tcp|udp + N
+
+    def tree_node(self, inbound: bool, protocol: str, number: int) -> str:
+        name = f"{self.tree}{'i' if inbound else 'o'}{protocol}{number}"
+        assert len(name) <= MAX_CHAIN, name
+        return name
 
     def of(self, rule: Rule) -> str:
         name = f"{self.rule}{rule.index}"
@@ -130,7 +142,8 @@ def chains_for(ruleset: Ruleset) -> Chains:
     if not ruleset.options.iptables_chains:
         return TABLE_CHAINS
     prefix = policy_prefix(ruleset.name)
-    return Chains(f"{prefix}-in", f"{prefix}-out", f"{prefix}-pre", f"{prefix}-reject", f"{prefix}-rule-")
+    return Chains(f"{prefix}-in", f"{prefix}-out", f"{prefix}-pre", f"{prefix}-reject", f"{prefix}-rule-",
+                  f"{prefix}-")
 
 
 def chain_name(rule: Rule) -> str:
@@ -218,7 +231,8 @@ class _Lowering:
         # rule -> its (interface and protocol, selector) matches, comment and target
         self.heads: dict[int, tuple[list[tuple[str, str]], str, str]] = {}
         self.singles: dict[int, list[str]] = {}  # the lines of rules that are the same in both families
-        self.runs: dict[tuple[str, int], tuple[Run, list[str]]] = {}  # (base, id(run)) -> (run, lines)
+        self.runs: dict[tuple[str, int], tuple[Run, Dispatch]] = {}  # (base, id(run)) -> (run, its lines)
+        self.tree_nodes: dict[tuple[str, str], int] = {}  # (base, protocol) -> tree chains made so far
         monitor = ruleset.monitor
         self.rate, self.burst = f"{monitor.rate}/{_PER[monitor.per]}", str(log_burst(ruleset))
 
@@ -278,38 +292,144 @@ class _Lowering:
             for local in locals_
         ]
 
-    def run(self, run: Run, base: str) -> list[str]:
+    def run(self, run: Run, base: str) -> Dispatch:
         """Consecutive port-only rules: their first-match partition of the port space,
         grouped by target. The intervals are disjoint, so grouping them changes nothing,
-        and each target needs only as many lines as multiport's 15 slots require."""
+        and each target needs only as many lines as multiport's 15 slots require. A
+        protocol whose lines would be more than TREE_MIN_LINES becomes a tree of chains
+        instead (``tree``)."""
         found = self.runs.get((base, id(run)))  # plan() hands both families the same Run
         if found is not None:
             return found[1]
         ruleset, shape = self.ruleset, shapes()
-        lines: list[str] = []
+        made = Dispatch([], [], [])
         target_of = {rule.index: _target(ruleset, rule, self.chains) for rule in run.rules}
         for proto in PROTOCOLS:
-            # target -> (its intervals, touching ones joined; the rules owning them)
-            by_target: dict[str, tuple[list[tuple[int, int]], list[Rule]]] = {}
+            # (lo, hi, target, the rules deciding it): touching intervals of one target joined
+            entries: list[tuple[int, int, str, list[Rule]]] = []
             for (lo, hi), rule in partition(ruleset, run.rules, proto):
                 target = target_of[rule.index]
-                group = by_target.get(target)
-                if group is None:
-                    by_target[target] = ([(lo, hi)], [rule])
-                    continue
-                ranges, rules = group
-                if ranges[-1][1] + 1 == lo:  # the interval before, same target
-                    ranges[-1] = (ranges[-1][0], hi)
+                if entries and entries[-1][2] == target and entries[-1][1] + 1 == lo:
+                    last = entries[-1]
+                    entries[-1] = (last[0], hi, target, last[3] if last[3][-1] is rule else [*last[3], rule])
                 else:
-                    ranges.append((lo, hi))
-                if rules[-1] is not rule:
-                    rules.append(rule)
-            head = shape.protocol(proto.value)
-            for target, (ranges, rules) in by_target.items():
-                comment = self.comment_of(rules)
-                lines.extend(shape.rule(base, head + match, comment, target) for match in port_chunks(ranges, shape))
-        self.runs[(base, id(run))] = (run, lines)  # keeping the run keeps its id unique
-        return lines
+                    entries.append((lo, hi, target, [rule]))
+            # a line holds at most 15 intervals: more than that many times the threshold is a tree
+            if len(entries) <= MULTIPORT_SLOTS * TREE_MIN_LINES and _line_count(entries) <= TREE_MIN_LINES:
+                made.lines.extend(self.grouped(base, shape.protocol(proto.value), entries))
+            else:
+                self.tree(made, base, proto.value, entries)
+        self.runs[(base, id(run))] = (run, made)  # keeping the run keeps its id unique
+        return made
+
+    def grouped(self, chain: str, head: str, entries: list[tuple[int, int, str, list[Rule]]]) -> list[str]:
+        """Lines of ``chain`` for the entries of one protocol: one per target (in the order
+        of its first interval) and multiport chunk."""
+        by_target: dict[str, tuple[list[tuple[int, int]], list[Rule]]] = {}
+        for lo, hi, target, rules in entries:
+            group = by_target.get(target)
+            if group is None:
+                by_target[target] = ([(lo, hi)], list(rules))
+                continue
+            group[0].append((lo, hi))
+            owners = group[1]
+            for rule in rules:
+                if rule is not owners[-1]:
+                    owners.append(rule)
+        shape = shapes()
+        return [shape.rule(chain, head + match, self.comment_of(rules), target)
+                for target, (ranges, rules) in by_target.items() for match in port_chunks(ranges, shape)]
+
+    def tree(self, made: Dispatch, base: str, protocol: str,
+             entries: list[tuple[int, int, str, list[Rule]]]) -> None:
+        """The dispatch tree of one protocol's entries (``lowering.balanced_tree``): the
+        base chain jumps (``-j``) to the root for the protocol; an inner chain sends a
+        packet on (``-g``) to the one child whose port span holds its port; a leaf chain
+        holds its entries' lines, as the base chain would. A packet no entry covers falls
+        off the end of a chain and, every step below the root being a goto, returns to
+        the base chain's next line, as it would have passed the lines there. So a packet
+        meets at most TREE_FANOUT lines per level and TREE_LEAF in its leaf instead of
+        every line before its own. The tree is over line units (``_units``), so a block
+        of one target, packed into multiport lines, makes as few chains as lines allow."""
+        shape = shapes()
+        head = shape.protocol(protocol)
+        inbound = base == self.chains.input
+
+        def name() -> str:
+            key = (base, protocol)
+            number = self.tree_nodes.get(key, 0)
+            self.tree_nodes[key] = number + 1
+            return self.chains.tree_node(inbound, protocol, number)
+
+        def emit(node: Node, chain: str) -> None:  # root first, then each subtree in port order
+            made.chains.append(chain)
+            if not node.children:
+                made.chain_lines.extend(self.grouped(chain, head, [e for unit in node.entries for e in unit[2]]))
+                return
+            named = [(child, name()) for child in node.children]
+            for child, child_chain in named:
+                match = shape.port(str(child.lo)) if child.lo == child.hi else shape.port_range(
+                    str(child.lo), str(child.hi))
+                made.chain_lines.append(shape.bare_goto(chain, head + match, child_chain))
+            for child, child_chain in named:
+                emit(child, child_chain)
+
+        root = name()
+        rules: dict[int, Rule] = {}  # each rule once, in order (by index: hashing a Rule hashes its ports)
+        for *_, owners in entries:
+            for rule in owners:
+                rules.setdefault(rule.index, rule)
+        made.lines.append(shape.rule(base, head, self.comment_of(list(rules.values())), root))
+        emit(balanced_tree(_units(entries), TREE_LEAF, TREE_FANOUT), root)
+
+
+def _line_count(entries: list[tuple[int, int, str, list[Rule]]]) -> int:
+    """How many lines ``_Lowering.grouped`` writes for the entries (as ``port_chunks``
+    packs each target's intervals), without writing them."""
+    slots: dict[str, list[int]] = {}  # target -> its intervals' slots
+    for lo, hi, target, _ in entries:
+        slots.setdefault(target, []).append(1 if lo == hi else 2)
+    count = 0
+    for used in slots.values():
+        if len(used) == 1 or sum(used) <= MULTIPORT_SLOTS:
+            count += 1
+            continue
+        chunk = 0
+        count += 1
+        for n in used:
+            if chunk + n > MULTIPORT_SLOTS:
+                count, chunk = count + 1, 0
+            chunk += n
+    return count
+
+
+def _units(entries: list[tuple[int, int, str, list[Rule]]]) -> list[tuple[int, int, list[tuple[int, int, str,
+                                                                                         list[Rule]]]]]:
+    """(lo, hi, entries) for each run of consecutive entries of one target that one
+    multiport match holds (15 slots, a range taking two): the units of a dispatch tree,
+    one line each at most."""
+    units: list[tuple[int, int, list[tuple[int, int, str, list[Rule]]]]] = []
+    members: list[tuple[int, int, str, list[Rule]]] = []
+    target, used = "", 0
+    for entry in entries:
+        slots = 1 if entry[0] == entry[1] else 2
+        if entry[2] != target or used + slots > MULTIPORT_SLOTS:
+            if members:
+                units.append((members[0][0], members[-1][1], members))
+            members, target, used = [], entry[2], 0
+        members.append(entry)
+        used += slots
+    units.append((members[0][0], members[-1][1], members))
+    return units
+
+
+class Dispatch(NamedTuple):
+    """A run's lines in its base chain, and the chains of its dispatch trees (root first)
+    with their lines."""
+
+    lines: list[str]
+    chains: list[str]
+    chain_lines: list[str]
 
 
 @functools.cache
@@ -424,6 +544,8 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
     chains: dict[str, str] = {}
     lines: list[str] = []
     rule_lines: list[str] = []
+    tree_chains: list[str] = []
+    tree_lines: list[str] = []
     uses_reject = False
     logged = [rule for rule in shared.logged if rule.applies_to(family.number)]
     for direction, builtin, base in ((Direction.IN, "INPUT", own.input), (Direction.OUT, "OUTPUT", own.output)):
@@ -432,7 +554,10 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
         lines.extend(_prologue(family, base, direction is Direction.IN))
         for segment in plan(ruleset, direction, family.number):
             if isinstance(segment, Run):
-                lines.extend(shared.run(segment, base))
+                dispatch = shared.run(segment, base)
+                lines.extend(dispatch.lines)
+                tree_chains.extend(dispatch.chains)
+                tree_lines.extend(dispatch.chain_lines)
             else:
                 lines.extend(shared.single(segment.rule, family, base))
         for rule in logged:
@@ -476,10 +601,10 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
         "mangle_builtin": judged.builtin,
         "mangle_chains": judged.chains,
         "mangle": "\n".join(judged.lines),
-        "user_chains": ([own.input, own.output] if sharing else []) + user_chains,
+        "user_chains": ([own.input, own.output] if sharing else []) + tree_chains + user_chains,
         # every -A line, in order, one per line (thousands of them: joined here, not by
         # a template loop, which costs more than building them)
-        "rules": "\n".join(lines + rule_lines + reject_lines + jumps["filter"]),
+        "rules": "\n".join(lines + tree_lines + rule_lines + reject_lines + jumps["filter"]),
     }
 
 

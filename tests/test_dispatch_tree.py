@@ -1,0 +1,107 @@
+"""The shape of iptables' dispatch trees (the kernel proof is
+tests/differential/test_dispatch_tree.py): balanced, within their bounds, used only above
+the threshold, named as fwgen's chains in both modes."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fwgen import hoststate
+from fwgen.build import build
+from fwgen.ir import Ruleset
+from fwgen.lowering import Node, balanced_tree
+from fwgen.registry import bundled
+from fwgen.targets import iptables
+
+
+def _leaves(node: Node, depth: int = 0) -> list[tuple[int, Node]]:
+    if not node.children:
+        return [(depth, node)]
+    return [leaf for child in node.children for leaf in _leaves(child, depth + 1)]
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 3000), st.integers(1, 20), st.integers(2, 12))
+def test_a_balanced_tree_keeps_every_entry_in_order_within_its_bounds(count: int, leaf: int, fanout: int) -> None:
+    entries = [(3 * i, 3 * i + 1, i) for i in range(count)]
+    tree = balanced_tree(entries, leaf, fanout)
+    leaves = _leaves(tree)
+    assert [e for _, node in leaves for e in node.entries] == entries
+    assert all(1 <= len(node.entries) <= leaf for _, node in leaves)
+    depth = max(d for d, _ in leaves)
+    levels = 0
+    while leaf * fanout ** levels < count:
+        levels += 1
+    assert depth <= levels  # logarithmic: ceil(log_fanout(count / leaf))
+
+    def check(node: Node) -> None:
+        assert node.lo == (node.entries or node.children)[0][0] and node.hi == (node.entries or node.children)[-1][1]
+        if node.children:
+            assert 2 <= len(node.children) <= fanout
+            assert all(a.hi < b.lo for a, b in zip(node.children, node.children[1:], strict=False))
+            for child in node.children:
+                check(child)
+
+    check(tree)
+
+
+def _policy(tmp_path: Path, ports: int, chains: bool = False, name: str = "tree") -> dict[str, str]:
+    rules = "".join(f"  - {{name: r{i}, action: monitor, protocol: tcp, "
+                    f"ports: [{1000 + 2 * i}]}}\n" for i in range(ports))
+    mode = "iptables: {mode: chains}\n" if chains else ""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"version: 1\nname: {name}\ndefaults: {{inbound: deny, outbound: allow}}\n{mode}rules:\n{rules}",
+                    encoding="utf-8")
+    return build(str(path), bundled(), ("iptables",)).files
+
+
+def test_the_tree_starts_above_the_threshold(tmp_path: Path) -> None:
+    linear = _policy(tmp_path, iptables.TREE_MIN_LINES)["iptables/rules.v4"]
+    assert " -g fwgen-" not in linear and linear.count("-A INPUT -p tcp --dport ") == iptables.TREE_MIN_LINES
+    tree = _policy(tmp_path, iptables.TREE_MIN_LINES + 1)["iptables/rules.v4"]
+    assert re.findall(r"^-A INPUT -p tcp .*$", tree, re.M) == [
+        re.search(r"^-A INPUT -p tcp -m comment .* -j fwgen-itcp0$", tree, re.M)[0]]  # type: ignore[index]
+    assert tree.count(" -g fwgen-itcp") >= 2
+    # each rule's own chain (r1's is fwgen-rule-2), still reached from its leaf
+    assert re.search(r"^-A fwgen-itcp\d+ -p tcp --dport 1002 .* -j fwgen-rule-2$", tree, re.M)
+
+
+def test_tree_chains_are_the_policys_own_in_chains_mode(tmp_path: Path) -> None:
+    files = _policy(tmp_path, 3000, chains=True, name="a-long-name")
+    prefix = iptables.policy_prefix("a-long-name")
+    text = files["iptables/rules.v4"]
+    declared = re.findall(r"^:(\S+) ", text, re.M)
+    tree = [c for c in declared if re.fullmatch(re.escape(prefix) + r"-itcp\d+", c)]
+    assert len(tree) > 100 and all(len(c) <= iptables.MAX_CHAIN for c in declared)
+    assert all(c.startswith(prefix + "-") for c in declared)  # `fwgen remove` deletes them with the policy's
+    owned = hoststate.parse(text)["filter"].owned_chains()
+    assert set(tree) <= set(owned)
+    assert [c for c in owned if c.endswith("-in")] == [f"{prefix}-in"]  # how `fwgen apply` finds the prefix
+
+
+def _one_rule_ruleset(tmp: Path) -> Ruleset:
+    path = tmp / "p.yaml"
+    path.write_text("version: 1\nname: p\nrules:\n  - {name: r, action: allow, ports: [1]}\n", encoding="utf-8")
+    return build(str(path), bundled(), ("iptables",)).ruleset
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.integers(1, 3)), min_size=1, max_size=80))
+def test_the_line_count_is_the_lines_written(spec: list[tuple[int, bool, int]]) -> None:
+    """The threshold counts lines without writing them; the count must be what is written."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ruleset = _one_rule_ruleset(Path(tmp))
+    rule = ruleset.rules[0]
+    entries, port = [], 1
+    for target, is_range, gap in spec:
+        lo = port + gap
+        hi = lo + (3 if is_range else 0)
+        entries.append((lo, hi, ["ACCEPT", "DROP", "fwgen-rule-1", "fwgen-rule-2"][target], [rule]))
+        port = hi
+    lowering = iptables._Lowering(ruleset)
+    assert iptables._line_count(entries) == len(lowering.grouped("INPUT", " -p tcp", entries))
