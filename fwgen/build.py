@@ -302,6 +302,11 @@ def _stage(target: Path, text: str, staged: list[tuple[str, Path]], created: lis
         handle.write(text)
 
 
+# Up to this many files sync one after the other: starting threads costs more than the
+# waits they share (one policy writes five files; a fleet, thousands).
+SERIAL_SYNC_MAX = 16
+
+
 def _sync(staged: list[tuple[str, Path]]) -> None:
     """Every staged file on disk before the first rename (a crash then leaves the old
     file or the new one, never an empty one). Each fsync waits for the disk; many at
@@ -317,15 +322,30 @@ def _sync(staged: list[tuple[str, Path]]) -> None:
         except OSError as exc:
             raise _write_error(target, exc) from None
 
-    if len(staged) <= 4:
+    if len(staged) <= SERIAL_SYNC_MAX:
         for tmp, target in staged:
             sync(tmp, target)
         return
-    from concurrent.futures import ThreadPoolExecutor
+    import threading
 
-    with ThreadPoolExecutor(max_workers=min(32, len(staged))) as pool:
-        for done in [pool.submit(sync, tmp, target) for tmp, target in staged]:
-            done.result()
+    count = min(32, len(staged))
+    failed: list[tuple[int, PolicyError]] = []  # (place in staged, error)
+
+    def run(first: int) -> None:
+        for i in range(first, len(staged), count):
+            try:
+                sync(*staged[i])
+            except PolicyError as error:
+                failed.append((i, error))
+                return
+
+    threads = [threading.Thread(target=run, args=(first,)) for first in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise min(failed, key=lambda f: f[0])[1]
 
 
 def _replace_all(staged: list[tuple[str, Path]]) -> list[Path]:
