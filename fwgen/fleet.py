@@ -21,6 +21,7 @@ from fwgen.errors import Location, PolicyError
 from fwgen.files import Files, list_yaml
 from fwgen.policy import Policy, load_policy
 from fwgen.registry import Registry
+from fwgen.targets import TARGETS
 
 # below this many policies per worker, a worker costs more than it saves
 MIN_PER_WORKER = 4
@@ -177,6 +178,12 @@ def _in_workers(paths: list[str], jobs: int, progress: Callable[[int], None] | N
     from fwgen import render
 
     render.preload()  # the workers then import nothing
+    # made once here rather than in every worker: each target's line shapes, and the
+    # registry's index of names (any policy naming a service needs it)
+    for target in TARGETS:
+        render.shapes(target.lines)
+    if _REGISTRY is not None:
+        _REGISTRY.pairs("ssh")
     workers: list[tuple[int, int]] = []  # (pid, the read end of its pipe)
     received: dict[int, list[Host | Failed]] = {}
     errors: list[BaseException] = []
