@@ -123,29 +123,34 @@ def choose_targets(policy: Policy, asked: tuple[str, ...] | None) -> tuple[str, 
     return tuple(name for name in NAMES if name in wanted)
 
 
-def _features(ruleset: Ruleset) -> list[tuple[Feature, int | None]]:
+def _features(ruleset: Ruleset) -> list[tuple[Feature, int | None, int]]:
     """What the policy asks of its targets: (feature, the first rule's index, or None
-    for the policy as a whole), one entry per feature and rule."""
-    found: list[tuple[Feature, int | None]] = []
-    for rule in ruleset.rules:
-        if rule.interfaces is not None:
-            found.append((Feature.INTERFACE, rule.index))
-        if rule.profiles is not None:
-            found.append((Feature.PROFILES, rule.index))
-        if rule.action is Action.MONITOR:
-            found.append((Feature.MONITOR, rule.index))
-        elif rule.log:
-            found.append((Feature.LOG, rule.index))
+    for the policy as a whole, and how many rules ask for it), in the order the rules
+    first ask for each (a rule's interface, then profiles, then monitor or log)."""
+    kinds = (Feature.INTERFACE, Feature.PROFILES, Feature.MONITOR, Feature.LOG)
+    counts = [0] * len(kinds)  # by position in kinds: an enum's hash is Python code, slow per rule
+    first_place = [0] * len(kinds)  # the place of the first rule asking, and its index
+    first_index = [0] * len(kinds)
+    for place, rule in enumerate(ruleset.rules):
+        asked = (rule.interfaces is not None, rule.profiles is not None, rule.action is Action.MONITOR,
+                 rule.action is not Action.MONITOR and rule.log)
+        for kind, yes in enumerate(asked):
+            if yes:
+                if not counts[kind]:
+                    first_place[kind], first_index[kind] = place, rule.index
+                counts[kind] += 1
+    order = sorted((first_place[kind], kind) for kind in range(len(kinds)) if counts[kind])
+    found: list[tuple[Feature, int | None, int]] = [(kinds[k], first_index[k], counts[k]) for _, k in order]
     denies = Action.DENY in (ruleset.defaults.inbound, ruleset.defaults.outbound) or any(
         rule.action is Action.DENY for rule in ruleset.rules)
     if ruleset.defaults.reject and denies:
-        found.append((Feature.REJECT, None))
+        found.append((Feature.REJECT, None, 1))
     if ruleset.options.published_ports:
-        found.append((Feature.PUBLISHED_PORTS, None))
+        found.append((Feature.PUBLISHED_PORTS, None, 1))
         inbound_denies = ruleset.defaults.inbound is Action.DENY or any(
             rule.action is Action.DENY for rule in ruleset.rules if rule.direction is Direction.IN)
         if ruleset.defaults.reject and inbound_denies:
-            found.append((Feature.PUBLISHED_REJECT, None))
+            found.append((Feature.PUBLISHED_REJECT, None, 1))
     return found
 
 
@@ -171,7 +176,7 @@ def check_targets(policy: Policy, ruleset: Ruleset, targets: tuple[str, ...]) ->
     warnings: list[BuildWarning] = []
     for name in targets:
         target = BY_NAME[name]
-        for feature, index in features:
+        for feature, index, _ in features:
             if feature in target.lacks:
                 rule = f"rule '{source[index].name}' uses {feature.value}" if index is not None else feature.value
                 others = [t for t in NAMES if feature not in BY_NAME[t].lacks]
@@ -180,11 +185,8 @@ def check_targets(policy: Policy, ruleset: Ruleset, targets: tuple[str, ...]) ->
                     f"{rule}, which {name} cannot express ({target.lacks[feature]}); "
                     f"say which targets this policy is for: targets: [{', '.join(others)}]",
                 )
-        seen: set[Feature] = set()
-        for feature, index in features:
-            if feature in target.degrades and feature not in seen:
-                seen.add(feature)
-                count = sum(1 for f, _ in features if f is feature)
+        for feature, index, count in features:
+            if feature in target.degrades:
                 which = "" if index is None else f" (rule '{source[index].name}'" + (
                     f" and {count - 1} more)" if count > 1 else ")")
                 warnings.append(BuildWarning(location(feature, index), policy.path,
@@ -300,6 +302,11 @@ def _stage(target: Path, text: str, staged: list[tuple[str, Path]], created: lis
         handle.write(text)
 
 
+# Up to this many files sync one after the other: starting threads costs more than the
+# waits they share (one policy writes five files; a fleet, thousands).
+SERIAL_SYNC_MAX = 16
+
+
 def _sync(staged: list[tuple[str, Path]]) -> None:
     """Every staged file on disk before the first rename (a crash then leaves the old
     file or the new one, never an empty one). Each fsync waits for the disk; many at
@@ -315,15 +322,30 @@ def _sync(staged: list[tuple[str, Path]]) -> None:
         except OSError as exc:
             raise _write_error(target, exc) from None
 
-    if len(staged) <= 4:
+    if len(staged) <= SERIAL_SYNC_MAX:
         for tmp, target in staged:
             sync(tmp, target)
         return
-    from concurrent.futures import ThreadPoolExecutor
+    import threading
 
-    with ThreadPoolExecutor(max_workers=min(32, len(staged))) as pool:
-        for done in [pool.submit(sync, tmp, target) for tmp, target in staged]:
-            done.result()
+    count = min(32, len(staged))
+    failed: list[tuple[int, PolicyError]] = []  # (place in staged, error)
+
+    def run(first: int) -> None:
+        for i in range(first, len(staged), count):
+            try:
+                sync(*staged[i])
+            except PolicyError as error:
+                failed.append((i, error))
+                return
+
+    threads = [threading.Thread(target=run, args=(first,)) for first in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise min(failed, key=lambda f: f[0])[1]
 
 
 def _replace_all(staged: list[tuple[str, Path]]) -> list[Path]:

@@ -21,6 +21,7 @@ from fwgen.errors import Location, PolicyError
 from fwgen.files import Files, list_yaml
 from fwgen.policy import Policy, load_policy
 from fwgen.registry import Registry
+from fwgen.targets import TARGETS
 
 # below this many policies per worker, a worker costs more than it saves
 MIN_PER_WORKER = 4
@@ -108,7 +109,7 @@ def _build_one(path: str) -> Host | Failed:
     # the worker writes (not yet in place) what it built: writing is a fifth of a fleet's work
     staging = Staging()
     try:
-        staging.add(stage, {f"{host.name}/{relative}": text for relative, text in result.files.items()})
+        staging.add(stage, {f"{host.name}/{relative}": text for relative, text in host.files.items()})
     except PolicyError as error:
         staging.discard()
         return Failed(path, str(error))
@@ -167,20 +168,99 @@ def _discard(outcomes: Sequence[Host | Failed]) -> None:
 
 
 def _in_workers(paths: list[str], jobs: int, progress: Callable[[int], None] | None) -> list[Host | Failed]:
-    import multiprocessing
+    """Fork ``jobs`` workers: worker k builds policies k, k + jobs, k + 2 jobs, ... (a
+    fleet's hosts are alike, so each gets its share of the work) and sends each outcome
+    (pickled, after its length) through its pipe as it is done. A worker that fails
+    fails the build, and what every worker staged is removed again."""
+    import pickle
+    import selectors
 
     from fwgen import render
 
     render.preload()  # the workers then import nothing
-    context = multiprocessing.get_context("fork")
-    chunk = max(1, len(paths) // (jobs * 8))
-    outcomes = []
-    with context.Pool(jobs) as pool:
-        for outcome in pool.imap(_build_one, paths, chunksize=chunk):
-            outcomes.append(outcome)
-            if progress:
-                progress(1)
+    # made once here rather than in every worker: each target's line shapes, and the
+    # registry's index of names (any policy naming a service needs it)
+    for target in TARGETS:
+        render.shapes(target.lines)
+    if _REGISTRY is not None:
+        _REGISTRY.pairs("ssh")
+    workers: list[tuple[int, int]] = []  # (pid, the read end of its pipe)
+    received: dict[int, list[Host | Failed]] = {}
+    errors: list[BaseException] = []
+    try:
+        for k in range(jobs):
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # never returns
+                _work(paths[k::jobs], write_fd, [read_fd, *(fd for _, fd in workers)])
+            os.close(write_fd)
+            workers.append((pid, read_fd))
+            received[read_fd] = []
+        pending = {fd: bytearray() for _, fd in workers}
+        with selectors.DefaultSelector() as selector:
+            for _, fd in workers:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                for key, _ in selector.select():
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        selector.unregister(key.fd)
+                        continue
+                    data = pending[key.fd]
+                    data += chunk
+                    while len(data) >= 4 and len(data) >= 4 + (size := int.from_bytes(data[:4], "big")):
+                        outcome = pickle.loads(data[4:4 + size])
+                        del data[:4 + size]
+                        if isinstance(outcome, BaseException):
+                            errors.append(outcome)
+                            continue
+                        received[key.fd].append(outcome)
+                        if progress:
+                            progress(1)
+    except BaseException as error:
+        errors.append(error)
+    finally:
+        statuses = [os.waitpid(pid, 0)[1] for pid, _ in workers]
+        for _, fd in workers:
+            os.close(fd)
+    done = [received[fd] for _, fd in workers]
+    if errors or any(statuses):
+        _discard([outcome for mine in done for outcome in mine])
+        raise errors[0] if errors else RuntimeError("fwgen: a build worker failed")
+    outcomes: list[Host | Failed] = [Failed("", "")] * len(paths)
+    for k, mine in enumerate(done):
+        outcomes[k::jobs] = mine
     return outcomes
+
+
+def _work(paths: list[str], write_fd: int, others: list[int]) -> None:
+    """A worker: build ``paths``, send each outcome (or the error that stops it) to the
+    parent (see ``_in_workers``), exit. ``others``: the parent's descriptors to close."""
+    import pickle
+
+    def send(value: object) -> None:
+        try:
+            data = pickle.dumps(value)
+        except Exception:  # an error that does not pickle: its text, then
+            import traceback
+
+            data = pickle.dumps(RuntimeError(traceback.format_exc()))
+        pipe.write(len(data).to_bytes(4, "big") + data)
+        pipe.flush()
+
+    status = 1
+    try:
+        for fd in others:
+            os.close(fd)
+        with os.fdopen(write_fd, "wb") as pipe:
+            try:
+                for path in paths:
+                    send(_build_one(path))
+            except BaseException as error:  # raised again in the parent
+                send(error)
+        status = 0
+    finally:
+        os._exit(status)
 
 
 def _gather(outcomes: list[Host | Failed], listed: set[str]) -> FleetResult:

@@ -167,3 +167,38 @@ def test_a_warning_about_a_shared_file_is_printed_once(tmp_path: Path) -> None:
     assert code == 0
     shared_lines = [line for line in stderr.splitlines() if line.startswith(f"{tmp_path}/base/rules.yaml:")]
     assert len(shared_lines) == 1 and "monitor rules become allow rules" in shared_lines[0], stderr
+
+
+@pytest.mark.parametrize("failure", ["raise", "exit"])
+def test_a_failing_worker_fails_the_build_and_leaves_nothing_behind(
+    fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str,
+) -> None:
+    """A worker that breaks (a bug raising in it, or the process dying) fails the whole
+    build, and what the other worker staged meanwhile is removed again."""
+    import os
+
+    from fwgen import fleet as fleet_module
+
+    for i in range(12):
+        (fleet / f"h{i:02}.yaml").write_text(OPEN + f"name: h{i:02}\nrules:\n  - action: deny\n    ports: [{i}]\n",
+                                             encoding="utf-8")
+    real = fleet_module._build_one
+    parent = os.getpid()
+
+    def broken(path: str) -> object:
+        if os.getpid() != parent and path.endswith("h11.yaml"):  # in a worker only
+            if failure == "exit":
+                os._exit(3)
+            raise RuntimeError("a bug in the build")
+        return real(path)
+
+    monkeypatch.setattr(fleet_module, "_build_one", broken)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="a bug in the build" if failure == "raise" else "a build worker failed"):
+        build_fleet([str(fleet)], bundled(), jobs=2, stage=str(out))
+    assert not out.exists()  # the staged files and every directory made for them are gone
+    monkeypatch.setattr(fleet_module, "_build_one", real)
+    result = build_fleet([str(fleet)], bundled(), jobs=2, stage=str(out))
+    assert not result.errors and len(result.hosts) == 15
+    assert result.staging is not None
+    result.staging.discard()

@@ -153,6 +153,20 @@ def test_one_warning_per_feature_counts_the_rules(tmp_path: Path) -> None:
     assert monitor[0].location is not None and monitor[0].location.line == 7
 
 
+def test_each_feature_counts_its_own_rules_at_its_first(tmp_path: Path) -> None:
+    """Features asked for by interleaved rules: one warning each, at its own first rule,
+    counting only its rules (a rule that monitors is not counted as logging)."""
+    kinds = ["log", "monitor", "log", "monitorlog", "log"]
+    rules = "".join(
+        f"  - name: r{i}\n    action: {'monitor' if kind.startswith('monitor') else 'allow'}\n    ports: [{1000 + i}]\n"
+        + ("    log: true\n" if kind.endswith("log") else "")
+        for i, kind in enumerate(kinds))
+    policy = write(tmp_path, f"version: 1\nname: p\ndefaults:\n  inbound: allow\nrules:\n{rules}")
+    result = building.build(policy, registry.bundled(), ("windows",))
+    assert [w.message.rsplit(" (", 1)[1] for w in result.warnings] == ["rule 'r0' and 2 more)", "rule 'r1' and 1 more)"]
+    assert [w.location.line for w in result.warnings if w.location] == [9, 11]
+
+
 # ---------------------------------------------------------------------- targets: and -t
 
 

@@ -1,0 +1,62 @@
+"""Writing outputs: every staged file is synced before the first rename, serially for a
+few files and in threads for many (``fwgen.build._sync``); a file that cannot be synced
+is one located error naming it, and nothing is written."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from fwgen import build as build_module
+from fwgen.build import SERIAL_SYNC_MAX, write_atomically
+from fwgen.errors import PolicyError
+
+
+@pytest.mark.parametrize("count", [3, SERIAL_SYNC_MAX + 1, 200])
+def test_every_file_is_synced_before_any_is_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     count: int) -> None:
+    out = tmp_path / "out"
+    files = {f"h{i:03}/f.txt": f"{i}\n" for i in range(count)}
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        assert not any(out.glob("*/f.txt")), "a file was renamed into place before every file was synced"
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(build_module.os, "fsync", fsync)
+    written = write_atomically(out, files)
+    assert len(synced) == count and len(written) == count
+    assert {p.relative_to(out).as_posix(): p.read_text(encoding="utf-8") for p in written} == files
+
+
+@pytest.mark.parametrize("count", [3, SERIAL_SYNC_MAX + 1, 200])
+def test_a_file_that_cannot_be_synced_is_an_error_and_nothing_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int,
+) -> None:
+    out = tmp_path / "out"
+    files = {f"h{i:03}/f.txt": f"{i}\n" for i in range(count)}
+    bad = {count // 2, count - 1}  # the files whose sync fails; the error names the first
+    names: dict[int, str] = {}
+    real_open, real_fsync = os.open, os.fsync
+
+    def open_(path: str, flags: int, *args: int) -> int:
+        fd = real_open(path, flags, *args)
+        names[fd] = str(path)
+        return fd
+
+    def fsync(fd: int) -> None:
+        if int(Path(names[fd]).parent.name[1:]) in bad:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(build_module.os, "open", open_)
+    monkeypatch.setattr(build_module.os, "fsync", fsync)
+    with pytest.raises(PolicyError) as caught:
+        write_atomically(out, files)
+    assert str(caught.value) == f"fwgen: cannot write {out / f'h{count // 2:03}' / 'f.txt'}: {os.strerror(errno.EIO)}"
+    assert not out.exists()  # no file, no temporary file, no directory made for them
