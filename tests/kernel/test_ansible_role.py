@@ -28,7 +28,8 @@ from tests.kernel.netns import Namespace, Probe, connect, listen, run_probes
 ROOT = Path(__file__).resolve().parents[2]
 HOST, PEER = "10.0.9.1", "10.0.9.2"
 PORT = 2222  # what the reachability check probes: the stand-in for SSH
-TIMEOUT = 4  # fwgen_timeout: seconds fwgen apply waits for the confirmation
+TIMEOUT = 15  # fwgen_timeout: seconds fwgen apply waits for the confirmation (two Ansible tasks run
+# between the load and the confirmation: on a loaded 2-core machine they took over 4 s)
 
 POLICY = f"""\
 version: 1
