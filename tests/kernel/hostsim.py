@@ -87,6 +87,20 @@ def saved(ns: Namespace, family: int) -> str:
                      if not line.startswith("#")) + "\n"
 
 
+def chains_named(ns: Namespace, prefix: str) -> list[str]:
+    """``TABLE CHAIN`` of every chain whose name starts with ``prefix``, both families
+    (Docker's ``DOCKER``, kube-proxy's ``KUBE-``), sorted."""
+    chains = []
+    for family in (4, 6):
+        table = ""
+        for line in saved(ns, family).splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith(f":{prefix}"):
+                chains.append(f"{table} {line[1:].split()[0]}")
+    return sorted(chains)
+
+
 def _is_fwgen(line: str) -> bool:
     if line.startswith(":fwgen-") or line.startswith("-A fwgen-"):
         return True

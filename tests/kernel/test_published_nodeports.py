@@ -27,6 +27,7 @@ import pytest
 from fwgen.build import build
 from fwgen.explain import Explainer
 from fwgen.registry import bundled
+from tests.kernel.hostsim import chains_named
 from tests.kernel.netns import (
     Namespace,
     Probe,
@@ -151,18 +152,6 @@ def kube_proxy_chains(family: int) -> str:
     return "\n".join(nat + rules + ["COMMIT"] + filter_) + "\n"
 
 
-def kube_chains(node: Namespace) -> list[str]:
-    chains = []
-    for tool in ("iptables-save", "ip6tables-save"):
-        table = ""
-        for line in node.run([tool]).stdout.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-            elif line.startswith(":KUBE-"):
-                chains.append(f"{table} {line[1:].split()[0]}")
-    return sorted(chains)
-
-
 class Node:
     def __init__(self, node: Namespace, pod: Namespace, peer: Namespace) -> None:
         self.node, self.pod, self.peer = node, pod, peer
@@ -221,9 +210,9 @@ def load(node: Node, target: str, files: dict[str, str]) -> None:
             node.node.run([tool, "-P", "FORWARD", "DROP"])
         kube_proxy_syncs(node.node)
     # kube-proxy's next sync changes nothing, whatever fwgen loaded
-    before = kube_chains(node.node)
+    before = chains_named(node.node, "KUBE-")
     kube_proxy_syncs(node.node)
-    assert kube_chains(node.node) == before
+    assert chains_named(node.node, "KUBE-") == before
 
 
 def expected(explainer: Explainer) -> dict[str, str]:

@@ -31,7 +31,7 @@ import yaml
 from fwgen.build import build
 from fwgen.explain import Explainer
 from fwgen.registry import bundled
-from tests.kernel.hostsim import fwgen
+from tests.kernel.hostsim import chains_named, fwgen
 from tests.kernel.netns import (
     Namespace,
     Probe,
@@ -160,19 +160,6 @@ def docker_starts(host: Namespace) -> None:
         host.run([tool, "--noflush"], input=docker_layout(family, host))
 
 
-def docker_chains(host: Namespace) -> list[str]:
-    """``TABLE CHAIN`` of every Docker chain, both families."""
-    chains = []
-    for tool in ("iptables-save", "ip6tables-save"):
-        table = ""
-        for line in host.run([tool]).stdout.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-            elif line.startswith(":DOCKER"):
-                chains.append(f"{table} {line[1:].split()[0]}")
-    return sorted(chains)
-
-
 class Lab:
     def __init__(self, host: Namespace, container: Namespace, peer: Namespace) -> None:
         self.host, self.container, self.peer = host, container, peer
@@ -244,7 +231,7 @@ def load(lab: Lab, target: str, files: dict[str, str]) -> None:
     if target.startswith("chains"):
         if target == "chains-at-boot":  # a reboot: no rule at all, then netfilter-persistent, then Docker
             lab.host.run(["nft", "flush", "ruleset"])
-            assert docker_chains(lab.host) == []
+            assert chains_named(lab.host, "DOCKER") == []
         for tool, name in (("iptables-restore", "rules.v4"), ("ip6tables-restore", "rules.v6")):
             lab.host.run([tool, "--noflush"], input=files[f"iptables/{name}"])
         if target == "chains-at-boot":
@@ -252,7 +239,7 @@ def load(lab: Lab, target: str, files: dict[str, str]) -> None:
         return
     # table mode replaces the whole filter table, Docker's chains included ...
     load_iptables(lab.host, files["iptables/rules.v4"], files["iptables/rules.v6"])
-    assert docker_chains(lab.host) == ["nat DOCKER"] * 2
+    assert chains_named(lab.host, "DOCKER") == ["nat DOCKER"] * 2
     # ... until Docker starts (or restarts) and recreates them
     docker_starts(lab.host)
 
@@ -266,12 +253,12 @@ def expected(mode: str) -> dict[str, str]:
 @pytest.mark.parametrize("target", TARGETS)
 def test_published_ports_follow_the_policy(lab: Lab, tmp_path: Path, target: str, mode: str) -> None:
     docker_starts(lab.host)
-    before = docker_chains(lab.host)
+    before = chains_named(lab.host, "DOCKER")
     assert len(before) == 10  # nat DOCKER; filter DOCKER, DOCKER-ISOLATION-STAGE-1/2, DOCKER-USER; both families
     assert lab.probe() == expected("docker alone")  # the positive control: every published port open
     files = outputs(tmp_path, mode, target)
     load(lab, target, files)
-    assert docker_chains(lab.host) == before
+    assert chains_named(lab.host, "DOCKER") == before
     assert lab.probe() == expected(mode)
     if mode == "enforce" and target != "nftables":  # fwgen's one jump, in mangle FORWARD, and nothing in FORWARD
         for tool in ("iptables", "ip6tables"):
