@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.kernel.netns import Namespace, NetnsError
+from tests.kernel.netns import Namespace, NetnsError, connect, mac_address, static_neighbours, sysctl
 
 ROOT = Path(__file__).resolve().parents[2]
 BANNED = {4: "192.0.2.66", 6: "2001:db8:a::66"}  # fail2ban has banned this admin address
@@ -85,6 +85,28 @@ def saved(ns: Namespace, family: int) -> str:
     text = ns.run([save_tool(family)]).stdout
     return "\n".join(re.sub(r" \[\d+:\d+\]$", "", line) for line in text.splitlines()
                      if not line.startswith("#")) + "\n"
+
+
+def bridged_guest(host: Namespace, guest: Namespace, bridge: str, gateway: tuple[str, str],
+                  addresses: tuple[str, str], host_if: str) -> None:
+    """``guest`` behind a bridge of ``host``, as Docker (docker0) and a CNI (cni0) make
+    one: the bridge holds the gateways (IPv4, IPv6, with prefix lengths), a veth pair
+    ``host_if``/eth0 joins the guest (``addresses``, with prefix lengths), whose default
+    routes go through the gateways. Neighbour entries are permanent both ways, so no
+    first packet waits for ARP or neighbour discovery (which takes longer than a dropped
+    SYN's timeout on the bridge)."""
+    host.run(["ip", "link", "add", bridge, "type", "bridge"])
+    sysctl(host, f"net.ipv6.conf.{bridge}.accept_dad", 0)
+    host.run(["ip", "addr", "add", gateway[0], "dev", bridge])
+    host.run(["ip", "addr", "add", gateway[1], "dev", bridge, "nodad"])
+    connect(host, guest, peer_addrs=list(addresses), host_if=host_if, peer_if="eth0")
+    host.run(["ip", "link", "set", host_if, "master", bridge])
+    host.run(["ip", "link", "set", bridge, "up"])
+    gateways = [address.split("/")[0] for address in gateway]
+    guest.run(["ip", "route", "add", "default", "via", gateways[0]])
+    guest.run(["ip", "-6", "route", "add", "default", "via", gateways[1]])
+    static_neighbours(guest, "eth0", gateways, mac_address(host, bridge))
+    static_neighbours(host, bridge, [address.split("/")[0] for address in addresses], mac_address(guest, "eth0"))
 
 
 def chains_named(ns: Namespace, prefix: str) -> list[str]:

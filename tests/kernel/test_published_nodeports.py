@@ -27,7 +27,7 @@ import pytest
 from fwgen.build import build
 from fwgen.explain import Explainer
 from fwgen.registry import bundled
-from tests.kernel.hostsim import chains_named
+from tests.kernel.hostsim import bridged_guest, chains_named
 from tests.kernel.netns import (
     Namespace,
     Probe,
@@ -167,19 +167,10 @@ class Node:
 @pytest.fixture
 def node() -> Iterator[Node]:
     with Namespace() as host, Namespace() as pod, Namespace() as peer:
-        host.run(["ip", "link", "add", "cni0", "type", "bridge"])
-        sysctl(host, "net.ipv6.conf.cni0.accept_dad", 0)
-        host.run(["ip", "addr", "add", "10.244.1.1/24", "dev", "cni0"])
-        host.run(["ip", "addr", "add", "fd00:244:1::1/64", "dev", "cni0", "nodad"])
-        connect(host, pod, peer_addrs=[POD + "/24", POD6 + "/64"], host_if="vethpod", peer_if="eth0")
-        host.run(["ip", "link", "set", "vethpod", "master", "cni0"])
-        host.run(["ip", "link", "set", "cni0", "up"])
-        pod.run(["ip", "route", "add", "default", "via", "10.244.1.1"])
-        pod.run(["ip", "-6", "route", "add", "default", "via", "fd00:244:1::1"])
+        bridged_guest(host, pod, "cni0", ("10.244.1.1/24", "fd00:244:1::1/64"), (POD + "/24", POD6 + "/64"),
+                      host_if="vethpod")
         connect(host, peer, host_addrs=[NODE, NODE6], peer_addrs=[PEER, PEER_ADMIN, PEER6, PEER6_ADMIN],
                 host_if="eth0", peer_if="eth0")
-        static_neighbours(pod, "eth0", ["10.244.1.1", "fd00:244:1::1"], mac_address(host, "cni0"))
-        static_neighbours(host, "cni0", [POD, POD6], mac_address(pod, "eth0"))
         static_neighbours(host, "eth0", [PEER, PEER_ADMIN, PEER6, PEER6_ADMIN], mac_address(peer, "eth0"))
         static_neighbours(peer, "eth0", [NODE, NODE6], mac_address(host, "eth0"))
         peer.run(["ip", "route", "add", "10.96.0.0/12", "via", NODE])  # cluster IPs, through the node

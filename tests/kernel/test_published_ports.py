@@ -31,7 +31,7 @@ import yaml
 from fwgen.build import build
 from fwgen.explain import Explainer
 from fwgen.registry import bundled
-from tests.kernel.hostsim import chains_named, fwgen
+from tests.kernel.hostsim import bridged_guest, chains_named, fwgen
 from tests.kernel.netns import (
     Namespace,
     Probe,
@@ -184,23 +184,13 @@ class Lab:
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     with Namespace() as host, Namespace() as container, Namespace() as peer:
-        host.run(["ip", "link", "add", "docker0", "type", "bridge"])
-        sysctl(host, "net.ipv6.conf.docker0.accept_dad", 0)
-        host.run(["ip", "addr", "add", "172.17.0.1/16", "dev", "docker0"])
-        host.run(["ip", "addr", "add", "fd00:17::1/64", "dev", "docker0", "nodad"])
-        connect(host, container, peer_addrs=[CONTAINER + "/16", CONTAINER6 + "/64"], host_if="vethc", peer_if="eth0")
-        host.run(["ip", "link", "set", "vethc", "master", "docker0"])
-        host.run(["ip", "link", "set", "docker0", "up"])
-        container.run(["ip", "route", "add", "default", "via", "172.17.0.1"])
-        container.run(["ip", "-6", "route", "add", "default", "via", "fd00:17::1"])
+        bridged_guest(host, container, "docker0", ("172.17.0.1/16", "fd00:17::1/64"),
+                      (CONTAINER + "/16", CONTAINER6 + "/64"), host_if="vethc")
         connect(host, peer, host_addrs=[HOST, HOST_OTHER, HOST6, HOST6_OTHER],
                 peer_addrs=[PEER, PEER_ADMIN, PEER6, PEER6_ADMIN], host_if="eth0", peer_if="eth0")
         peer.run(["ip", "route", "add", "172.17.0.0/16", "via", HOST])
         peer.run(["ip", "-6", "route", "add", "fd00:17::/64", "via", HOST6])
-        # Permanent neighbour entries: no first packet waits for ARP or neighbour discovery
-        # (which takes longer than a dropped SYN's timeout on the bridge)
-        static_neighbours(container, "eth0", ["172.17.0.1", "fd00:17::1"], mac_address(host, "docker0"))
-        static_neighbours(host, "docker0", [CONTAINER, CONTAINER6], mac_address(container, "eth0"))
+        # permanent neighbour entries on the peer's link too (bridged_guest makes the guest's)
         static_neighbours(host, "eth0", [PEER, PEER_ADMIN, PEER6, PEER6_ADMIN], mac_address(peer, "eth0"))
         static_neighbours(peer, "eth0", [HOST, HOST_OTHER, HOST6, HOST6_OTHER], mac_address(host, "eth0"))
         sysctl(host, "net.ipv4.ip_forward", 1)
