@@ -588,17 +588,21 @@ _MATCHES = {"local": lambda r: r.local_v4 is not None or r.local_v6 is not None,
             "interface": lambda r: r.interfaces is not None, "profiles": lambda r: r.profiles is not None}
 
 
-def tally(target: str, ruleset: Ruleset, decided: list[tuple[Case, str | None]]) -> None:
+def tally(target: str, ruleset: Ruleset, decided: list[tuple[Case, str | None]],
+          selected: frozenset[int] = frozenset()) -> None:
     """Count checked probes: per protocol kind (icmp, icmpv6, each raw protocol, tcp,
-    udp), and, for local, interface and profiles, those a rule with that match could
-    decide (one of the probe's direction has it) and those such a rule did decide."""
+    udp), and, for local, interface, profiles and select, those a rule with that match
+    could decide (one of the probe's direction has it) and those such a rule did decide.
+    ``selected``: the positions (``Rule.index``) of the rules written with ``select:``,
+    which the IR does not mark (a select rule resolves to ports)."""
     by_name = {rule.name: rule for rule in ruleset.rules}
-    present = {(d.value, match) for d in Direction for match, has in _MATCHES.items()
+    matches = {**_MATCHES, "select": lambda r: r.index in selected}
+    present = {(d.value, match) for d in Direction for match, has in matches.items()
                if any(has(r) for r in ruleset.rules_for(d))}
     for case, rule in decided:
         kind = f"protocol {case.protocol}" if case.kind == "raw" else case.kind
         PROBES[(target, kind)] += 1
-        for match, has in _MATCHES.items():
+        for match, has in matches.items():
             if (case.direction, match) in present:
                 PROBES[(target, f"{match}: a rule could decide")] += 1
                 if rule is not None and has(by_name[rule]):

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from fwgen.build import BuildResult, build
 from fwgen.explain import Explainer
 from fwgen.registry import bundled
-from tests.differential.harness import Case, Lab, Report, check_policy, choose_cases, concurrently, tally
+from tests.differential.harness import PROBES, Case, Lab, Report, check_policy, choose_cases, concurrently, tally
 from tests.differential.policygen import (
     FEATURES,
     Coverage,
@@ -51,6 +51,7 @@ EXAMPLES = sorted((ROOT / "policies").glob("*.yaml")) + sorted((ROOT / "policies
 REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.yaml"))
 SEEDED_POLICIES = int(os.environ.get("FWGEN_SEEDED_POLICIES", "5"))
 RANDOM_POLICIES = int(os.environ.get("FWGEN_RANDOM_POLICIES", "10"))
+SELECT_TARGETS = ("iptables", "nftables", "windows model")  # PROBES' names of the targets
 
 
 def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path,
@@ -72,8 +73,10 @@ def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path,
         reports[target] = check_policy(labs[target], result.ruleset, result.files, explainer, cases, log)
 
     concurrently(*(functools.partial(one, target) for target in labs if target in result.targets))
+    rules = (yaml.safe_load(text) or {}).get("rules") or []
+    selected = frozenset(i for i, r in enumerate(rules, 1) if isinstance(r, dict) and "select" in r)
     for report in reports.values():
-        tally(report.target, result.ruleset, [(o.case, o.rule) for o in report.outcomes])
+        tally(report.target, result.ruleset, [(o.case, o.rule) for o in report.outcomes], selected)
     if "windows" in result.targets:
         windows = Report("windows")
         script = result.files[f"windows/{result.ruleset.name}.cmd"]
@@ -82,7 +85,7 @@ def run_policy(labs: dict[str, Lab], log: KernelLog, text: str, workdir: Path,
         windows.problems = windows_problems(script, explainer, wcases, previous_windows, decided) + \
             exclusive_problems(result.ruleset, explainer, wcases)
         windows.outcomes = [None] * len(wcases)  # type: ignore[list-item]
-        tally("windows model", result.ruleset, decided)
+        tally("windows model", result.ruleset, decided, selected)
         reports["windows"] = windows
     return result, [reports[t] for t in (*labs, "windows") if t in reports]
 
@@ -177,8 +180,13 @@ def _random_policies(labs: tuple[dict[str, Lab], KernelLog], workdir: Path, feat
 @pytest.mark.parametrize("feature", FEATURES)
 def test_seeded_random_policies_agree_with_explain(labs: tuple[dict[str, Lab], KernelLog], feature: str,
                                                    tmp_path: Path) -> None:
+    decided = "select: such a rule decided"
+    before = {t: PROBES[(t, decided)] for t in SELECT_TARGETS}
     coverage = _random_policies(labs, tmp_path, feature, SEEDED_POLICIES)
     assert coverage.counts[feature] == coverage.policies >= SEEDED_POLICIES
+    if feature == "select":  # the probes reached the select rules themselves, on every target
+        reached = {t: PROBES[(t, decided)] - before[t] for t in SELECT_TARGETS}
+        assert min(reached.values()) >= SEEDED_POLICIES, reached
 
 
 def test_random_policies_agree_with_explain(labs: tuple[dict[str, Lab], KernelLog], tmp_path: Path) -> None:
