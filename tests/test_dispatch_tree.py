@@ -105,3 +105,42 @@ def test_the_line_count_is_the_lines_written(spec: list[tuple[int, bool, int]]) 
         port = hi
     lowering = iptables._Lowering(ruleset)
     assert iptables._line_count(entries) == len(lowering.grouped("INPUT", " -p tcp", entries))
+
+
+def _networks_policy(tmp_path: Path, count: int, chains: bool = False, name: str = "nets") -> dict[str, str]:
+    """One rule allowing ssh from ``count`` disjoint /24s (and one IPv6 network)."""
+    networks = ", ".join(f"10.{i // 256}.{i % 256}.0/24" for i in range(0, 2 * count, 2))
+    mode = "iptables: {mode: chains}\n" if chains else ""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"version: 1\nname: {name}\ndefaults: {{inbound: deny, outbound: allow}}\n{mode}"
+                    f"acknowledge: [ssh-lockout]\nrules:\n  - {{name: clients, action: allow, protocol: tcp, "
+                    f"ports: [ssh], from: [{networks}, '2001:db8::/48']}}\n", encoding="utf-8")
+    return build(str(path), bundled(), ("iptables",)).files
+
+
+def test_the_address_tree_starts_above_the_threshold(tmp_path: Path) -> None:
+    linear = _networks_policy(tmp_path, iptables.TREE_MIN_LINES)["iptables/rules.v4"]
+    assert " -m iprange " not in linear and linear.count("-A INPUT -p tcp -s 10.") == iptables.TREE_MIN_LINES
+    files = _networks_policy(tmp_path, iptables.TREE_MIN_LINES + 1)
+    tree = files["iptables/rules.v4"]
+    # the base chain: one jump to the root, matching all but the address
+    assert re.findall(r"^-A INPUT -p tcp .*$", tree, re.M) == [
+        re.search(r"^-A INPUT -p tcp --dport 22 -m comment .* -j fwgen-ia0$", tree, re.M)[0]]  # type: ignore[index]
+    inner = re.findall(r"^-A (fwgen-ia\d+) -m iprange --src-range (\S+)-(\S+) -g (fwgen-ia\d+)$", tree, re.M)
+    assert len(inner) >= 5
+    leaves = re.findall(r"^-A fwgen-ia\d+ -s (10\.\S+) -m comment .* -j ACCEPT$", tree, re.M)
+    assert sorted(leaves) == sorted(f"10.{i // 256}.{i % 256}.0/24" for i in range(0, 2 * 65, 2))
+    assert max(len(re.findall(rf"^-A {c} ", tree, re.M)) for c in set(re.findall(r"^:(fwgen-ia\d+) ", tree, re.M))
+               ) <= max(iptables.TREE_LEAF, iptables.TREE_FANOUT)
+    assert "fwgen-ia" not in files["iptables/rules.v6"]  # one IPv6 network: its line as before
+
+
+def test_address_tree_chains_are_the_policys_own_in_chains_mode(tmp_path: Path) -> None:
+    files = _networks_policy(tmp_path, 500, chains=True, name="a-long-name")
+    prefix = iptables.policy_prefix("a-long-name")
+    text = files["iptables/rules.v4"]
+    declared = re.findall(r"^:(\S+) ", text, re.M)
+    tree = [c for c in declared if re.fullmatch(re.escape(prefix) + r"-ia\d+", c)]
+    assert len(tree) > 30 and all(len(c) <= iptables.MAX_CHAIN for c in declared)
+    assert all(c.startswith(prefix + "-") for c in declared)
+    assert set(tree) <= set(hoststate.parse(text)["filter"].owned_chains())

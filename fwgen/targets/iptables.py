@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable, Sequence
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import NamedTuple
 
 from fwgen import render as rendering
@@ -68,7 +69,10 @@ CHAINS_MODE_LINE = "fwgen iptables mode: chains"  # the header line of a chains-
 MAX_CHAIN = 28  # iptables' chain name limit (XT_EXTENSION_MAXNAMELEN - 1 - 3 for the -j)
 # A run's lines of one protocol above this many become a dispatch tree of chains (see
 # ``_Lowering.tree``): at most TREE_LEAF port intervals per leaf chain, TREE_FANOUT
-# children per inner chain. Read at render time (the tests lower them to force trees).
+# children per inner chain. A rule whose lines in one family would be more than
+# TREE_MIN_LINES, over more than TREE_LEAF remote networks, gets a tree over those
+# networks instead (``_Lowering.address_tree``). Read at render time (the tests lower
+# them to force trees).
 TREE_MIN_LINES = 64
 TREE_LEAF = 16
 TREE_FANOUT = 8
@@ -114,6 +118,12 @@ class Chains(NamedTuple):
 
     def tree_node(self, inbound: bool, protocol: str, number: int) -> str:
         name = f"{self.tree}{'i' if inbound else 'o'}{protocol}{number}"
+        assert len(name) <= MAX_CHAIN, name
+        return name
+
+    def address_node(self, inbound: bool, number: int) -> str:
+        """A chain of an address tree (``_Lowering.address_tree``): this + i|o + a + N."""
+        name = f"{self.tree}{'i' if inbound else 'o'}a{number}"
         assert len(name) <= MAX_CHAIN, name
         return name
 
@@ -260,6 +270,17 @@ class _Lowering:
             ]
         return lines
 
+    def single_heads(self, rule: Rule) -> tuple[list[tuple[str, str]], str, str]:
+        """A rule's (interface and protocol, selector) matches, comment and target."""
+        made = self.heads.get(rule.index)
+        if made is None:
+            shape = shapes()
+            interface = shape.in_interface if rule.direction is Direction.IN else shape.out_interface
+            interfaces = [interface(name.replace("*", "+")) for name in rule.interfaces or ()] or [""]
+            heads = [(via + protocol, selector) for via in interfaces for protocol, selector in _protocol_parts(rule)]
+            made = self.heads[rule.index] = (heads, self.comment(rule), _target(self.ruleset, rule, self.chains))
+        return made
+
     def single(self, rule: Rule, family: Family, base: str) -> list[str]:
         """A rule with any match beyond ports, in its place: one line per (interface,
         protocol part, remote network, local network)."""
@@ -268,13 +289,7 @@ class _Lowering:
             return found
         shape = shapes()
         inbound = rule.direction is Direction.IN
-        made = self.heads.get(rule.index)
-        if made is None:
-            interface = shape.in_interface if inbound else shape.out_interface
-            interfaces = [interface(name.replace("*", "+")) for name in rule.interfaces or ()] or [""]
-            heads = [(via + protocol, selector) for via in interfaces for protocol, selector in _protocol_parts(rule)]
-            made = self.heads[rule.index] = (heads, self.comment(rule), _target(self.ruleset, rule, self.chains))
-        heads, comment, target = made
+        heads, comment, target = self.single_heads(rule)
         remote_nets, local_nets = network_texts(self.ruleset, rule, family.number)
         if remote_nets is None and local_nets is None:
             lines = [shape.rule(base, head + selector, comment, target) for head, selector in heads]
@@ -291,6 +306,62 @@ class _Lowering:
             for remote in remotes
             for local in locals_
         ]
+
+    def address_tree(self, rule: Rule, family: Family, base: str) -> Dispatch | None:
+        """A rule with many remote networks (more than TREE_LEAF, and more than
+        TREE_MIN_LINES lines in ``single``'s form) as a dispatch tree over them, or None
+        for ``single``'s lines. The base chain jumps (``-j``) to the root once per
+        (interface, protocol part), matching everything but the remote address; inner
+        chains send a packet on (``-g``) to the one child whose address span
+        (``-m iprange``) holds its remote address; a leaf holds ``single``'s lines for its
+        networks, without the matches the base chain made. The networks are collapsed
+        (sorted, disjoint) and the rule has one target, so the order of leaf lines
+        changes nothing; a packet in none of them falls off the end of a chain and, every
+        step below the root being a goto, returns to the base chain's next line, as it
+        would have passed the rule's lines there."""
+        remotes = rule.remote(family.number)
+        if not remotes or len(remotes) <= TREE_LEAF:
+            return None
+        remote_nets, local_nets = network_texts(self.ruleset, rule, family.number)
+        assert remote_nets is not None
+        self.single_heads(rule)
+        heads, comment, target = self.heads[rule.index]
+        if len(heads) * len(remote_nets) * len(local_nets or [""]) <= TREE_MIN_LINES:
+            return None
+        shape = shapes()
+        inbound = rule.direction is Direction.IN
+        remote_flag, local_flag = (shape.source, shape.destination) if inbound else (shape.destination, shape.source)
+        span = shape.source_range if inbound else shape.destination_range
+        address = IPv4Address if family.number == 4 else IPv6Address
+        locals_ = [local_flag(net) for net in local_nets or ()] or [""]
+        networks: Sequence[IPv4Network | IPv6Network] = remotes
+        entries = [(int(net.network_address), int(net.broadcast_address), text)
+                   for net, text in zip(networks, remote_nets, strict=True)]
+        made = Dispatch([], [], [])
+        key = (base, f"a{family.number}")
+
+        def name() -> str:
+            number = self.tree_nodes.get(key, 0)
+            self.tree_nodes[key] = number + 1
+            return self.chains.address_node(inbound, number)
+
+        def emit(node: Node, chain: str) -> None:  # root first, then each subtree in address order
+            made.chains.append(chain)
+            if not node.children:
+                made.chain_lines.extend(shape.rule(chain, remote_flag(text) + local, comment, target)
+                                        for _, _, text in node.entries for local in locals_)
+                return
+            named = [(child, name()) for child in node.children]
+            for child, child_chain in named:
+                made.chain_lines.append(shape.bare_goto(
+                    chain, span(str(address(child.lo)), str(address(child.hi))), child_chain))
+            for child, child_chain in named:
+                emit(child, child_chain)
+
+        root = name()
+        made.lines.extend(shape.rule(base, head + selector, comment, root) for head, selector in heads)
+        emit(balanced_tree(entries, TREE_LEAF, TREE_FANOUT), root)
+        return made
 
     def run(self, run: Run, base: str) -> Dispatch:
         """Consecutive port-only rules: their first-match partition of the port space,
@@ -559,7 +630,13 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
                 tree_chains.extend(dispatch.chains)
                 tree_lines.extend(dispatch.chain_lines)
             else:
-                lines.extend(shared.single(segment.rule, family, base))
+                tree = shared.address_tree(segment.rule, family, base)
+                if tree is None:
+                    lines.extend(shared.single(segment.rule, family, base))
+                else:
+                    lines.extend(tree.lines)
+                    tree_chains.extend(tree.chains)
+                    tree_lines.extend(tree.chain_lines)
         for rule in logged:
             if rule.direction is direction:
                 rule_lines.extend(shared.identity_chain(rule))
