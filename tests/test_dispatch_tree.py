@@ -4,6 +4,7 @@ the threshold, named as fwgen's chains in both modes."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tempfile
 from pathlib import Path
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from fwgen import hoststate
 from fwgen.build import build
-from fwgen.ir import Ruleset
+from fwgen.ir import Protocol, Ruleset
 from fwgen.lowering import Node, balanced_tree
 from fwgen.registry import bundled
 from fwgen.targets import iptables
@@ -144,3 +145,43 @@ def test_address_tree_chains_are_the_policys_own_in_chains_mode(tmp_path: Path) 
     assert len(tree) > 30 and all(len(c) <= iptables.MAX_CHAIN for c in declared)
     assert all(c.startswith(prefix + "-") for c in declared)
     assert set(tree) <= set(hoststate.parse(text)["filter"].owned_chains())
+
+
+class _Nets:
+    """A stand-in rule for ``iptables._first_match``: only its remote networks."""
+
+    def __init__(self, index: int, nets: list[ipaddress.IPv4Network]) -> None:
+        self.index, self.nets = index, tuple(ipaddress.collapse_addresses(nets))
+
+    def remote(self, family: int) -> tuple[ipaddress.IPv4Network, ...]:
+        return self.nets
+
+
+_NET = st.builds(lambda host, prefix: ipaddress.ip_network(f"10.0.0.{host}/{prefix}", strict=False),
+                 st.integers(0, 255), st.integers(24, 32))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.lists(_NET, min_size=1, max_size=5), min_size=1, max_size=6))
+def test_the_address_partition_is_first_match(nets: list[list[ipaddress.IPv4Network]]) -> None:
+    rules = [_Nets(i, n) for i, n in enumerate(nets)]
+    spans = iptables._first_match(rules, 4)  # type: ignore[arg-type]
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))  # sorted, disjoint
+    assert all(not (a[2] is b[2] and a[1] + 1 == b[0]) for a, b in zip(spans, spans[1:], strict=False))  # joined
+    decided = {address: rule for lo, hi, rule in spans for address in range(lo, hi + 1)}
+    for address in range(int(ipaddress.ip_address("10.0.0.0")), int(ipaddress.ip_address("10.0.0.255")) + 1):
+        first = next((r for r in rules if any(address in range(int(n.network_address), int(n.broadcast_address) + 1)
+                                              for n in r.nets)), None)
+        assert decided.get(address) is first
+
+
+def test_port_groups_cut_where_the_covering_rules_change(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("version: 1\nname: g\nrules:\n"
+                    "  - {name: a, action: allow, protocol: tcp, ports: [10-20, 30], from: [10.0.0.0/8]}\n"
+                    "  - {name: b, action: deny, protocol: tcp, ports: [15-30], from: [10.0.0.0/8]}\n"
+                    "  - {name: c, action: allow, protocol: tcp, ports: [40], from: [10.0.0.0/8]}\n",
+                    encoding="utf-8")
+    rules = list(build(str(path), bundled(), ("iptables",)).ruleset.rules)
+    groups = [(ranges, [r.name for r in owners]) for ranges, owners in iptables._port_groups(rules, Protocol.TCP)]
+    assert groups == [([(10, 14)], ["a"]), ([(15, 20), (30, 30)], ["a", "b"]), ([(21, 29)], ["b"]), ([(40, 40)], ["c"])]

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address, summarize_address_range
 from typing import NamedTuple
 
 from fwgen import render as rendering
@@ -44,11 +45,12 @@ from fwgen.ir import (
     WHAT_SIZE,
     Action,
     Direction,
+    Protocol,
     Rule,
     Ruleset,
     by_protocol,
 )
-from fwgen.lowering import Node, Run, balanced_tree, partition, plan
+from fwgen.lowering import Node, Run, Single, balanced_tree, partition, plan
 from fwgen.targets import BY_NAME, TargetOutput
 from fwgen.targets.common import (
     IGMP,
@@ -69,13 +71,15 @@ CHAINS_MODE_LINE = "fwgen iptables mode: chains"  # the header line of a chains-
 MAX_CHAIN = 28  # iptables' chain name limit (XT_EXTENSION_MAXNAMELEN - 1 - 3 for the -j)
 # A run's lines of one protocol above this many become a dispatch tree of chains (see
 # ``_Lowering.tree``): at most TREE_LEAF port intervals per leaf chain, TREE_FANOUT
-# children per inner chain. A rule whose lines in one family would be more than
-# TREE_MIN_LINES, over more than TREE_LEAF remote networks, gets a tree over those
-# networks instead (``_Lowering.address_tree``). Read at render time (the tests lower
-# them to force trees).
+# children per inner chain. Consecutive rules on ports and remote networks alone whose
+# lines in one family would be more than TREE_MIN_LINES get trees over the remote address
+# instead, one per group of ports the same rules cover, unless a protocol has more than
+# TREE_MAX_GROUPS such groups (``_Lowering.address_run``). Read at render time (the
+# tests lower them to force trees).
 TREE_MIN_LINES = 64
 TREE_LEAF = 16
 TREE_FANOUT = 8
+TREE_MAX_GROUPS = 64
 PUBLISHED_CHAIN = "fwgen-published"  # published_ports: enforce (table mode), in the mangle table
 MANGLE_BUILTIN = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 _PER = {"second": "second", "minute": "minute", "hour": "hour"}
@@ -307,49 +311,54 @@ class _Lowering:
             for local in locals_
         ]
 
-    def address_tree(self, rule: Rule, family: Family, base: str) -> Dispatch | None:
-        """A rule with many remote networks (more than TREE_LEAF, and more than
-        TREE_MIN_LINES lines in ``single``'s form) as a dispatch tree over them, or None
-        for ``single``'s lines. The base chain jumps (``-j``) to the root once per
-        (interface, protocol part), matching everything but the remote address; inner
-        chains send a packet on (``-g``) to the one child whose address span
-        (``-m iprange``) holds its remote address; a leaf holds ``single``'s lines for its
-        networks, without the matches the base chain made. The networks are collapsed
-        (sorted, disjoint) and the rule has one target, so the order of leaf lines
-        changes nothing; a packet in none of them falls off the end of a chain and, every
-        step below the root being a goto, returns to the base chain's next line, as it
-        would have passed the rule's lines there."""
-        remotes = rule.remote(family.number)
-        if not remotes or len(remotes) <= TREE_LEAF:
+    def address_run(self, rules: list[Rule], family: Family, base: str) -> Dispatch | None:
+        """Consecutive rules on tcp/udp ports and remote networks alone (``address_only``)
+        as dispatch trees over the remote address, or None for ``single``'s lines: when
+        their lines in this family would be more than TREE_MIN_LINES, and no protocol
+        needs more than TREE_MAX_GROUPS port groups (each group is a line of the base
+        chain at least).
+
+        Per protocol, the rules' ports are cut into groups of ports that the same rules
+        (in order) cover (``_port_groups``); per group, the remote address space is cut
+        into the first-match partition of those rules' networks (``_first_match``):
+        disjoint address spans, each with the rule deciding it. The base chain jumps
+        (``-j``) to a group's root for its ports; inner chains send a packet on (``-g``)
+        to the one child whose span (``-m iprange``) holds its remote address; a leaf holds
+        one line per span (``-s NET`` when the span is one network) with its rule's
+        comment and target. The spans are disjoint, so their order changes nothing; an
+        address no rule's networks hold falls off the end of a chain and, every step
+        below the root being a goto, returns to the base chain's next line, as if it had
+        passed the rules' lines there. So first-match order, each rule's own chain,
+        counter and log line are unchanged, and a packet meets at most TREE_FANOUT lines
+        per level and TREE_LEAF in its leaf instead of every network of every rule."""
+        number = family.number
+        if sum(len(self.single_heads(r)[0]) * len(r.remote(number) or ()) for r in rules) <= TREE_MIN_LINES:
             return None
-        remote_nets, local_nets = network_texts(self.ruleset, rule, family.number)
-        assert remote_nets is not None
-        self.single_heads(rule)
-        heads, comment, target = self.heads[rule.index]
-        if len(heads) * len(remote_nets) * len(local_nets or [""]) <= TREE_MIN_LINES:
+        groups = [(proto, _port_groups(rules, proto)) for proto in PROTOCOLS]
+        if any(len(found) > TREE_MAX_GROUPS for _, found in groups):
             return None
         shape = shapes()
-        inbound = rule.direction is Direction.IN
-        remote_flag, local_flag = (shape.source, shape.destination) if inbound else (shape.destination, shape.source)
+        inbound = rules[0].direction is Direction.IN
+        remote_flag = shape.source if inbound else shape.destination
         span = shape.source_range if inbound else shape.destination_range
-        address = IPv4Address if family.number == 4 else IPv6Address
-        locals_ = [local_flag(net) for net in local_nets or ()] or [""]
-        networks: Sequence[IPv4Network | IPv6Network] = remotes
-        entries = [(int(net.network_address), int(net.broadcast_address), text)
-                   for net, text in zip(networks, remote_nets, strict=True)]
+        address = IPv4Address if number == 4 else IPv6Address
+        targets = {rule.index: _target(self.ruleset, rule, self.chains) for rule in rules}
         made = Dispatch([], [], [])
-        key = (base, f"a{family.number}")
+        key = (base, f"a{number}")
 
         def name() -> str:
-            number = self.tree_nodes.get(key, 0)
-            self.tree_nodes[key] = number + 1
-            return self.chains.address_node(inbound, number)
+            count = self.tree_nodes.get(key, 0)
+            self.tree_nodes[key] = count + 1
+            return self.chains.address_node(inbound, count)
 
         def emit(node: Node, chain: str) -> None:  # root first, then each subtree in address order
             made.chains.append(chain)
             if not node.children:
-                made.chain_lines.extend(shape.rule(chain, remote_flag(text) + local, comment, target)
-                                        for _, _, text in node.entries for local in locals_)
+                for lo, hi, rule in node.entries:
+                    first, last = address(lo), address(hi)
+                    nets = list(summarize_address_range(first, last))
+                    match = remote_flag(str(nets[0])) if len(nets) == 1 else span(str(first), str(last))
+                    made.chain_lines.append(shape.rule(chain, match, self.comment(rule), targets[rule.index]))
                 return
             named = [(child, name()) for child in node.children]
             for child, child_chain in named:
@@ -358,9 +367,14 @@ class _Lowering:
             for child, child_chain in named:
                 emit(child, child_chain)
 
-        root = name()
-        made.lines.extend(shape.rule(base, head + selector, comment, root) for head, selector in heads)
-        emit(balanced_tree(entries, TREE_LEAF, TREE_FANOUT), root)
+        for proto, found in groups:
+            head = shape.protocol(proto.value)
+            for ranges, owners in found:
+                entries = _first_match(owners, number)
+                root = name()
+                made.lines.extend(shape.rule(base, head + ports, self.comment_of(owners), root)
+                                  for ports in port_chunks(ranges, shape))
+                emit(balanced_tree(entries, TREE_LEAF, TREE_FANOUT), root)
         return made
 
     def run(self, run: Run, base: str) -> Dispatch:
@@ -494,6 +508,80 @@ def _units(entries: list[tuple[int, int, str, list[Rule]]]) -> list[tuple[int, i
     return units
 
 
+def address_only(rule: Rule, family: int) -> bool:
+    """The rule matches on tcp/udp ports and remote networks of ``family`` alone (no
+    other protocol, local address or interface): ``_Lowering.address_run``'s kind."""
+    return (not rule.other and rule.local(family) is None and rule.interfaces is None
+            and bool(rule.remote(family)) and bool(rule.ports))
+
+
+def _port_groups(rules: list[Rule], proto: Protocol) -> list[tuple[list[tuple[int, int]], list[Rule]]]:
+    """The ports of ``proto`` that ``rules`` have, cut where the set of rules covering
+    them changes: (port ranges, the rules covering them, in order) per distinct set, in
+    the order of its first port."""
+    events: dict[int, list[tuple[int, Rule]]] = {}  # port -> (+1 from here | -1 from here, rule)
+    for rule in rules:
+        for p, covered in rule.ports:
+            if p is proto:
+                for lo, hi in covered:
+                    events.setdefault(lo, []).append((1, rule))
+                    events.setdefault(hi + 1, []).append((-1, rule))
+    groups: dict[tuple[int, ...], tuple[list[tuple[int, int]], list[Rule]]] = {}
+    active: dict[int, Rule] = {}
+    points = sorted(events)
+    for at, until in zip(points, points[1:], strict=False):
+        for change, rule in events[at]:
+            if change > 0:
+                active[rule.index] = rule
+            else:
+                del active[rule.index]
+        if not active:
+            continue
+        owners = sorted(active)
+        ranges, _ = groups.setdefault(tuple(owners), ([], [active[i] for i in owners]))
+        if ranges and ranges[-1][1] + 1 == at:
+            ranges[-1] = (ranges[-1][0], until - 1)
+        else:
+            ranges.append((at, until - 1))
+    return list(groups.values())
+
+
+def _first_match(rules: list[Rule], family: int) -> list[tuple[int, int, Rule]]:
+    """The first-match partition of the remote address space of ``family`` by the
+    rules' networks (in order): disjoint, sorted (lo, hi, deciding rule) spans, touching
+    spans of one rule joined. Each elementary span (between two network boundaries) is
+    given to the first rule holding it; ``after[k]`` skips spans already given."""
+    bounds = sorted({b for rule in rules for net in rule.remote(family) or ()
+                     for b in (int(net.network_address), int(net.broadcast_address) + 1)})
+    owner: list[Rule | None] = [None] * (len(bounds) - 1)
+    after = list(range(len(bounds)))  # the first span at or after k not yet given (path-halved)
+
+    def free(k: int) -> int:
+        while after[k] != k:
+            after[k] = after[after[k]]
+            k = after[k]
+        return k
+
+    for rule in rules:
+        for net in rule.remote(family) or ():
+            k = free(bisect_left(bounds, int(net.network_address)))
+            end = bisect_left(bounds, int(net.broadcast_address) + 1)
+            while k < end:
+                owner[k] = rule
+                after[k] = k + 1
+                k = free(k + 1)
+    spans: list[tuple[int, int, Rule]] = []
+    for k, decider in enumerate(owner):
+        if decider is None:
+            continue
+        lo, hi = bounds[k], bounds[k + 1] - 1
+        if spans and spans[-1][2] is decider and spans[-1][1] + 1 == lo:
+            spans[-1] = (spans[-1][0], hi, decider)
+        else:
+            spans.append((lo, hi, decider))
+    return spans
+
+
 class Dispatch(NamedTuple):
     """A run's lines in its base chain, and the chains of its dispatch trees (root first)
     with their lines."""
@@ -623,20 +711,28 @@ def lower(ruleset: Ruleset, family: Family, shared: _Lowering | None = None) -> 
         default = ruleset.defaults.for_direction(direction)
         chains[builtin] = "ACCEPT" if default is Action.ALLOW else "DROP"
         lines.extend(_prologue(family, base, direction is Direction.IN))
-        for segment in plan(ruleset, direction, family.number):
+        pending: list[Rule] = []  # consecutive address_only rules, written when the next segment is not one
+        for segment in (*plan(ruleset, direction, family.number), None):
+            if isinstance(segment, Single) and address_only(segment.rule, family.number):
+                pending.append(segment.rule)
+                continue
+            if pending:
+                made = shared.address_run(pending, family, base)
+                if made is None:
+                    for rule in pending:
+                        lines.extend(shared.single(rule, family, base))
+                else:
+                    lines.extend(made.lines)
+                    tree_chains.extend(made.chains)
+                    tree_lines.extend(made.chain_lines)
+                pending = []
             if isinstance(segment, Run):
                 dispatch = shared.run(segment, base)
                 lines.extend(dispatch.lines)
                 tree_chains.extend(dispatch.chains)
                 tree_lines.extend(dispatch.chain_lines)
-            else:
-                tree = shared.address_tree(segment.rule, family, base)
-                if tree is None:
-                    lines.extend(shared.single(segment.rule, family, base))
-                else:
-                    lines.extend(tree.lines)
-                    tree_chains.extend(tree.chains)
-                    tree_lines.extend(tree.chain_lines)
+            elif segment is not None:
+                lines.extend(shared.single(segment.rule, family, base))
         for rule in logged:
             if rule.direction is direction:
                 rule_lines.extend(shared.identity_chain(rule))

@@ -1,9 +1,10 @@
-"""iptables' address trees (``iptables._Lowering.address_tree``) through the kernel harness.
+"""iptables' address trees (``iptables._Lowering.address_run``) through the kernel harness.
 
-A rule with more remote networks than ``iptables.TREE_LEAF`` (and more lines than
-``TREE_MIN_LINES``) is written as a tree of chains over its networks instead of one line
-per network. Small policies never reach those thresholds, so these tests force the tree:
-one network per leaf and two children per inner chain, the deepest trees a rule can make.
+Consecutive rules on ports and remote networks alone whose lines would be more than
+``iptables.TREE_MIN_LINES`` are written as trees of chains over the first-match partition
+of the remote address space, one per group of ports the same rules cover, instead of one
+line per network. Small policies never reach the threshold, so these tests force the
+trees: one span per leaf and two children per inner chain, the deepest trees they make.
 Random policies (seeded: the same every run) with blocks of address-restricted rules must
 agree with ``fwgen explain`` on real packets, in table and chains mode, and the probes must
 have gone down the trees' inner chains on both families (a coverage minimum, read from the
@@ -31,7 +32,17 @@ from fwgen.explain import Explainer
 from fwgen.registry import bundled
 from fwgen.targets import iptables
 from tests.differential.harness import Lab, check_policy, choose_cases
-from tests.differential.policygen import NETWORKS_V4, NETWORKS_V6, PEER_V4, PEER_V6, policy, port_entry, to_yaml
+from tests.differential.policygen import (
+    HOT_HI,
+    HOT_LO,
+    NETWORKS_V4,
+    NETWORKS_V6,
+    PEER_V4,
+    PEER_V6,
+    policy,
+    port_entry,
+    to_yaml,
+)
 from tests.differential.test_differential import _record_failure, run_policy
 from tests.kernel.netns import KernelLog
 
@@ -65,26 +76,32 @@ def inner_traversals(lab: Lab) -> dict[int, Counter[str]]:
 @st.composite
 def tree_policy(draw: st.DrawFn) -> dict[str, Any]:
     """A random policy (``policygen.policy``, the newer matches mixed in) with, in each
-    direction, a block of 2-5 rules restricted to 3-12 remote networks each (random
-    ports, protocols and actions) at a random place among its rules."""
+    direction, a block of 2-8 rules restricted to 1-10 remote networks each (overlapping:
+    first match decides), most of them on ports shared within the block (one port group
+    decided by several rules), at a random place among its rules; random actions and
+    protocols."""
     data = draw(policy(None, mix=True))
     if data.get("targets") == ["windows"]:
         data["targets"] = ["iptables", "nftables"]  # the tree is iptables'; profiles are unused there
         for rule in data["rules"]:
             rule.pop("profiles", None)
     for direction in ("in", "out"):
+        shared = draw(st.lists(st.integers(HOT_LO, HOT_HI).map(str), min_size=1, max_size=3, unique=True))
         block = []
-        for i in range(draw(st.integers(2, 5))):
+        for i in range(draw(st.integers(2, 8))):
             protocol = draw(st.sampled_from([None, "tcp", "udp"]))
             rule: dict[str, Any] = {"name": f"addr-{direction}-{i}",
                                     "action": draw(st.sampled_from(["allow", "deny", "monitor"])),
                                     "direction": direction}
             if protocol:
                 rule["protocol"] = protocol
-            if draw(st.booleans()):
+            ports = draw(st.sampled_from(["shared", "shared", "own", "all"]))
+            if ports == "shared":
+                rule["ports"] = draw(st.lists(st.sampled_from(shared), min_size=1, unique=True))
+            elif ports == "own":
                 rule["ports"] = draw(st.lists(port_entry(protocol), min_size=1, max_size=3))
             rule["from" if direction == "in" else "to"] = draw(
-                st.lists(st.sampled_from(POOL), min_size=3, max_size=12, unique=True))
+                st.lists(st.sampled_from(POOL), min_size=1, max_size=10, unique=True))
             block.append(rule)
         at = draw(st.integers(0, len(data["rules"])))
         data["rules"][at:at] = block
@@ -192,3 +209,26 @@ def test_an_address_span_off_by_one_is_caught(labs: tuple[dict[str, Lab], Kernel
     problems = _problems(labs, ruleset, broken, explainer)
     assert any("explain says allow" in p and "packet not delivered" in p for p in problems), problems
     assert any("2001:db8" in p for p in problems) and any("198.51.100." in p for p in problems), problems  # v6, v4
+
+
+# Overlapping networks of two rules on one port: the first decides the peers it holds.
+ORDER = ("version: 1\nname: addrord\ndefaults: {inbound: allow, outbound: allow, deny: drop}\nrules:\n"
+         f"  - {{name: peers-ok, action: allow, protocol: tcp, ports: [3000], from: [{_PEERS}]}}\n"
+         "  - {name: rest-no, action: deny, protocol: tcp, ports: [3000], "
+         "from: [198.51.100.0/24, 192.0.2.0/24, 203.0.113.0/24, '2001:db8::/32']}\n")
+
+
+def test_a_last_match_address_partition_is_caught(labs: tuple[dict[str, Lab], KernelLog], tmp_path: Path,
+                                                  forced_tree: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "addrord.yaml"
+    path.write_text(ORDER, encoding="utf-8")
+    explainer = Explainer.from_file(str(path), bundled())
+    cases = choose_cases(build(str(path), bundled(), ("iptables",)).ruleset, seed=7)
+    real = build(str(path), bundled(), ("iptables",))
+    assert check_policy(labs[0]["iptables"], real.ruleset, real.files, explainer, cases, labs[1]).problems == []
+    first_match = iptables._first_match
+    monkeypatch.setattr(iptables, "_first_match", lambda rules, family: first_match(rules[::-1], family))
+    broken = build(str(path), bundled(), ("iptables",))
+    assert broken.files != real.files
+    problems = check_policy(labs[0]["iptables"], broken.ruleset, broken.files, explainer, cases, labs[1]).problems
+    assert any("explain says allow" in p and "packet not delivered" in p for p in problems), problems
