@@ -321,8 +321,9 @@ class _Lowering:
         Per protocol, the rules' ports are cut into groups of ports that the same rules
         (in order) cover (``_port_groups``); per group, the remote address space is cut
         into the first-match partition of those rules' networks (``_first_match``):
-        disjoint address spans, each with the rule deciding it. The base chain jumps
-        (``-j``) to a group's root for its ports; inner chains send a packet on (``-g``)
+        disjoint address spans, each with the rule deciding it (a tcp and a udp group of
+        the same rules share one tree). The base chain jumps (``-j``) to a group's root
+        for its ports; inner chains send a packet on (``-g``)
         to the one child whose span (``-m iprange``) holds its remote address; a leaf holds
         one line per span (``-s NET`` when the span is one network) with its rule's
         comment and target. The spans are disjoint, so their order changes nothing; an
@@ -367,14 +368,17 @@ class _Lowering:
             for child, child_chain in named:
                 emit(child, child_chain)
 
+        roots: dict[tuple[int, ...], str] = {}  # the rules of a group -> its tree (tcp and udp share it)
         for proto, found in groups:
             head = shape.protocol(proto.value)
             for ranges, owners in found:
-                entries = _first_match(owners, number)
-                root = name()
+                key_rules = tuple(rule.index for rule in owners)
+                root = roots.get(key_rules)
+                if root is None:
+                    root = roots[key_rules] = name()
+                    emit(balanced_tree(_first_match(owners, number), TREE_LEAF, TREE_FANOUT), root)
                 made.lines.extend(shape.rule(base, head + ports, self.comment_of(owners), root)
                                   for ports in port_chunks(ranges, shape))
-                emit(balanced_tree(entries, TREE_LEAF, TREE_FANOUT), root)
         return made
 
     def run(self, run: Run, base: str) -> Dispatch:
