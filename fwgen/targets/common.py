@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+
 from fwgen.ir import Direction, Rule, Ruleset
 
 # iptables truncates --log-prefix at 29 characters; nft allows 127. One tag for both
@@ -56,10 +59,18 @@ def network_texts(ruleset: Ruleset, rule: Rule, family: int) -> tuple[list[str] 
     found = ruleset.derived.get(key)
     if found is None:
         found = ruleset.derived[key] = tuple(
-            None if networks is None else [str(network) for network in networks]
+            None if networks is None else [network_text(network) for network in networks]
             for networks in (rule.remote(family), rule.local(family))
         )
     return found  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def network_text(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """``str(network)``, remembered across rulesets: the hosts of a fleet share most of
+    their networks (fleet100: 7,431 networks, 166 distinct), and printing an IPv6
+    network costs ten times looking it up."""
+    return str(network)
 
 
 def rule_summary(ruleset: Ruleset, rule: Rule) -> str:
