@@ -314,8 +314,11 @@ class _Lowering:
                     entries[-1] = (last[0], hi, target, last[3] if last[3][-1] is rule else [*last[3], rule])
                 else:
                     entries.append((lo, hi, target, [rule]))
-            # a line holds at most 15 intervals: more than that many times the threshold is a tree
-            if len(entries) <= MULTIPORT_SLOTS * TREE_MIN_LINES and _line_count(entries) <= TREE_MIN_LINES:
+            # a line holds at least one interval and at most 15: up to the threshold it is
+            # never a tree (counting the lines is then not needed), beyond 15 times it always is
+            if len(entries) <= TREE_MIN_LINES or (
+                len(entries) <= MULTIPORT_SLOTS * TREE_MIN_LINES and _line_count(entries) <= TREE_MIN_LINES
+            ):
                 made.lines.extend(self.grouped(base, shape.protocol(proto.value), entries))
             else:
                 self.tree(made, base, proto.value, entries)
