@@ -156,10 +156,7 @@ def port_chunks(ranges: Sequence[tuple[int, int]], shape: rendering.Shapes | Non
     slots (a range takes two)."""
     shape = shape or shapes()
     if len(ranges) == 1:
-        lo, hi = ranges[0]
-        if lo == PORT_MIN and hi == PORT_MAX:
-            return [""]
-        return [shape.port(str(lo)) if lo == hi else shape.port_range(str(lo), str(hi))]
+        return [port_match(*ranges[0], shape)]
     texts = [str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in ranges]
     if 2 * len(ranges) <= MULTIPORT_SLOTS:  # fits one match, however many are ranges
         return [shape.ports(",".join(texts))]
@@ -173,6 +170,13 @@ def port_chunks(ranges: Sequence[tuple[int, int]], shape: rendering.Shapes | Non
         chunks[-1].append(text)
         used += slots
     return [shape.ports(",".join(chunk)) for chunk in chunks]
+
+
+def port_match(lo: int, hi: int, shape: rendering.Shapes) -> str:
+    """The match of one port range (none for every port)."""
+    if lo == PORT_MIN and hi == PORT_MAX:
+        return ""
+    return shape.port(str(lo)) if lo == hi else shape.port_range(str(lo), str(hi))
 
 
 PortMatches = Callable[[Sequence[tuple[int, int]], rendering.Shapes], list[str]]
@@ -339,6 +343,13 @@ class _Lowering:
     def grouped(self, chain: str, head: str, entries: list[tuple[int, int, str, list[Rule]]]) -> list[str]:
         """Lines of ``chain`` for the entries of one protocol: one per target (in the order
         of its first interval) and multiport chunk."""
+        shape = shapes()
+        if len({entry[2] for entry in entries}) == len(entries):
+            # every target once (a dispatch tree's leaf, where each logged rule has its
+            # own chain): a line per entry, in port order (registry: a third fewer
+            # instructions than grouping them)
+            return [shape.rule(chain, head + port_match(lo, hi, shape), self.comment_of(rules), target)
+                    for lo, hi, target, rules in entries]
         by_target: dict[str, tuple[list[tuple[int, int]], list[Rule]]] = {}
         for lo, hi, target, rules in entries:
             group = by_target.get(target)
@@ -350,7 +361,6 @@ class _Lowering:
             for rule in rules:
                 if rule is not owners[-1]:
                     owners.append(rule)
-        shape = shapes()
         return [shape.rule(chain, head + match, self.comment_of(rules), target)
                 for target, (ranges, rules) in by_target.items() for match in port_chunks(ranges, shape)]
 
@@ -389,10 +399,8 @@ class _Lowering:
                 emit(child, child_chain)
 
         root = name()
-        rules: dict[int, Rule] = {}  # each rule once, in order (by index: hashing a Rule hashes its ports)
-        for *_, owners in entries:
-            for rule in owners:
-                rules.setdefault(rule.index, rule)
+        # each rule once, in order (by index: hashing a Rule hashes its ports)
+        rules = {rule.index: rule for entry in entries for rule in entry[3]}
         made.lines.append(shape.rule(base, head, self.comment_of(list(rules.values())), root))
         emit(balanced_tree(_units(entries), TREE_LEAF, TREE_FANOUT), root)
 
