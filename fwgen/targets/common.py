@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
-from fwgen.ir import Direction, Rule, Ruleset
+from fwgen.ir import Action, Direction, Rule, Ruleset
 
 # iptables truncates --log-prefix at 29 characters; nft allows 127. One tag for both
 # keeps the log lines of the two targets identical and greppable.
@@ -73,9 +73,13 @@ def network_text(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
     return str(network)
 
 
+# an action's word, looked up (Enum.value costs as much as the rest of a summary's fields)
+_VERBS = {action: action.value for action in Action}
+
+
 def rule_summary(ruleset: Ruleset, rule: Rule) -> str:
     """How a generated rule names its policy rule: name, source line, action."""
-    verb = rule.action.value + (" +log" if rule.log else "")
+    verb = _VERBS[rule.action] + (" +log" if rule.log else "")
     return f"{rule.name} ({ruleset.source.where(rule)}:{rule.location.line}) {verb}"
 
 
