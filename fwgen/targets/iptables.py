@@ -346,8 +346,8 @@ class _Lowering:
         shape = shapes()
         if len({entry[2] for entry in entries}) == len(entries):
             # every target once (a dispatch tree's leaf, where each logged rule has its
-            # own chain): a line per entry, in port order (registry: a third fewer
-            # instructions than grouping them)
+            # own chain): a line per entry, in port order, without grouping them
+            # (registry: its runs' lowering 337M -> 294M instructions)
             return [shape.rule(chain, head + port_match(lo, hi, shape), self.comment_of(rules), target)
                     for lo, hi, target, rules in entries]
         by_target: dict[str, tuple[list[tuple[int, int]], list[Rule]]] = {}
