@@ -91,64 +91,66 @@ def group(starts: list[int], masks: list[int], size: int) -> dict[int, list[Span
 def first_match(spans_of: Sequence[Spans], size: int) -> list[tuple[int, int, int]]:
     """One axis, rules in order: ``(lo, hi, position)`` for every maximal interval the
     rule at ``position`` decides (the first covering it), sorted; intervals no rule
-    covers are absent.
+    covers are absent, and what lies past the axis is cut off.
 
-    The case every target asks for, on thousands of rules: a sweep over the edges that
-    keeps the covering rules' positions in a heap (its top is the first match), rather
-    than ``cut``'s masks, whose big-integer operations grow with the number of rules."""
-    decided = _first_match_disjoint(spans_of, size)
-    if decided is not None:
-        return decided
-    starts: dict[int, list[int]] = {}
-    ends: dict[int, list[int]] = {}
-    for position, spans in enumerate(spans_of):
-        for lo, hi in spans:
-            starts.setdefault(lo, []).append(position)
-            ends.setdefault(hi + 1, []).append(position)
-    cuts = sorted(starts.keys() | ends.keys())
-    active = bytearray(len(spans_of))
-    covering: list[int] = []  # a heap; positions whose rule is no longer active are dropped lazily
+    The case every target asks for, on thousands of rules: the intervals sorted by
+    start; one that overlaps no other is decided by its own rule (the usual case: a
+    policy's runs of port-only rules rarely repeat a port), and each cluster of
+    overlapping ones goes through ``_sweep``. Registry's 11,654 intervals: 45M
+    instructions, where a sweep over all of them (a dict of edges) took 210M."""
+    flat = sorted([(lo, hi, position) for position, spans in enumerate(spans_of) for lo, hi in spans])
     out: list[tuple[int, int, int]] = []
-    for i, at in enumerate(cuts):
-        if at >= size:
+    i, count = 0, len(flat)
+    while i < count:
+        lo, hi, position = flat[i]
+        if lo >= size:
             break
-        for position in ends.get(at, ()):
-            active[position] = 0
-        for position in starts.get(at, ()):
-            active[position] = 1
-            heapq.heappush(covering, position)
-        while covering and not active[covering[0]]:
+        if i + 1 == count or flat[i + 1][0] > hi:  # overlaps nothing (the ones before end before lo)
+            hi = min(hi, size - 1)
+            if out and out[-1][2] == position and out[-1][1] + 1 == lo:
+                out[-1] = (out[-1][0], hi, position)
+            else:
+                out.append((lo, hi, position))
+            i += 1
+            continue
+        reach, j = hi, i + 1  # the cluster: up to the first interval starting past all of it
+        while j < count and flat[j][0] <= reach:
+            reach = max(reach, flat[j][1])
+            j += 1
+        _sweep(flat[i:j], size, out)
+        i = j
+    return out
+
+
+def _sweep(flat: list[tuple[int, int, int]], size: int, out: list[tuple[int, int, int]]) -> None:
+    """Append to ``out`` the first match of the (lo, hi, position) intervals ``flat``,
+    sorted by lo. From each point ``at`` the heap's top (the lowest position among the
+    started intervals not yet ended) decides up to its own end or the next start,
+    whichever comes first; intervals that ended are dropped when they reach the top."""
+    covering: list[tuple[int, int]] = []  # a heap of (position, hi)
+    i, count, at = 0, len(flat), flat[0][0]
+    while at < size and (i < count or covering):
+        if not covering and flat[i][0] > at:
+            at = flat[i][0]  # a gap no rule covers
+            if at >= size:
+                break
+        while i < count and flat[i][0] <= at:
+            lo, hi, position = flat[i]
+            heapq.heappush(covering, (position, hi))
+            i += 1
+        while covering and covering[0][1] < at:
             heapq.heappop(covering)
         if not covering:
             continue
-        end = cuts[i + 1] - 1 if i + 1 < len(cuts) else size - 1
-        decider = covering[0]
-        if out and out[-1][2] == decider and out[-1][1] + 1 == at:
-            out[-1] = (out[-1][0], end, decider)
+        position, end = covering[0]
+        if i < count and flat[i][0] <= end:
+            end = flat[i][0] - 1
+        end = min(end, size - 1)
+        if out and out[-1][2] == position and out[-1][1] + 1 == at:
+            out[-1] = (out[-1][0], end, position)
         else:
-            out.append((at, end, decider))
-    return out
-
-
-def _first_match_disjoint(spans_of: Sequence[Spans], size: int) -> list[tuple[int, int, int]] | None:
-    """``first_match`` when no two intervals overlap, else ``None`` (at the first overlap
-    found): each interval is then decided by its own rule. The usual case (a policy's
-    runs of port-only rules rarely repeat a port, a few rules or thousands), and a
-    tenth of the sweep's work per interval; where it fails, it has cost a sort."""
-    flat = sorted([(lo, hi, position) for position, spans in enumerate(spans_of) for lo, hi in spans])
-    out: list[tuple[int, int, int]] = []
-    for lo, hi, position in flat:
-        if out:
-            last_lo, last_hi, last = out[-1]
-            if lo <= last_hi:
-                return None
-            if last == position and last_hi + 1 == lo:
-                out[-1] = (last_lo, hi, position)
-                continue
-        out.append((lo, hi, position))
-    if out and out[-1][1] >= size:
-        return None  # past the axis: the sweep's clipping
-    return out
+            out.append((at, end, position))
+        at = end + 1
 
 
 class Box(NamedTuple):

@@ -13,6 +13,7 @@ the order between such runs.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -20,6 +21,7 @@ from fwgen import engine
 from fwgen.ir import PORT_MAX, Direction, PortRange, Protocol, Rule, Ruleset, merge_ranges
 
 K = TypeVar("K")
+_INDEX = operator.attrgetter("index")
 
 
 class Run(NamedTuple):
@@ -92,11 +94,11 @@ def partition(ruleset: Ruleset, rules: Iterable[Rule], protocol: Protocol) -> li
     target asks for the same ones, and for thousands of rules it is the costly part."""
     rules = tuple(rules)
     memo = ruleset.derived
-    asked = ("partition", protocol, tuple(rule.index for rule in rules))
+    asked = ("partition", protocol, tuple(map(_INDEX, rules)))  # map: cheaper than a generator (registry: 6M a call)
     found = memo.get(asked)
     if found is None:
         covering = tuple(rule for rule in rules if rule.port_ranges(protocol))
-        key = ("partition", protocol, tuple(rule.index for rule in covering))
+        key = ("partition", protocol, tuple(map(_INDEX, covering)))
         found = memo.get(key)
         if found is None:
             found = memo[key] = first_match_partition(covering, protocol)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Sequence
 from typing import NamedTuple
 
 from fwgen import render as rendering
@@ -48,7 +47,7 @@ from fwgen.targets.common import (
     icmp_entries,
     log_burst,
     log_tag,
-    network_texts,
+    network_text,
     rule_summary,
 )
 
@@ -103,11 +102,12 @@ def _elements(items: list[str], per_line: int = ELEMENTS_PER_LINE) -> tuple[str,
                  for i in range(0, len(items), per_line))
 
 
-def _networks(networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network], texts: list[str]) -> list[str]:
-    """The networks (``texts``: as ``str`` prints them), a single address without its
-    prefix length."""
-    return [text.partition("/")[0] if n.prefixlen == n.max_prefixlen else text
-            for n, text in zip(networks, texts, strict=True)]
+@functools.lru_cache(maxsize=1 << 16)
+def _network(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """A network as an element, a single address without its prefix length; remembered
+    across rulesets, as ``common.network_text``."""
+    text = network_text(network)
+    return text.partition("/")[0] if network.prefixlen == network.max_prefixlen else text
 
 
 def _verdict(ruleset: Ruleset, action: Action) -> str:
@@ -209,13 +209,11 @@ def _lower_single(ruleset: Ruleset, rule: Rule, published: bool = False) -> tupl
         remote, local = rule.remote(family), rule.local(family)
         if (remote is None and local is None) or not rule.applies_to(family):
             continue
-        texts = network_texts(ruleset, rule, family)
         parts = []
-        for networks, text, field, suffix in ((remote, texts[0], remote_field, f"v{family}"),
-                                              (local, texts[1], local_field, f"local_v{family}")):
+        for networks, field, suffix in ((remote, remote_field, f"v{family}"), (local, local_field, f"local_v{family}")):
             if networks:
                 set_name = f"{obj}_{suffix}"
-                sets.append(NftSet(set_name, nft_type, _elements(_networks(networks, text or []))))
+                sets.append(NftSet(set_name, nft_type, _elements([_network(network) for network in networks])))
                 if published and field == "daddr":
                     parts.append(shape.original_address_in_set(l3, set_name))
                 else:
