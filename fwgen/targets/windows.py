@@ -66,7 +66,6 @@ _GUARD = " || goto :failed"
 
 BLOCK = "block"
 ALLOW = "allow"
-_VERDICT_ORDER = {BLOCK: 0, ALLOW: 1}
 
 
 class WinRule(NamedTuple):
@@ -588,7 +587,8 @@ def _sweep(toggles: dict[int, list[tuple[int, int]]]) -> dict[int, tuple[list[In
 
 
 def _sort_groups(groups: list[_Group]) -> list[_Group]:
-    return sorted(groups, key=lambda g: (_VERDICT_ORDER[g.verdict], g.ports, g.v4, g.v6))
+    """The groups of one verdict, in the order their rules are written."""
+    return sorted(groups, key=lambda g: (g.ports, g.v4, g.v6))
 
 
 # ---------------------------------------------------------------------------------------
@@ -700,7 +700,7 @@ def add_rule_command(name: str, rule: WinRule) -> str:
     shape = _render.shapes(LINES)
     options = ""
     if rule.ports is not None:
-        options += shape.option(_port_option(rule.direction), ",".join(str(p) for p in rule.ports))
+        options += shape.option(_port_option(rule.direction), ",".join(map(str, rule.ports)))
     if rule.remote is not None:
         options += shape.option("remoteip", ",".join(rule.remote))
     if rule.local is not None:
@@ -789,7 +789,7 @@ class _Writer:
         self.descriptions: dict[frozenset[int], str] = {}
         self.mentions: dict[int, str] = {}  # rule id -> _mention
         self.final: dict[str, str] = {}  # text -> windows_text(text, DESCRIPTION_LIMIT)
-        self.port_tokens: dict[tuple[Interval, ...], dict[str, PortRange]] = {}
+        self.port_tokens: dict[tuple[Interval, ...], tuple[list[str], tuple[PortRange, ...], int]] = {}
         self.fixed: dict[tuple[object, ...], int] = {}
         self.longest_of: dict[tuple[tuple[str, ...] | None, tuple[str, ...] | None], int] = {}
 
@@ -813,11 +813,13 @@ class _Writer:
             found = self.final[text] = windows_text(text, DESCRIPTION_LIMIT)
         return found
 
-    def ports(self, selectors: tuple[Interval, ...]) -> dict[str, PortRange]:
-        """Each port token with its range."""
+    def ports(self, selectors: tuple[Interval, ...]) -> tuple[list[str], tuple[PortRange, ...], int]:
+        """The port tokens, their ranges and the length of their list."""
         found = self.port_tokens.get(selectors)
         if found is None:
-            found = self.port_tokens[selectors] = {str(r): r for r in (PortRange(lo, hi) for lo, hi in selectors)}
+            ranges = tuple(PortRange._make(s) for s in selectors)  # tcp and udp selectors are ports
+            tokens = list(map(str, ranges))
+            found = self.port_tokens[selectors] = (tokens, ranges, len(",".join(tokens)))
         return found
 
     def fixed_length(self, sizing: WinRule) -> int:
@@ -870,16 +872,19 @@ class _Writer:
         profiles = None if context.profiles == engine.PROFILES else context.profiles
         description = self.description(group.deciders)
         out = []
+        room = LINE_BUDGET - self.longest(local, profiles)
+        remote_length = len(",".join(remote)) if remote is not None else 0
         for protocol, selectors in _protocol_values(unit.number, group.ports):
-            port_objects = self.ports(selectors) if selectors is not None else {}
-            port_tokens = list(port_objects) if selectors is not None else None
-            remote_tokens = list(remote) if remote is not None else None
-            avail = LINE_BUDGET - self.longest(local, profiles)
-            if _list_length(port_tokens) + _list_length(remote_tokens) > avail:  # the exact room, then
-                sizing = WinRule(direction, group.verdict, protocol, () if port_tokens is not None else None,
-                                 () if remote_tokens is not None else None, "", local, profiles)
-                avail = LINE_BUDGET - self.fixed_length(sizing)
-            pieces = _split(port_tokens, remote_tokens, avail)
+            port_tokens, port_ranges, ports_length = self.ports(selectors) if selectors is not None else (None, None, 0)
+            if ports_length + remote_length <= room:  # one rule, whatever the protocol value (most groups)
+                out.append(WinRule(direction, group.verdict, protocol, port_ranges, remote,
+                                   self.final_text(description), local, profiles))
+                continue
+            sizing = WinRule(direction, group.verdict, protocol, () if port_tokens is not None else None,
+                             () if remote is not None else None, "", local, profiles)
+            avail = LINE_BUDGET - self.fixed_length(sizing)  # the exact room
+            pieces = _split(port_tokens, list(remote) if remote is not None else None, avail)
+            port_objects = {str(r): r for r in port_ranges or ()}  # (a long list: rare)
             for n, (p, a) in enumerate(pieces, 1):
                 text = description if len(pieces) == 1 else f"{description} part {n}/{len(pieces)}"
                 out.append(WinRule(
@@ -933,8 +938,7 @@ def lower(ruleset: Ruleset) -> list[WinRule]:
                 counted: dict[_Group, int | list[WinRule]] = {}  # both groupings often agree
                 for verdict in (BLOCK, ALLOW):
                     best: tuple[int, list[_Group]] | None = None
-                    for grouping in groupings[verdict]:
-                        groups = _sort_groups(grouping)
+                    for groups in groupings[verdict]:
                         count = 0
                         for g in groups:
                             n = counted.get(g)
@@ -944,7 +948,7 @@ def lower(ruleset: Ruleset) -> list[WinRule]:
                         if best is None or count < best[0]:
                             best = (count, groups)
                     assert best is not None
-                    for g in best[1]:
+                    for g in _sort_groups(best[1]):  # only the grouping kept is put in order
                         made = counted[g]
                         emitted_direction += made if isinstance(made, list) else writer.emit(
                             direction, unit, context, local, g)
