@@ -698,15 +698,16 @@ def _port_option(direction: Direction) -> str:
 def add_rule_command(name: str, rule: WinRule) -> str:
     """The netsh command for one rule (without its ``||`` guard)."""
     shape = _render.shapes(LINES)
+    direction, action, protocol, ports, remote, description, local, profiles = rule
     options = ""
-    if rule.ports is not None:
-        options += shape.option(_port_option(rule.direction), ",".join(map(str, rule.ports)))
-    if rule.remote is not None:
-        options += shape.option("remoteip", ",".join(rule.remote))
-    if rule.local is not None:
-        options += shape.option("localip", ",".join(rule.local))
-    profiles = ",".join(rule.profiles) if rule.profiles is not None else "any"
-    return shape.add_rule(name, rule.direction.value, rule.action, rule.protocol, options, profiles, rule.description)
+    if ports is not None:
+        options += shape.option(_port_option(direction), ",".join(map(str, ports)))
+    if remote is not None:
+        options += shape.option("remoteip", ",".join(remote))
+    if local is not None:
+        options += shape.option("localip", ",".join(local))
+    return shape.add_rule(name, direction.value, action, protocol, options,
+                          ",".join(profiles) if profiles is not None else "any", description)
 
 
 def _chunk(tokens: list[str], budget: int) -> list[list[str]]:
@@ -1152,7 +1153,8 @@ def _crlf(text: str) -> str:
     if "\r" in text:
         raise AssertionError("carriage return in rendered Windows script")
     text = text.replace("\n", "\r\n")
-    for line in text.split("\r\n"):
-        if len(line) >= CMD_LINE_LIMIT:
-            raise AssertionError(f"cmd.exe line of {len(line)} characters")
+    if max(map(len, text.split("\r\n"))) >= CMD_LINE_LIMIT:  # (the loop below only then)
+        for line in text.split("\r\n"):
+            if len(line) >= CMD_LINE_LIMIT:
+                raise AssertionError(f"cmd.exe line of {len(line)} characters")
     return text
