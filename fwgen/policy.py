@@ -822,9 +822,14 @@ def _parse_profiles(reader: _Reader, node: yaml.Node) -> tuple[str, ...]:
     return tuple(seen)
 
 
+_SEPARATOR = re.compile(r"[,\s]")
+
+
 def list_hint(text: str) -> str:
     """For a value that holds several items written without brackets (``from:
     192.0.2.0/24, 10.0.0.0/8`` is one plain scalar in YAML): how to write a list."""
+    if not _SEPARATOR.search(text):  # the usual value, one item: no split, no list
+        return ""
     items = [item for item in re.split(r"[,\s]+", text.strip()) if item]
     if len(items) < 2:
         return ""

@@ -77,6 +77,12 @@ class Registry:
     def _rows(self) -> Sequence[Sequence[Any]]:
         return self._read_rows()
 
+    @functools.cached_property
+    def derived(self) -> dict[str, Any]:
+        """A memo for values other modules derive from this (immutable) registry, each
+        under a key naming it (``resolve.entry_pairs``: resolved port entries)."""
+        return {}
+
     def __repr__(self) -> str:
         return f"<Registry {self.source_name} edition {self.edition}, {len(self._rows)} records>"
 
