@@ -145,7 +145,7 @@ class Registry:
             return None
         out: set[tuple[str, int, int]] = set()
         for i in rows:
-            _, lo, hi, proto, *_ = self._rows[i]
+            _, lo, hi, proto = self._rows[i][:4]
             if lo is None:
                 continue
             if proto in TCP_UDP:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Iterable
@@ -286,7 +287,7 @@ def _collapse(networks: list[_N]) -> tuple[_N, ...]:
     if len(networks) < 2:
         return tuple(networks)
     spans = sorted((int(n.network_address), int(n.broadcast_address), n) for n in networks)
-    for (_, hi, _), (next_lo, _, _) in zip(spans, spans[1:]):
+    for (_, hi, _), (next_lo, _, _) in itertools.pairwise(spans):
         if next_lo <= hi + 1:
             return tuple(ipaddress.collapse_addresses(networks))
     return tuple(n for _, _, n in spans)
