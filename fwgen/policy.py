@@ -11,7 +11,7 @@ import functools
 import ipaddress
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -162,9 +162,9 @@ class _Reader:
 
     def __init__(self, source: Source) -> None:
         self.source = source
-
-    def at(self, node: yaml.Node) -> Location:
-        return self.source.at(node)
+        # where a node was written: the source's own method, called directly (a fleet of
+        # 100 hosts locates 14,000 nodes)
+        self.at: Callable[[yaml.Node], Location] = source.at
 
     def fail(self, node: yaml.Node, message: str) -> PolicyError:
         return PolicyError(self.at(node), message)
