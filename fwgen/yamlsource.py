@@ -8,6 +8,7 @@ each scalar's source text and its position.
 
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple
 
 import yaml
@@ -35,11 +36,12 @@ class _Loader(_SafeLoader):  # type: ignore[misc]
     _plain: dict[str, str] = {}
     _PLAIN_MAX = 100_000
 
-    def descend_resolver(self, current_node: object, current_index: object) -> None:
-        pass  # only path resolvers use it, and there are none
-
-    def ascend_resolver(self) -> None:
-        pass
+    # The composer calls these two around every node; only path resolvers use them, and
+    # there are none. Builtins that take the same arguments and do nothing replace the
+    # Python no-ops: a Python call per node each, 4% of reading bench fleet100 (780M -> 749M
+    # instructions).
+    descend_resolver = staticmethod(operator.is_)  # (current_node, current_index): ignored
+    ascend_resolver = staticmethod(tuple)  # (): ignored
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
         if kind is not yaml.ScalarNode:  # an untagged list or mapping (no path resolvers)
