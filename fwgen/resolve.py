@@ -212,7 +212,12 @@ def resolve_ports(
     by_protocol: dict[Protocol, list[PortRange]] = {}
     for proto, port_range in pairs:
         by_protocol.setdefault(proto, []).append(port_range)
-    return {proto: ir.merge_ranges(by_protocol[proto]) for proto in ir.PROTOCOLS if proto in by_protocol}
+    merged: dict[Protocol, tuple[PortRange, ...]] = {}
+    for proto in ir.PROTOCOLS:
+        ranges = by_protocol.get(proto)
+        if ranges:  # one range, the usual case, is merged as it is (no call)
+            merged[proto] = (ranges[0],) if len(ranges) == 1 else ir.merge_ranges(ranges)
+    return merged
 
 
 def _entry_pairs(
@@ -422,6 +427,9 @@ def compile_policy(policy: Policy, registry: Registry) -> ir.Ruleset:
 
 def _compile(policy: Policy, registry: Registry) -> ir.Ruleset:
     check_groups(policy, registry)
+    # every rule is the policy file's own when nothing is included (no call per rule)
+    file_of = policy.file_of if policy.includes else None
+    groups = policy.service_names
     return ir.Ruleset(
         name=policy.name,
         description=policy.description,
@@ -432,7 +440,7 @@ def _compile(policy: Policy, registry: Registry) -> ir.Ruleset:
             forward=_ACTION[policy.forward],
         ),
         monitor=ir.MonitorSettings(policy.log_prefix, policy.rate, policy.rate_per),
-        rules=tuple(resolve_rule(rule, registry, policy.file_of(rule), policy.service_names) for rule in policy.rules),
+        rules=tuple(resolve_rule(rule, registry, file_of(rule) if file_of else "", groups) for rule in policy.rules),
         source=ir.SourceInfo(
             filename=os.path.basename(policy.path),
             sha256=policy.sha256,
