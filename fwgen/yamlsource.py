@@ -19,6 +19,12 @@ from fwgen.errors import Location, PolicyError, shorten
 _SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+_SCALAR_NODE, _SEQUENCE_NODE = yaml.ScalarNode, yaml.SequenceNode
+_STRING_TAG: str = yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG
+_SEQUENCE_TAG: str = yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG
+_MAPPING_TAG: str = yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG
+
+
 class _Loader(_SafeLoader):  # type: ignore[misc]
     """The safe loader, remembering the tag of each distinct scalar it resolved.
 
@@ -44,10 +50,11 @@ class _Loader(_SafeLoader):  # type: ignore[misc]
     ascend_resolver = staticmethod(tuple)  # (): ignored
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
-        if kind is not yaml.ScalarNode:  # an untagged list or mapping (no path resolvers)
-            return str(self.DEFAULT_SEQUENCE_TAG if kind is yaml.SequenceNode else self.DEFAULT_MAPPING_TAG)
+        # (module constants, not yaml.X and self.DEFAULT_X: called for every node)
+        if kind is not _SCALAR_NODE:  # an untagged list or mapping (no path resolvers)
+            return _SEQUENCE_TAG if kind is _SEQUENCE_NODE else _MAPPING_TAG
         if not implicit[0]:  # not plain (quoted or block): always a string
-            return str(self.DEFAULT_SCALAR_TAG)
+            return _STRING_TAG
         tag = self._plain.get(value)
         if tag is None:
             tag = super().resolve(kind, value, implicit)
