@@ -64,7 +64,9 @@ class PortRange(_Span):
     def __new__(cls, lo: int, hi: int) -> PortRange:
         if not PORT_MIN <= lo <= hi <= PORT_MAX:
             raise ValueError(f"bad port range {lo}-{hi}")
-        return super().__new__(cls, lo, hi)
+        # tuple.__new__ as the NamedTuple's own __new__ does, one Python call fewer
+        # (a port range is made per service pair, 12,000 times in bench registry)
+        return tuple.__new__(cls, (lo, hi))
 
     def __str__(self) -> str:
         return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"

@@ -11,7 +11,7 @@ import functools
 import ipaddress
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -162,9 +162,9 @@ class _Reader:
 
     def __init__(self, source: Source) -> None:
         self.source = source
-
-    def at(self, node: yaml.Node) -> Location:
-        return self.source.at(node)
+        # where a node was written: the source's own method, called directly (a fleet of
+        # 100 hosts locates 14,000 nodes)
+        self.at: Callable[[yaml.Node], Location] = source.at
 
     def fail(self, node: yaml.Node, message: str) -> PolicyError:
         return PolicyError(self.at(node), message)
@@ -822,9 +822,14 @@ def _parse_profiles(reader: _Reader, node: yaml.Node) -> tuple[str, ...]:
     return tuple(seen)
 
 
+_SEPARATOR = re.compile(r"[,\s]")
+
+
 def list_hint(text: str) -> str:
     """For a value that holds several items written without brackets (``from:
     192.0.2.0/24, 10.0.0.0/8`` is one plain scalar in YAML): how to write a list."""
+    if not _SEPARATOR.search(text):  # the usual value, one item: no split, no list
+        return ""
     items = [item for item in re.split(r"[,\s]+", text.strip()) if item]
     if len(items) < 2:
         return ""

@@ -77,6 +77,12 @@ class Registry:
     def _rows(self) -> Sequence[Sequence[Any]]:
         return self._read_rows()
 
+    @functools.cached_property
+    def derived(self) -> dict[str, Any]:
+        """A memo for values other modules derive from this (immutable) registry, each
+        under a key naming it (``resolve.entry_pairs``: resolved port entries)."""
+        return {}
+
     def __repr__(self) -> str:
         return f"<Registry {self.source_name} edition {self.edition}, {len(self._rows)} records>"
 
@@ -139,7 +145,7 @@ class Registry:
             return None
         out: set[tuple[str, int, int]] = set()
         for i in rows:
-            _, lo, hi, proto, *_ = self._rows[i]
+            _, lo, hi, proto = self._rows[i][:4]
             if lo is None:
                 continue
             if proto in TCP_UDP:

@@ -8,6 +8,7 @@ each scalar's source text and its position.
 
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple
 
 import yaml
@@ -16,6 +17,12 @@ from fwgen.errors import Location, PolicyError, shorten
 
 # libyaml's C parser when present: same nodes and marks, several times faster.
 _SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+_SCALAR_NODE, _SEQUENCE_NODE = yaml.ScalarNode, yaml.SequenceNode
+_STRING_TAG: str = yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG
+_SEQUENCE_TAG: str = yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG
+_MAPPING_TAG: str = yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG
 
 
 class _Loader(_SafeLoader):  # type: ignore[misc]
@@ -35,17 +42,19 @@ class _Loader(_SafeLoader):  # type: ignore[misc]
     _plain: dict[str, str] = {}
     _PLAIN_MAX = 100_000
 
-    def descend_resolver(self, current_node: object, current_index: object) -> None:
-        pass  # only path resolvers use it, and there are none
-
-    def ascend_resolver(self) -> None:
-        pass
+    # The composer calls these two around every node; only path resolvers use them, and
+    # there are none. Builtins that take the same arguments and do nothing replace the
+    # Python no-ops: a Python call per node each, 4% of reading bench fleet100 (780M -> 749M
+    # instructions).
+    descend_resolver = staticmethod(operator.is_)  # (current_node, current_index): ignored
+    ascend_resolver = staticmethod(tuple)  # (): ignored
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
-        if kind is not yaml.ScalarNode:  # an untagged list or mapping (no path resolvers)
-            return str(self.DEFAULT_SEQUENCE_TAG if kind is yaml.SequenceNode else self.DEFAULT_MAPPING_TAG)
+        # (module constants, not yaml.X and self.DEFAULT_X: called for every node)
+        if kind is not _SCALAR_NODE:  # an untagged list or mapping (no path resolvers)
+            return _SEQUENCE_TAG if kind is _SEQUENCE_NODE else _MAPPING_TAG
         if not implicit[0]:  # not plain (quoted or block): always a string
-            return str(self.DEFAULT_SCALAR_TAG)
+            return _STRING_TAG
         tag = self._plain.get(value)
         if tag is None:
             tag = super().resolve(kind, value, implicit)
