@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from fwgen.targets import iptables
 from tests.differential.harness import Lab, open_labs
 from tests.kernel.netns import KernelLog, kernel_log_capture
 
@@ -31,3 +32,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for target in sorted({t for t, _ in PROBES}):
         kinds = sorted((what, n) for (t, what), n in PROBES.items() if t == target)
         terminalreporter.write_line(f"{target}: " + ", ".join(f"{what} {n}" for what, n in kinds))
+
+
+@pytest.fixture
+def forced_tree(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every run a tree: one interval (or address span) per leaf, two children per inner chain."""
+    monkeypatch.setattr(iptables, "TREE_MIN_LINES", 0)
+    monkeypatch.setattr(iptables, "TREE_LEAF", 1)
+    monkeypatch.setattr(iptables, "TREE_FANOUT", 2)
+    yield
