@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv6Address, summarize_address_range
 from typing import NamedTuple
 
+from fwgen import engine, sanitize
 from fwgen import render as rendering
-from fwgen import sanitize
+from fwgen.engine import ADDRESS_SIZE
 from fwgen.icmp import ICMPV6_CONTROL
 from fwgen.ir import (
     ICMP_NUMBER,
@@ -126,7 +126,7 @@ class Chains(NamedTuple):
         return name
 
     def address_node(self, inbound: bool, number: int) -> str:
-        """A chain of an address tree (``_Lowering.address_tree``): this + i|o + a + N."""
+        """A chain of an address tree (``_Lowering.address_run``): this + i|o + a + N."""
         name = f"{self.tree}{'i' if inbound else 'o'}a{number}"
         assert len(name) <= MAX_CHAIN, name
         return name
@@ -289,6 +289,17 @@ class _Lowering:
             found = self.identities[key] = (names, lines)
         return found
 
+    def namer(self, key: tuple[str, str], make: Callable[[int], str]) -> Callable[[], str]:
+        """The names of a tree's chains, ``make(N)``, N counting on from the chains
+        already made under ``key`` (per base chain and protocol, or address family)."""
+
+        def name() -> str:
+            number = self.tree_nodes.get(key, 0)
+            self.tree_nodes[key] = number + 1
+            return make(number)
+
+        return name
+
     def single_heads(self, rule: Rule) -> tuple[list[tuple[str, str]], str, str]:
         """A rule's (interface and protocol, selector) matches, comment and target."""
         made = self.heads.get(rule.index)
@@ -360,28 +371,19 @@ class _Lowering:
         address = IPv4Address if number == 4 else IPv6Address
         targets = {rule.index: _target(self.ruleset, rule, self.chains) for rule in rules}
         made = Dispatch([], [], [])
-        key = (base, f"a{number}")
+        name = self.namer((base, f"a{number}"), functools.partial(self.chains.address_node, inbound))
 
-        def name() -> str:
-            count = self.tree_nodes.get(key, 0)
-            self.tree_nodes[key] = count + 1
-            return self.chains.address_node(inbound, count)
+        def goto(chain: str, child: Node, child_chain: str) -> str:
+            return shape.bare_goto(chain, span(str(address(child.lo)), str(address(child.hi))), child_chain)
 
-        def emit(node: Node, chain: str) -> None:  # root first, then each subtree in address order
-            made.chains.append(chain)
-            if not node.children:
-                for lo, hi, rule in node.entries:
-                    first, last = address(lo), address(hi)
-                    nets = list(summarize_address_range(first, last))
-                    match = remote_flag(str(nets[0])) if len(nets) == 1 else span(str(first), str(last))
-                    made.chain_lines.append(shape.rule(chain, match, self.comment(rule), targets[rule.index]))
-                return
-            named = [(child, name()) for child in node.children]
-            for child, child_chain in named:
-                made.chain_lines.append(shape.bare_goto(
-                    chain, span(str(address(child.lo)), str(address(child.hi))), child_chain))
-            for child, child_chain in named:
-                emit(child, child_chain)
+        def leaf(chain: str, node: Node) -> list[str]:  # a line per span, -s when it is one network
+            lines = []
+            for lo, hi, rule in node.entries:
+                first, last = address(lo), address(hi)
+                nets = list(summarize_address_range(first, last))
+                match = remote_flag(str(nets[0])) if len(nets) == 1 else span(str(first), str(last))
+                lines.append(shape.rule(chain, match, self.comment(rule), targets[rule.index]))
+            return lines
 
         roots: dict[tuple[int, ...], str] = {}  # the rules of a group -> its tree (tcp and udp share it)
         for proto, found in groups:
@@ -391,7 +393,8 @@ class _Lowering:
                 root = roots.get(key_rules)
                 if root is None:
                     root = roots[key_rules] = name()
-                    emit(balanced_tree(_first_match(owners, number), TREE_LEAF, TREE_FANOUT), root)
+                    _emit_tree(made, balanced_tree(_first_match(owners, number), TREE_LEAF, TREE_FANOUT), root,
+                               name, goto, leaf)
                 made.lines.extend(shape.rule(base, head + ports, self.comment_of(owners), root)
                                   for ports in port_chunks(ranges, shape))
         return made
@@ -467,31 +470,21 @@ class _Lowering:
         shape = shapes()
         head = shape.protocol(protocol)
         inbound = base == self.chains.input
+        name = self.namer((base, protocol), functools.partial(self.chains.tree_node, inbound, protocol))
 
-        def name() -> str:
-            key = (base, protocol)
-            number = self.tree_nodes.get(key, 0)
-            self.tree_nodes[key] = number + 1
-            return self.chains.tree_node(inbound, protocol, number)
+        def goto(chain: str, child: Node, child_chain: str) -> str:
+            match = shape.port(str(child.lo)) if child.lo == child.hi else shape.port_range(
+                str(child.lo), str(child.hi))
+            return shape.bare_goto(chain, head + match, child_chain)
 
-        def emit(node: Node, chain: str) -> None:  # root first, then each subtree in port order
-            made.chains.append(chain)
-            if not node.children:
-                made.chain_lines.extend(self.grouped(chain, head, [e for unit in node.entries for e in unit[2]]))
-                return
-            named = [(child, name()) for child in node.children]
-            for child, child_chain in named:
-                match = shape.port(str(child.lo)) if child.lo == child.hi else shape.port_range(
-                    str(child.lo), str(child.hi))
-                made.chain_lines.append(shape.bare_goto(chain, head + match, child_chain))
-            for child, child_chain in named:
-                emit(child, child_chain)
+        def leaf(chain: str, node: Node) -> list[str]:
+            return self.grouped(chain, head, [e for unit in node.entries for e in unit[2]])
 
         root = name()
         # each rule once, in order (by index: hashing a Rule hashes its ports)
         rules = {rule.index: rule for entry in entries for rule in entry[3]}
         made.lines.append(shape.rule(base, head, self.comment_of(list(rules.values())), root))
-        emit(balanced_tree(_units(entries), TREE_LEAF, TREE_FANOUT), root)
+        _emit_tree(made, balanced_tree(_units(entries), TREE_LEAF, TREE_FANOUT), root, name, goto, leaf)
 
 
 def _line_count(entries: list[tuple[int, int, str, list[Rule]]]) -> int:
@@ -543,69 +536,36 @@ def address_only(rule: Rule, family: int) -> bool:
 
 def _port_groups(rules: list[Rule], proto: Protocol) -> list[tuple[list[tuple[int, int]], list[Rule]]]:
     """The ports of ``proto`` that ``rules`` have, cut where the set of rules covering
-    them changes: (port ranges, the rules covering them, in order) per distinct set, in
-    the order of its first port."""
-    events: dict[int, list[tuple[int, Rule]]] = {}  # port -> (+1 from here | -1 from here, rule)
-    for rule in rules:
-        for p, covered in rule.ports:
-            if p is proto:
-                for lo, hi in covered:
-                    events.setdefault(lo, []).append((1, rule))
-                    events.setdefault(hi + 1, []).append((-1, rule))
-    groups: dict[tuple[int, ...], tuple[list[tuple[int, int]], list[Rule]]] = {}
-    active: dict[int, Rule] = {}
-    points = sorted(events)
-    for at, until in zip(points, points[1:], strict=False):
-        for change, rule in events[at]:
-            if change > 0:
-                active[rule.index] = rule
-            else:
-                del active[rule.index]
-        if not active:
-            continue
-        owners = sorted(active)
-        ranges, _ = groups.setdefault(tuple(owners), ([], [active[i] for i in owners]))
-        if ranges and ranges[-1][1] + 1 == at:
-            ranges[-1] = (ranges[-1][0], until - 1)
-        else:
-            ranges.append((at, until - 1))
-    return list(groups.values())
+    them changes (``engine.cut``): (port ranges, the rules covering them, in order) per
+    distinct set, in the order of its first port."""
+    spans_of = [(bit, ranges) for bit, rule in enumerate(rules) for p, ranges in rule.ports if p is proto]
+    starts, masks = engine.cut(spans_of, PORT_MAX + 1)
+    return [(spans, [rules[bit] for bit in engine.bits(mask)])
+            for mask, spans in engine.group(starts, masks, PORT_MAX + 1).items() if mask]
 
 
 def _first_match(rules: list[Rule], family: int) -> list[tuple[int, int, Rule]]:
     """The first-match partition of the remote address space of ``family`` by the
-    rules' networks (in order): disjoint, sorted (lo, hi, deciding rule) spans, touching
-    spans of one rule joined. Each elementary span (between two network boundaries) is
-    given to the first rule holding it; ``after[k]`` skips spans already given."""
-    bounds = sorted({b for rule in rules for net in rule.remote(family) or ()
-                     for b in (int(net.network_address), int(net.broadcast_address) + 1)})
-    owner: list[Rule | None] = [None] * (len(bounds) - 1)
-    after = list(range(len(bounds)))  # the first span at or after k not yet given (path-halved)
+    rules' networks, in order (``engine.first_match``): disjoint, sorted (lo, hi,
+    deciding rule) spans, touching spans of one rule joined."""
+    spans_of = [tuple((int(net.network_address), int(net.broadcast_address)) for net in rule.remote(family) or ())
+                for rule in rules]
+    return [(lo, hi, rules[position]) for lo, hi, position in engine.first_match(spans_of, ADDRESS_SIZE[family])]
 
-    def free(k: int) -> int:
-        while after[k] != k:
-            after[k] = after[after[k]]
-            k = after[k]
-        return k
 
-    for rule in rules:
-        for net in rule.remote(family) or ():
-            k = free(bisect_left(bounds, int(net.network_address)))
-            end = bisect_left(bounds, int(net.broadcast_address) + 1)
-            while k < end:
-                owner[k] = rule
-                after[k] = k + 1
-                k = free(k + 1)
-    spans: list[tuple[int, int, Rule]] = []
-    for k, decider in enumerate(owner):
-        if decider is None:
-            continue
-        lo, hi = bounds[k], bounds[k + 1] - 1
-        if spans and spans[-1][2] is decider and spans[-1][1] + 1 == lo:
-            spans[-1] = (spans[-1][0], hi, decider)
-        else:
-            spans.append((lo, hi, decider))
-    return spans
+def _emit_tree(made: Dispatch, node: Node, chain: str, name: Callable[[], str],
+               goto: Callable[[str, Node, str], str], leaf: Callable[[str, Node], list[str]]) -> None:
+    """Write a dispatch tree into ``made``, root (``chain``) first, then each subtree in
+    axis order: an inner chain holds ``goto(chain, child, child's chain)`` for each child
+    (a ``-g`` to the one child whose span holds the packet), a leaf ``leaf(chain, node)``."""
+    made.chains.append(chain)
+    if not node.children:
+        made.chain_lines.extend(leaf(chain, node))
+        return
+    named = [(child, name()) for child in node.children]
+    made.chain_lines.extend(goto(chain, child, child_chain) for child, child_chain in named)
+    for child, child_chain in named:
+        _emit_tree(made, child, child_chain, name, goto, leaf)
 
 
 class Dispatch(NamedTuple):
