@@ -7,6 +7,7 @@ Heavy modules (yaml, jinja2, the targets) are imported inside the commands, so
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC
@@ -846,6 +847,26 @@ def entry() -> None:
     thousands of small objects that all live until it exits, so every collection pass
     is wasted work (a third of the time of a 6,000-rule build) and frees nothing
     (peak RSS is the same with it off). Callers that import ``main`` keep their GC.
+
+    When the command is done, the process ends with ``os._exit`` once standard output
+    and error are flushed: the interpreter's own shutdown would collect and free every
+    object the build made, one by one (30 ms of a 0.3 s build of 2,000 rules, 45 ms of
+    the registry policy's 0.6 s), and fwgen registers nothing that has to run at exit
+    (no atexit handlers, temporary directories or threads outlive a command; the files
+    it writes are synced and closed before it returns). An exception click does not
+    turn into an exit status, or a flush that fails (a closed pipe), takes the
+    interpreter's usual way out instead, with its usual message and status.
     """
     gc.disable()
-    main()
+    try:
+        main()
+    except SystemExit as done:
+        status = done.code
+        if status is not None and not isinstance(status, int):
+            raise  # a message to print: the interpreter's way
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            raise done from None
+        os._exit(status or 0)

@@ -4,6 +4,7 @@ list stale and missing files, exit 1 when any, and never write anything."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -212,3 +213,26 @@ def test_real_process_exit_codes(tmp_path: Path) -> None:
     fresh = run("build", "--check", "edge.yaml")
     assert (fresh.returncode, fresh.stdout) == (0, "up to date: 5 files\n")
     assert run("build", "--check", "--bogus", "edge.yaml").returncode == 2
+
+
+def test_process_exit_flushes_everything_first(tmp_path: Path) -> None:
+    """``entry`` ends the process with ``os._exit``: every byte a command printed still
+    arrives (more than a pipe's buffer), each status is the command's (0, and 1 for a
+    bad policy, with nothing written), and a reader that closes the pipe early gets the
+    interpreter's usual outcome (no traceback), not a hang or a lost status."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "fwgen"]
+    whole = subprocess.run([*argv, "ports", "a"], env=env, capture_output=True, text=True, check=False)
+    assert whole.returncode == 0
+    lines = whole.stdout.splitlines()
+    assert len(whole.stdout) > 65536 and len(lines) > 1000  # more than one pipe buffer
+    assert whole.stdout.endswith("\n") and lines[-1].strip()
+    (tmp_path / "bad.yaml").write_text("version: 1\nrules:\n  - name: x\n    action: alow\n")
+    bad = subprocess.run([*argv, "build", "bad.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("bad.yaml:4:") and "Traceback" not in bad.stderr
+    assert not (tmp_path / "out").exists()
+    early = subprocess.run(f"{shlex.join([*argv, 'ports', 'a'])} | head -n 1", shell=True, env=env,
+                           capture_output=True, text=True, check=False)
+    assert early.returncode == 0 and len(early.stdout.splitlines()) == 1
+    assert "Traceback" not in early.stderr
