@@ -263,10 +263,13 @@ class Staging:
         """Sync every staged file, then rename them all into place; the targets."""
         try:
             _sync(self.staged)
-            return _replace_all(self.staged)
-        finally:
-            _unlink_staged(self.staged)  # none is left after a rename
+            targets = _replace_all(self.staged)
+        except BaseException:
+            _unlink_staged(self.staged)  # those not renamed yet (or put back)
             self.staged = []
+            raise
+        self.staged = []  # every one renamed: nothing is left to remove
+        return targets
 
     def discard(self) -> None:
         """Remove every staged file and the directories made for them (deepest first)."""
