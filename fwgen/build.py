@@ -29,9 +29,10 @@ from fwgen.targets import BY_NAME, NAMES, Feature, Target
 TARGET_NAMES = NAMES
 # Below this many rules a forked render saves less than the fork costs (2-3 ms): a
 # 6,000-rule policy builds a fifth faster with it, a 2,000-rule one about as fast
-# (bench_registry: the parent's 3,175M instructions, the child's 651M meanwhile, against
-# 3,826M in one process; callgrind's child starts with the parent's count, so a sum of
-# both counts the work before the fork twice).
+# (bench_registry, 2026-12-03: the parent, checking and rendering iptables, 2,763M
+# instructions, the child, rendering nftables and windows, 2,641M meanwhile, against
+# 3,265M in one process before writing; callgrind's child starts with the parent's
+# count, so a sum of both counts the work before the fork twice).
 PARALLEL_MIN_RULES = 1000
 
 
@@ -71,8 +72,28 @@ def build(
     ``fwgen.forked``; the output is the same). ``files``: where to read the policy and
     its includes (default: the file system)."""
     files = files or Files()
-    ruleset, chosen, warnings, about = _checked_ruleset(policy_path, registry, targets, lint_errors, files)
-    outputs = _render(ruleset, [BY_NAME[name] for name in chosen], parallel)
+    policy = load_policy(policy_path, files)
+    ruleset = compile_policy(policy, registry)
+    try:
+        chosen = choose_targets(policy, targets)
+    except PolicyError as error:
+        raise policy.chained(error) from None
+    chosen_targets = [BY_NAME[name] for name in chosen]
+    # The checks run while a forked child renders the targets after the first (they
+    # cannot change what renders): a sixteenth of a 6,000-rule build's time, off the
+    # longest path of its two processes. A check that fails stops the child.
+    child = _start(ruleset, chosen_targets[1:]) if parallel else None
+    try:
+        warnings, about = _checks(policy, ruleset, registry, chosen, lint_errors, files)
+    except BaseException:
+        if child is not None:
+            child.cancel()
+        raise
+    # The policy (and the YAML nodes the checks locate findings in) is released here,
+    # before the targets render: for thousands of rules the nodes would otherwise add a
+    # fifth to peak memory.
+    del policy
+    outputs = _render(ruleset, chosen_targets, child)
     outputs_of: dict[str, str] = {}
     for files_of, warnings_of in outputs:
         outputs_of.update(files_of)
@@ -86,25 +107,32 @@ def build(
 Rendered = tuple[dict[str, str], list[str]]  # one target's files and warnings
 
 
-def _render(ruleset: Ruleset, targets: list[Target], parallel: bool) -> list[Rendered]:
-    def render(targets: list[Target]) -> list[Rendered]:
-        outputs = [target.render(ruleset) for target in targets]
-        return [(output.files, list(output.warnings)) for output in outputs]
+def _render_all(ruleset: Ruleset, targets: list[Target]) -> list[Rendered]:
+    outputs = [target.render(ruleset) for target in targets]
+    return [(output.files, list(output.warnings)) for output in outputs]
 
-    first, rest = targets[:1], targets[1:]
-    child = None
-    if parallel and rest and len(ruleset.rules) >= PARALLEL_MIN_RULES and (os.cpu_count() or 1) > 1:
-        rendering.preload()  # the child then imports nothing
-        child = forked.start(lambda: render(rest))
+
+def _start(ruleset: Ruleset, rest: list[Target]) -> forked.Child | None:
+    """A forked child rendering ``rest`` (the targets after the first), when the policy
+    is large enough to pay for the fork and there are two cores; else None."""
+    if not rest or len(ruleset.rules) < PARALLEL_MIN_RULES or (os.cpu_count() or 1) < 2:
+        return None
+    rendering.preload()  # the child then imports nothing
+    return forked.start(lambda: _render_all(ruleset, rest))
+
+
+def _render(ruleset: Ruleset, targets: list[Target], child: forked.Child | None) -> list[Rendered]:
+    """Every target's files and warnings, in order: the first rendered here and the rest
+    by ``child`` when there is one (and here, when it fails)."""
     if child is None:
-        return render(targets)
+        return _render_all(ruleset, targets)
     try:
-        mine = render(first)
+        mine = _render_all(ruleset, targets[:1])
     except BaseException:
         child.cancel()
         raise
     theirs = child.result()
-    return mine + (theirs if isinstance(theirs, list) else render(rest))
+    return mine + (theirs if isinstance(theirs, list) else _render_all(ruleset, targets[1:]))
 
 
 def choose_targets(policy: Policy, asked: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -198,23 +226,19 @@ def check_targets(policy: Policy, ruleset: Ruleset, targets: tuple[str, ...]) ->
     return warnings
 
 
-def _checked_ruleset(
-    policy_path: str, registry: Registry, targets: tuple[str, ...] | None, lint_errors: bool, files: Files,
-) -> tuple[Ruleset, tuple[str, ...], list[BuildWarning], tuple[Location, tuple[str, ...]]]:
-    """The policy (and the YAML nodes lint locates findings in) is released when this
-    returns, before the targets render: for thousands of rules the nodes would otherwise
-    add a fifth to peak memory."""
-    policy = load_policy(policy_path, files)
-    ruleset = compile_policy(policy, registry)
+def _checks(
+    policy: Policy, ruleset: Ruleset, registry: Registry, chosen: tuple[str, ...], lint_errors: bool, files: Files,
+) -> tuple[list[BuildWarning], tuple[Location, tuple[str, ...]]]:
+    """What the chosen targets cannot express (an error) or express approximately (the
+    warnings), and with ``lint_errors`` the unacknowledged error-level lint findings;
+    and where the policy's name is, with the files it includes."""
     try:
-        chosen = choose_targets(policy, targets)
         warnings = check_targets(policy, ruleset, chosen)
         if lint_errors:
             check_errors(policy, ruleset, registry, chosen)
     except PolicyError as error:
         raise policy.chained(error) from None
-    about = (Locator(policy).top("name"), tuple(files.key(include.raw) for include in policy.includes))
-    return ruleset, chosen, warnings, about
+    return warnings, (Locator(policy).top("name"), tuple(files.key(include.raw) for include in policy.includes))
 
 
 def write_atomically(outdir: str | os.PathLike[str], files: dict[str, str]) -> list[Path]:

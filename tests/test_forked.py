@@ -1,6 +1,7 @@
-"""``fwgen build`` renders nftables and Windows in a forked child (fwgen/forked.py): the
-output must be exactly the serial output, and any failure of the child must leave the
-parent to do the work itself, with errors raised in the parent as usual."""
+"""``fwgen build`` renders nftables and Windows in a forked child (fwgen/forked.py) while
+the parent checks the policy and renders iptables: the output must be exactly the serial
+output, and any failure of the child must leave the parent to do the work itself, with
+errors raised in the parent as usual."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from fwgen import build as build_module
 from fwgen import forked
 from fwgen.build import build
+from fwgen.errors import PolicyError
 from fwgen.registry import bundled
 from fwgen.targets import BY_NAME
 
@@ -85,6 +87,31 @@ def test_an_error_in_the_parent_stops_the_child(monkeypatch: pytest.MonkeyPatch)
     assert len(started) == 1
     with pytest.raises(ChildProcessError):  # reaped: no such child any more
         os.waitpid(started[0].pid, os.WNOHANG)
+
+
+def test_a_failing_check_stops_the_child(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The checks run in the parent while the child renders: an error-level lint finding
+    raises there, located, and the child is stopped and reaped."""
+    started: list[forked.Child] = []
+    real_start = forked.start
+
+    def start(compute):  # type: ignore[no-untyped-def]
+        child = real_start(compute)
+        assert child is not None
+        started.append(child)
+        return child
+
+    monkeypatch.setattr(forked, "start", start)
+    policy = tmp_path / "lock.yaml"
+    policy.write_text("version: 1\nname: lock\ndefaults:\n  inbound: deny\nrules:\n"
+                      "  - name: web\n    action: allow\n    ports: [443]\n")
+    with pytest.raises(PolicyError, match=r"locks out SSH") as raised:
+        build(str(policy), bundled(), lint_errors=True, parallel=True)
+    assert raised.value.location is not None and raised.value.location.line == 4
+    assert len(started) == 1
+    with pytest.raises(ChildProcessError):  # reaped: no such child any more
+        os.waitpid(started[0].pid, os.WNOHANG)
+    assert build(str(policy), bundled(), parallel=True).files  # without the lint errors, it builds
 
 
 class _DeadChild(forked.Child):
