@@ -73,6 +73,7 @@ def build(
     its includes (default: the file system)."""
     files = files or Files()
     policy = load_policy(policy_path, files)
+    files.forget(policy_path)
     ruleset = compile_policy(policy, registry)
     try:
         chosen = choose_targets(policy, targets)

@@ -76,6 +76,13 @@ class Files:
         """Two paths naming the same file have the same key."""
         return os.path.realpath(path)
 
+    def forget(self, path: str) -> None:
+        """Read ``path`` anew when it is loaded again: a build forgets its host policy
+        once loaded (no other build reads it, except as an include), so that its YAML
+        nodes go with the policy rather than live as long as the ``Files`` (a fleet
+        worker's, or a single policy's build while its targets render)."""
+        self._loaded.pop(self.key(path), None)
+
     def load(self, path: str) -> Loaded:
         """Read, decode and compose ``path`` (once per ``Files``); errors name ``display``."""
         key = self.key(path)

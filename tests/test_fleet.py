@@ -202,3 +202,28 @@ def test_a_failing_worker_fails_the_build_and_leaves_nothing_behind(
     assert not result.errors and len(result.hosts) == 15
     assert result.staging is not None
     result.staging.discard()
+
+
+def test_a_build_reads_a_shared_file_once_and_keeps_no_host_policy(fleet: Path) -> None:
+    """One ``Files`` across a fleet's builds (as each worker has): every host reads the
+    shared base once, and keeps no host policy's YAML nodes once that host is built (a
+    worker of fleet1000 held 500 hosts' nodes: 130 MiB peak, 43 MiB without)."""
+    from fwgen.files import Files
+
+    reads: list[str] = []
+
+    class Counting(Files):
+        def read_bytes(self, path: str) -> bytes:
+            reads.append(Path(path).resolve().relative_to(fleet).as_posix())
+            return super().read_bytes(path)
+
+    files = Counting()
+    hosts = sorted(p for p in fleet.glob("*.yaml"))
+    assert len(hosts) >= 3
+    for host in hosts:
+        build(str(host), bundled(), files=files)
+    shared = {name for name in reads if name not in {h.name for h in hosts}}
+    assert len(shared) >= 2 and all(reads.count(name) == 1 for name in shared)
+    assert sorted(name for name in reads if name not in shared) == sorted(h.name for h in hosts)
+    kept = {Path(key).relative_to(fleet.resolve()).as_posix() for key in files._loaded}
+    assert kept == shared  # the hosts are forgotten, the shared files kept
