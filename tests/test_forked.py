@@ -67,50 +67,48 @@ def test_a_failing_child_leaves_the_work_to_the_parent(monkeypatch: pytest.Monke
     assert build(policy, bundled(), parallel=True).files == serial.files
 
 
-def test_an_error_in_the_parent_stops_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[forked.Child] = []
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[forked.Child]:
+    """The children ``forked.start`` starts (each must start)."""
+    children: list[forked.Child] = []
     real_start = forked.start
 
     def start(compute):  # type: ignore[no-untyped-def]
         child = real_start(compute)
         assert child is not None
-        started.append(child)
+        children.append(child)
         return child
 
-    def broken_render(ruleset):  # type: ignore[no-untyped-def]
-        raise ValueError("iptables failed")
-
     monkeypatch.setattr(forked, "start", start)
-    monkeypatch.setattr(importlib.import_module(BY_NAME["iptables"].module), "render", broken_render)
-    with pytest.raises(ValueError, match="iptables failed"):
-        build(str(POLICIES[0]), bundled(), parallel=True)
+    return children
+
+
+def assert_one_child_reaped(started: list[forked.Child]) -> None:
     assert len(started) == 1
     with pytest.raises(ChildProcessError):  # reaped: no such child any more
         os.waitpid(started[0].pid, os.WNOHANG)
 
 
-def test_a_failing_check_stops_the_child(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_an_error_in_the_parent_stops_the_child(monkeypatch: pytest.MonkeyPatch, started: list[forked.Child]) -> None:
+    def broken_render(ruleset):  # type: ignore[no-untyped-def]
+        raise ValueError("iptables failed")
+
+    monkeypatch.setattr(importlib.import_module(BY_NAME["iptables"].module), "render", broken_render)
+    with pytest.raises(ValueError, match="iptables failed"):
+        build(str(POLICIES[0]), bundled(), parallel=True)
+    assert_one_child_reaped(started)
+
+
+def test_a_failing_check_stops_the_child(started: list[forked.Child], tmp_path: Path) -> None:
     """The checks run in the parent while the child renders: an error-level lint finding
     raises there, located, and the child is stopped and reaped."""
-    started: list[forked.Child] = []
-    real_start = forked.start
-
-    def start(compute):  # type: ignore[no-untyped-def]
-        child = real_start(compute)
-        assert child is not None
-        started.append(child)
-        return child
-
-    monkeypatch.setattr(forked, "start", start)
     policy = tmp_path / "lock.yaml"
     policy.write_text("version: 1\nname: lock\ndefaults:\n  inbound: deny\nrules:\n"
                       "  - name: web\n    action: allow\n    ports: [443]\n")
     with pytest.raises(PolicyError, match=r"locks out SSH") as raised:
         build(str(policy), bundled(), lint_errors=True, parallel=True)
     assert raised.value.location is not None and raised.value.location.line == 4
-    assert len(started) == 1
-    with pytest.raises(ChildProcessError):  # reaped: no such child any more
-        os.waitpid(started[0].pid, os.WNOHANG)
+    assert_one_child_reaped(started)
     assert build(str(policy), bundled(), parallel=True).files  # without the lint errors, it builds
 
 
