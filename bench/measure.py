@@ -15,11 +15,14 @@ from dataclasses import dataclass
 @dataclass
 class ProcResult:
     argv: list[str]
-    wall: float  # seconds, fork to reap
+    wall: float  # seconds, spawn to reap
     maxrss_kb: int  # ru_maxrss of the child (and any children it waited for), KiB
     cpu: float  # user + system CPU seconds of the child: less disturbed by a busy machine
     returncode: int
     stderr: str
+
+
+SPAWN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spawn.py")
 
 
 def run_process(
@@ -29,27 +32,36 @@ def run_process(
     stdin_path: str | None = None,
     stderr_path: str | None = None,
 ) -> ProcResult:
-    """Run one fresh process; wall clock from just before the fork until it is reaped.
+    """Run one fresh process; wall clock from just before its spawn until it is reaped.
 
-    ``os.wait4`` reaps the child and returns its own rusage, so ``ru_maxrss`` is that
-    process's peak RSS (Linux: KiB), not the harness's. stdout is discarded, stderr goes to
-    a file (a pipe could fill up and stall a chatty child such as aclgen).
+    A small launcher (bench/spawn.py) starts it and reaps it with ``os.wait4``, so
+    ``ru_maxrss`` is that process's own peak RSS (Linux: KiB), not the harness's (which
+    an exec straight from the harness would carry over; see spawn.py). stdout is
+    discarded, stderr goes to a file (a pipe could fill up and stall a chatty child such
+    as aclgen).
     """
+    import json
+    import tempfile
+
     stderr_path = stderr_path or os.devnull
-    with open(stderr_path, "wb") as err, open(stdin_path or os.devnull, "rb") as inp:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=inp, stdout=subprocess.DEVNULL, stderr=err
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
+    fd, result_path = tempfile.mkstemp(prefix="fwgen-bench-spawn-", suffix=".json")
+    os.close(fd)
+    try:
+        with open(stderr_path, "wb") as err, open(stdin_path or os.devnull, "rb") as inp:
+            subprocess.run([sys.executable, "-I", "-S", SPAWN, result_path, *argv], cwd=cwd, env=env,
+                           stdin=inp, stdout=subprocess.DEVNULL, stderr=err, check=True)
+        with open(result_path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    finally:
+        os.unlink(result_path)
+    if "error" in record:
+        raise OSError(f"cannot run {argv[0]}: {record['error']}")
+    returncode = os.waitstatus_to_exitcode(record["status"])
     text = ""
     if stderr_path != os.devnull:
         with open(stderr_path, encoding="utf-8", errors="replace") as fh:
             text = fh.read()
-    cpu = usage.ru_utime + usage.ru_stime
-    return ProcResult(argv, wall, usage.ru_maxrss, cpu, proc.returncode, text)
+    return ProcResult(argv, record["wall"], record["maxrss_kb"], record["cpu"], returncode, text)
 
 
 def run_parallel(
@@ -63,7 +75,9 @@ def run_parallel(
     ``xargs -P jobs``), as one timed unit: wall clock from just before the first fork
     until the last child is reaped; CPU = the sum of the children's; peak RSS = the largest
     child's; returncode = the first non-zero one (else 0); stderr = all of theirs, in
-    start order. The caller must have no other children running (``os.wait4(-1)``)."""
+    start order. The caller must have no other children running (``os.wait4(-1)``).
+    The children are started from the harness itself, so their RSS is an upper bound
+    (see bench/spawn.py)."""
     if not argvs:
         raise ValueError("run_parallel: nothing to run")
     base = stderr_path or os.devnull
