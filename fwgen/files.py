@@ -124,7 +124,7 @@ class GitFiles(Files):
         spec = self.display(path)
         try:
             proc = _run_git(["git", "--no-pager", "show", f"{self.rev}:{path}"], capture_output=True,
-                                  check=False)
+                            check=False)
         except OSError as exc:
             raise ReadError(spec, f"cannot run git: {exc.strerror}") from None
         if proc.returncode != 0:
@@ -157,7 +157,7 @@ class GitFiles(Files):
         or nothing: reading it then says why)."""
         try:
             proc = _run_git(["git", "--no-pager", "cat-file", "-t", f"{self.rev}:{dir_prefix(path)}"],
-                                  capture_output=True, check=False)
+                            capture_output=True, check=False)
         except OSError:
             return False
         return proc.returncode == 0 and proc.stdout.strip() == b"tree"
