@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -40,9 +42,6 @@ def run_process(
     discarded, stderr goes to a file (a pipe could fill up and stall a chatty child such
     as aclgen).
     """
-    import json
-    import tempfile
-
     stderr_path = stderr_path or os.devnull
     fd, result_path = tempfile.mkstemp(prefix="fwgen-bench-spawn-", suffix=".json")
     os.close(fd)

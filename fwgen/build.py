@@ -86,15 +86,18 @@ def build(
     child = _start(ruleset, chosen_targets[1:]) if parallel else None
     try:
         warnings, about = _checks(policy, ruleset, registry, chosen, lint_errors, files)
+        # The policy (and the YAML nodes the checks locate findings in) is released here,
+        # before the targets render: for thousands of rules the nodes would otherwise
+        # add a fifth to peak memory.
+        del policy
+        outputs = _render_all(ruleset, chosen_targets if child is None else chosen_targets[:1])
     except BaseException:
         if child is not None:
             child.cancel()
         raise
-    # The policy (and the YAML nodes the checks locate findings in) is released here,
-    # before the targets render: for thousands of rules the nodes would otherwise add a
-    # fifth to peak memory.
-    del policy
-    outputs = _render(ruleset, chosen_targets, child)
+    if child is not None:  # the rest, from the child (or here, when it failed)
+        theirs = child.result()
+        outputs += theirs if isinstance(theirs, list) else _render_all(ruleset, chosen_targets[1:])
     outputs_of: dict[str, str] = {}
     for files_of, warnings_of in outputs:
         outputs_of.update(files_of)
@@ -120,20 +123,6 @@ def _start(ruleset: Ruleset, rest: list[Target]) -> forked.Child | None:
         return None
     rendering.preload()  # the child then imports nothing
     return forked.start(lambda: _render_all(ruleset, rest))
-
-
-def _render(ruleset: Ruleset, targets: list[Target], child: forked.Child | None) -> list[Rendered]:
-    """Every target's files and warnings, in order: the first rendered here and the rest
-    by ``child`` when there is one (and here, when it fails)."""
-    if child is None:
-        return _render_all(ruleset, targets)
-    try:
-        mine = _render_all(ruleset, targets[:1])
-    except BaseException:
-        child.cancel()
-        raise
-    theirs = child.result()
-    return mine + (theirs if isinstance(theirs, list) else _render_all(ruleset, targets[1:]))
 
 
 def choose_targets(policy: Policy, asked: tuple[str, ...] | None) -> tuple[str, ...]:

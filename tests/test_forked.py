@@ -31,17 +31,36 @@ def forking_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(build_module, "PARALLEL_MIN_RULES", 1)  # the example policies are small
 
 
-@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
-def test_parallel_build_equals_serial_build(policy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    children: list[forked.Child | None] = []
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[forked.Child]:
+    """The children ``forked.start`` starts (each must start)."""
+    children: list[forked.Child] = []
     real_start = forked.start
-    monkeypatch.setattr(forked, "start", lambda compute: children.append(real_start(compute)) or children[-1])
+
+    def start(compute):  # type: ignore[no-untyped-def]
+        child = real_start(compute)
+        assert child is not None
+        children.append(child)
+        return child
+
+    monkeypatch.setattr(forked, "start", start)
+    return children
+
+
+def assert_one_child_reaped(started: list[forked.Child]) -> None:
+    assert len(started) == 1
+    with pytest.raises(ChildProcessError):  # reaped: no such child any more
+        os.waitpid(started[0].pid, os.WNOHANG)
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
+def test_parallel_build_equals_serial_build(policy: Path, started: list[forked.Child]) -> None:
     serial = build(str(policy), bundled(), lint_errors=True)
     parallel = build(str(policy), bundled(), lint_errors=True, parallel=True)
     assert parallel.files == serial.files
     assert list(parallel.files) == list(serial.files)  # same order
     assert parallel.warnings == serial.warnings
-    assert len(children) == 1 and children[0] is not None  # one child, in the parallel build only
+    assert len(started) == 1  # one child, in the parallel build only
 
 
 def test_the_child_computes_in_another_process() -> None:
@@ -65,28 +84,6 @@ def test_a_failing_child_leaves_the_work_to_the_parent(monkeypatch: pytest.Monke
     serial = build(policy, bundled())
     monkeypatch.setattr(forked, "start", lambda compute: _DeadChild())
     assert build(policy, bundled(), parallel=True).files == serial.files
-
-
-@pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> list[forked.Child]:
-    """The children ``forked.start`` starts (each must start)."""
-    children: list[forked.Child] = []
-    real_start = forked.start
-
-    def start(compute):  # type: ignore[no-untyped-def]
-        child = real_start(compute)
-        assert child is not None
-        children.append(child)
-        return child
-
-    monkeypatch.setattr(forked, "start", start)
-    return children
-
-
-def assert_one_child_reaped(started: list[forked.Child]) -> None:
-    assert len(started) == 1
-    with pytest.raises(ChildProcessError):  # reaped: no such child any more
-        os.waitpid(started[0].pid, os.WNOHANG)
 
 
 def test_an_error_in_the_parent_stops_the_child(monkeypatch: pytest.MonkeyPatch, started: list[forked.Child]) -> None:
