@@ -204,6 +204,69 @@ def test_a_failing_worker_fails_the_build_and_leaves_nothing_behind(
     result.staging.discard()
 
 
+def test_a_worker_held_up_by_one_policy_leaves_the_rest_to_the_other(
+    fleet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The workers take the policies as they go, not a share dealt out in advance: while
+    one worker is held up by h00, the other builds every other policy (h00 waits for
+    that, so with shares dealt out in advance it would wait in vain)."""
+    import os
+    import time
+
+    from fwgen import fleet as fleet_module
+
+    for i in range(12):
+        (fleet / f"h{i:02}.yaml").write_text(OPEN + f"name: h{i:02}\nrules:\n  - action: deny\n    ports: [{i}]\n",
+                                             encoding="utf-8")
+    policies = len(list(fleet.glob("*.yaml")))  # the hosts and the fleet's three roles
+    log = tmp_path / "built"
+    real = fleet_module._build_one
+
+    def done() -> int:
+        return len(log.read_text().splitlines()) if log.exists() else 0
+
+    def logged(path: str) -> object:
+        if path.endswith("h00.yaml"):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and done() < policies - 1:
+                time.sleep(0.01)
+        with open(log, "a", encoding="utf-8") as out:  # one short append: whole lines
+            out.write(f"{os.getpid()} {Path(path).name}\n")
+        return real(path)
+
+    monkeypatch.setattr(fleet_module, "_build_one", logged)
+    result = build_fleet([str(fleet)], bundled(), jobs=2)
+    assert not result.errors and len(result.hosts) == 15
+    built = [line.split() for line in log.read_text().splitlines()]
+    assert len(built) == policies and built[-1][1] == "h00.yaml"  # h00 waited for all the others
+    held = built[-1][0]
+    order = sorted(p.name for p in fleet.glob("*.yaml"))  # the order the tickets go out in
+    after = order[order.index("h00.yaml") + 1:]
+    assert after and not [name for pid, name in built if pid == held and name in after]  # all the other's
+
+
+def test_more_policies_than_the_pipe_of_tickets_holds(
+    fleet: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parent tops up the pipe of tickets as the workers take them: with tickets of
+    PIPE_BUF bytes the pipe holds only a few at a time (64 KiB on Linux: 16), and every
+    one of 40 policies is still built, once."""
+    import select
+
+    from fwgen import fleet as fleet_module
+
+    for i in range(37):
+        rules = f"rules:\n  - action: deny\n    ports: [{1000 + i}]\n"
+        (fleet / f"h{i:02}.yaml").write_text(OPEN + f"name: h{i:02}\n" + rules, encoding="utf-8")
+    monkeypatch.setattr(fleet_module, "_TICKET", select.PIPE_BUF)
+    registry = bundled()
+    parallel = build_fleet([str(fleet)], registry, jobs=2)
+    monkeypatch.undo()
+    serial = build_fleet([str(fleet)], registry, jobs=1)
+    assert not parallel.errors and len(parallel.hosts) == 40
+    assert parallel.files == serial.files and [h.name for h in parallel.hosts] == [h.name for h in serial.hosts]
+
+
 def test_a_build_reads_a_shared_file_once_and_keeps_no_host_policy(fleet: Path) -> None:
     """One ``Files`` across a fleet's builds (as each worker has): every host reads the
     shared base once, and keeps no host policy's YAML nodes once that host is built (a
