@@ -11,12 +11,13 @@ worker reads a shared file once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from fwgen.build import BuildWarning, Staging, build
+from fwgen.build import BuildWarning, Staging, Syncer, build
 from fwgen.errors import Location, PolicyError
 from fwgen.files import Files, list_yaml
 from fwgen.policy import Policy, load_policy
@@ -130,25 +131,35 @@ def build_fleet(
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths) // MIN_PER_WORKER))
     # one policy alone may still render its targets on two cores (``build(parallel=)``)
     _REGISTRY, _OPTIONS, _FILES = registry, (targets, strict, len(paths) == 1, stage), None
-    outcomes: list[Host | Failed] = []
+    syncer = Syncer() if stage is not None else None  # syncs what is staged as it arrives
+    arrived: list[Host | Failed] = []
+
+    def done(outcome: Host | Failed) -> None:
+        arrived.append(outcome)
+        if syncer is not None and isinstance(outcome, Host) and outcome.staged is not None:
+            syncer.add(outcome.staged[0])
+        if progress:
+            progress(1)
+
     try:
         if jobs > 1 and hasattr(os, "fork"):
-            outcomes = _in_workers(paths, jobs, progress)
+            outcomes = _in_workers(paths, jobs, done)
         else:
             for path in paths:
-                outcomes.append(_build_one(path))
-                if progress:
-                    progress(1)
+                done(_build_one(path))
+            outcomes = arrived
         result = _gather(outcomes, listed)
+        if syncer is not None and not result.errors:
+            syncer.wait()  # an OS error: the build's error, and nothing is written
     except BaseException:
-        _discard(outcomes)
+        _discard(arrived, syncer)
         raise
     finally:
         _REGISTRY, _FILES = None, None
     if stage is None:
         return result
     if result.errors:
-        _discard(outcomes)
+        _discard(arrived, syncer)
         return result
     kept = {id(host) for host in result.hosts}
     _discard([o for o in outcomes if id(o) not in kept])  # files the others include
@@ -156,10 +167,15 @@ def build_fleet(
     for host in result.hosts:
         assert host.staged is not None
         staging.join(host.staged)
+    staging.synced = True
     return result._replace(staging=staging)
 
 
-def _discard(outcomes: Sequence[Host | Failed]) -> None:
+def _discard(outcomes: Sequence[Host | Failed], syncer: Syncer | None = None) -> None:
+    """Remove what the outcomes staged (once ``syncer`` has stopped syncing any of it)."""
+    if syncer is not None:
+        with contextlib.suppress(PolicyError):
+            syncer.wait()
     staging = Staging()
     for outcome in outcomes:
         if isinstance(outcome, Host) and outcome.staged is not None:
@@ -167,13 +183,14 @@ def _discard(outcomes: Sequence[Host | Failed]) -> None:
     staging.discard()
 
 
-def _in_workers(paths: list[str], jobs: int, progress: Callable[[int], None] | None) -> list[Host | Failed]:
+def _in_workers(paths: list[str], jobs: int, done: Callable[[Host | Failed], None]) -> list[Host | Failed]:
     """Fork ``jobs`` workers that share the policies out as they go: each takes the next
     policy's number from a pipe of tickets (``_TICKET`` bytes each), builds it, and sends
-    its number and outcome (pickled, after its length) through its own pipe. (Dealt out
-    in advance, worker k taking policies k, k + jobs, ..., one worker of fleet1000 finished
-    a second before the other, which was then idle: 4.4-4.7 s against 3.5 s.) A worker
-    that fails fails the build, and what every worker staged is removed again."""
+    its number and outcome (pickled, after its length) through its own pipe; ``done`` is
+    called with each outcome as it arrives. (Dealt out in advance, worker k taking
+    policies k, k + jobs, ..., one worker of fleet1000 finished a second before the other,
+    which was then idle: 4.4-4.7 s against 3.5 s.) A worker that fails fails the build
+    (the caller removes what the outcomes ``done`` was given staged)."""
     import pickle
     import selectors
 
@@ -240,8 +257,7 @@ def _in_workers(paths: list[str], jobs: int, progress: Callable[[int], None] | N
                             continue
                         number, outcome = message
                         received[number] = outcome
-                        if progress:
-                            progress(1)
+                        done(outcome)
     except BaseException as error:
         errors.append(error)
     finally:
@@ -252,7 +268,6 @@ def _in_workers(paths: list[str], jobs: int, progress: Callable[[int], None] | N
         for _, fd in workers:
             os.close(fd)
     if errors or any(statuses) or len(received) != len(paths):
-        _discard(list(received.values()))
         raise errors[0] if errors else RuntimeError("fwgen: a build worker failed")
     return [received[number] for number in range(len(paths))]
 
