@@ -192,6 +192,30 @@ class CaseResults:
         self.probe: list[float] = []  # measure.speed_probe() before each timed run
 
 
+# The per-run temp dirs, removed when the harness is done rather than after each run: on
+# a filesystem without a journal (this machine's ext4 root, where /tmp is), creating a
+# file within a minute or so of deleting many scans past every recently deleted inode
+# (the kernel's ``recently_deleted`` check). Removing a fleet1000 run's 14,000 files made
+# the next run's fwgen, creating 9,000 files and directories seconds later, slower: 4.65
+# and 5.27 s after a first run of 4.30 s (3.66 s into a fresh directory, 4.06 s right
+# after such a removal), a cost the harness caused, for fwgen only (Aerleon's run starts
+# after fwgen's). See bench/README.md.
+_LEFT: list[str] = []
+
+
+def leave(workdir: str, keep: bool) -> None:
+    if keep:
+        log(f"  kept {workdir}")
+    else:
+        _LEFT.append(workdir)
+
+
+def remove_workdirs() -> None:
+    for workdir in _LEFT:
+        shutil.rmtree(workdir, ignore_errors=True)
+    _LEFT.clear()
+
+
 def run_case(name: str, runs: int, seed: int, fwgen: Fwgen, kernel: bool, keep: bool,
              baseline: Fwgen | None = None) -> CaseResults:
     res = CaseResults(name)
@@ -291,10 +315,7 @@ def run_case(name: str, runs: int, seed: int, fwgen: Fwgen, kernel: bool, keep: 
             log(f"  {name} run {i + 1}/{runs}: fwgen {res.wall['fwgen'][-1]:.3f}s, aerleon "
                 + ", ".join(f"{t} {res.wall[t][-1]:.3f}s" for t in policies.AERLEON_TARGETS))
         finally:
-            if keep:
-                log(f"  kept {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+            leave(workdir, keep)
     return res
 
 
@@ -437,10 +458,7 @@ def run_fleet(name: str, hosts: int, args: argparse.Namespace, fwgen: Fwgen,
                    if baseline else "")
                 + f", aerleon {res.wall['aerleon'][-1]:.3f}s")
         finally:
-            if args.keep:
-                log(f"  kept {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+            leave(workdir, args.keep)
     return res
 
 
@@ -894,6 +912,8 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         log(f"error: {e}")
         return 2
+    finally:
+        remove_workdirs()
     load_end = " ".join(open("/proc/loadavg").read().split()[:3])
 
     text, goals = report(results, fleets, args, info, [h.wall for h in helps],
