@@ -119,11 +119,11 @@ def run_parallel(
     )
 
 
-def speed_probe(env: dict[str, str] | None = None) -> float:
+def speed_probe(env: dict[str, str] | None = None, python: str = sys.executable) -> float:
     """Seconds a bare interpreter (``python -c pass``) takes to start and exit: a gauge of
     how fast the machine is at the moment for what a short build spends most of its time
     on (process start, imports, page faults). Shared virtual cores drift a lot."""
-    return run_process([sys.executable, "-c", "pass"], env=env).wall
+    return run_process([python, "-c", "pass"], env=env).wall
 
 
 def median(values: list[float]) -> float:

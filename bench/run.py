@@ -34,6 +34,7 @@ sys.path.insert(0, BENCH_DIR)
 sys.path.insert(0, REPO)
 
 import aerleon_env  # noqa: E402
+import fwgen_env  # noqa: E402
 import measure  # noqa: E402
 
 import policies  # noqa: E402
@@ -65,15 +66,19 @@ def log(msg: str) -> None:
 
 class Fwgen:
     """How fwgen is run: by default the checkout, ``python -m fwgen`` with the checkout on
-    PYTHONPATH (the same code the installed ``fwgen`` script runs); ``--fwgen-cmd`` runs
-    another command, e.g. an installed console script."""
+    PYTHONPATH (the same code the installed ``fwgen`` script runs) and the interpreter of
+    bench/.venv-fwgen (``fwgen_env``: fwgen's dependencies at the lock's versions, as
+    Aerleon runs from its venv); ``--fwgen-cmd`` runs another command, e.g. an installed
+    console script."""
+
+    python = sys.executable  # main() sets fwgen_env's venv interpreter
 
     def __init__(self, cmd: str | None, source: str = REPO):
         self.env = child_env()
         if cmd:
             self.argv = shlex.split(cmd)
         else:
-            self.argv = [sys.executable, "-m", "fwgen"]
+            self.argv = [Fwgen.python, "-m", "fwgen"]
             self.env["PYTHONPATH"] = source + os.pathsep + self.env.get("PYTHONPATH", "")
         self.describe = " ".join(self.argv) + (f" (PYTHONPATH={source})" if not cmd and source != REPO else "")
 
@@ -232,7 +237,7 @@ def run_case(name: str, runs: int, seed: int, fwgen: Fwgen, kernel: bool, keep: 
 
             # --- timed: fwgen (all three targets, one process), then Aerleon per target
             if timed:
-                res.probe.append(measure.speed_probe(child_env()))
+                res.probe.append(measure.speed_probe(child_env(), Fwgen.python))
             out = os.path.join(workdir, "out-fwgen")
             r = fwgen.build(fw_policy, out, os.path.join(workdir, "fwgen.stderr"))
             if not timed and r.returncode == 1:
@@ -379,7 +384,7 @@ def run_fleet(name: str, hosts: int, args: argparse.Namespace, fwgen: Fwgen,
             fw_dir = os.path.join(workdir, policies.Fleet.FWGEN_DIR)
             names = [h.name for h in fleet.hosts]
             if timed:
-                res.probe.append(measure.speed_probe(child_env()))
+                res.probe.append(measure.speed_probe(child_env(), Fwgen.python))
             tools = [("fwgen", fwgen)] + ([("baseline", baseline)] if baseline else [])
             if timed and i % 2:
                 tools.reverse()  # the baseline first on odd runs: neither always goes first
@@ -594,7 +599,7 @@ def machine_info(fwgen: Fwgen, aerleon_version: str) -> list[tuple[str, str]]:
         ("nproc", nproc),
         ("CPU", cpu),
         ("kernel", platform.release()),
-        ("Python", platform.python_version() + f" ({sys.executable})"),
+        ("Python", platform.python_version() + f" (the harness: {sys.executable}; fwgen: {Fwgen.python})"),
         ("fwgen", f"{fwgen.version()} (checkout {git}"
                   f"{', with uncommitted changes in fwgen/ or templates/' if dirty else ''}; "
                   f"run as `{fwgen.describe}`)"),
@@ -878,6 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command = " ".join(["python3 bench/run.py", *(shlex.quote(a) for a in given)])
 
     aerleon_version = aerleon_env.ensure_venv(log)
+    Fwgen.python = fwgen_env.ensure_venv(log)
     fwgen = Fwgen(args.fwgen_cmd)
     info = machine_info(fwgen, aerleon_version)
     git_start = git_state()
@@ -895,7 +901,7 @@ def main(argv: list[str] | None = None) -> int:
         check(h, "fwgen --help")
     # The interpreter's own start-up, for reading the --help time (site-packages .pth files
     # run at every start and are not fwgen's).
-    bare = [measure.run_process([sys.executable, "-c", "pass"], env=child_env()).wall
+    bare = [measure.run_process([Fwgen.python, "-c", "pass"], env=child_env()).wall
             for _ in range(HELP_RUNS)]
 
     results = []
