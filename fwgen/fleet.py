@@ -188,9 +188,10 @@ def _in_workers(paths: list[str], jobs: int, done: Callable[[Host | Failed], Non
     policy's number from a pipe of tickets (``_TICKET`` bytes each), builds it, and sends
     its number and outcome (pickled, after its length) through its own pipe; ``done`` is
     called with each outcome as it arrives. (Dealt out in advance, worker k taking
-    policies k, k + jobs, ..., one worker of fleet1000 finished a second before the other,
-    which was then idle: 4.4-4.7 s against 3.5 s.) A worker that fails fails the build
-    (the caller removes what the outcomes ``done`` was given staged)."""
+    policies k, k + jobs, ..., the two workers of fleet1000 finished 70-200 ms apart, one
+    of them idle meanwhile, and a fleet with a few large policies left one idle for as
+    long as those took.) A worker that fails fails the build (the caller removes what
+    the outcomes ``done`` was given staged)."""
     import pickle
     import selectors
 
