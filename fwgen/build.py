@@ -373,16 +373,14 @@ class Syncer:
     ended when it returns."""
 
     def __init__(self) -> None:
-        self._pending: list[tuple[str, Path]] = []  # files for no thread yet
-        self._given = 0
+        self._pending: list[tuple[str, Path]] = []  # files for no thread yet (all, until one starts)
         self._queue: queue.SimpleQueue[tuple[str, Path] | None] | None = None
         self._threads: list[threading.Thread] = []
         self._failed: list[tuple[str, PolicyError]] = []  # (the target's path, error)
 
     def add(self, staged: list[tuple[str, Path]]) -> None:
         self._pending += staged
-        self._given += len(staged)
-        if self._queue is None and self._given > SERIAL_SYNC_MAX:
+        if self._queue is None and len(self._pending) > SERIAL_SYNC_MAX:
             import queue
             import threading
 
